@@ -1,0 +1,185 @@
+"""One settings object for the whole platform.
+
+Every value comes from a documented environment variable (``TVP_*``) with a local default, so pointing the platform at a
+real cluster is a matter of exporting variables, never of editing code. ``docs/configuration.md`` lists them all; the
+table there is generated from ``ENV_VARS`` below (``tv-platform settings``).
+
+``TVP_ENV`` selects the deployment: ``local`` (the one-machine stack that ``tv-platform stack up`` runs) or ``cluster``
+(external services reached through the same variables). Resources are keyed by it in ``tv_platform/resources.py``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from functools import lru_cache
+from pathlib import Path
+
+# name -> (default, description). Defaults may reference other settings with {state_dir} / {cache_dir}.
+ENV_VARS: dict[str, tuple[str, str]] = {
+    "TVP_ENV": ("local", "deployment: `local` (stack on this machine) or `cluster` (external services)"),
+    "TVP_STATE_DIR": ("~/.tv_platform", "data, logs and pid files of the local stack"),
+    "TVP_CACHE_DIR": ("~/.cache/tv_platform", "downloaded jars (Maven repository) and the Superset virtualenv"),
+    # Kafka
+    "TVP_KAFKA_BOOTSTRAP": ("127.0.0.1:9092", "Kafka bootstrap servers (comma separated)"),
+    "TVP_KAFKA_CONTROLLER_PORT": ("9093", "local KRaft controller port"),
+    "TVP_KAFKA_TOPIC": ("tv_events", "topic of live viewing events"),
+    "TVP_KAFKA_PARTITIONS": ("3", "partitions of the events topic when the platform creates it"),
+    "TVP_KAFKA_HEAP": ("512m", "JVM heap of the local Kafka broker"),
+    # HDFS
+    "TVP_HDFS_URL": ("hdfs://127.0.0.1:8020", "Hadoop-compatible file system URL of the lake (hdfs://, file://)"),
+    "TVP_WEBHDFS_URL": ("http://127.0.0.1:9870", "WebHDFS endpoint of the NameNode"),
+    "TVP_HDFS_USER": ("tv_platform", "user name sent to WebHDFS"),
+    "TVP_LAKE_ROOT": ("/tv_platform", "directory of the lake inside the file system"),
+    "TVP_HDFS_HEAP": ("768m", "JVM heap of the local HDFS mini cluster"),
+    # Spark / Hive
+    "TVP_SPARK_REMOTE": ("sc://127.0.0.1:15002", "Spark Connect URL every Dagster step uses"),
+    "TVP_SPARK_DRIVER_MEMORY": ("3g", "driver memory of the local Spark Connect server"),
+    "TVP_SPARK_SHUFFLE_PARTITIONS": ("4", "spark.sql.shuffle.partitions of the local server (2 cores)"),
+    "TVP_HIVE_METASTORE_URI": ("", "thrift://host:9083 of a Hive Metastore (cluster); empty = embedded Derby"),
+    "TVP_HIVE_DATABASE": ("tv", "Hive database of the lake tables"),
+    # Greenplum (PostgreSQL locally)
+    "TVP_GP_HOST": ("127.0.0.1", "Greenplum / PostgreSQL host"),
+    "TVP_GP_PORT": ("5432", "Greenplum / PostgreSQL port"),
+    "TVP_GP_DATABASE": ("tv_warehouse", "warehouse database"),
+    "TVP_GP_SCHEMA": ("tv_marts", "schema of the marts"),
+    "TVP_GP_LOADER_USER": ("tv_loader", "role that loads marts"),
+    "TVP_GP_LOADER_PASSWORD": ("tv_loader", "its password"),
+    "TVP_GP_READER_USER": ("tv_reader", "read-only role for dashboards"),
+    "TVP_GP_READER_PASSWORD": ("tv_reader", "its password"),
+    "TVP_GP_DIALECT": ("postgres", "`greenplum` adds DISTRIBUTED BY to DDL; `postgres` for plain PostgreSQL"),
+    "TVP_PG_ADMIN_USER": ("postgres", "superuser of the local PostgreSQL (creates roles and databases)"),
+    # Dagster instance storage
+    "TVP_DAGSTER_PG_DATABASE": ("dagster", "database of Dagster's run/event/schedule storage"),
+    "TVP_DAGSTER_PG_USER": ("dagster", "its owner"),
+    "TVP_DAGSTER_PG_PASSWORD": ("dagster", "its password"),
+    # ClickHouse
+    "TVP_CLICKHOUSE_URL": ("chdb://{state_dir}/clickhouse", "chdb:///path (embedded engine) or http(s)://user:pw@host:port"),
+    "TVP_CLICKHOUSE_DATABASE": ("tv_marts", "ClickHouse database of the marts"),
+    # Simulation
+    "TVP_SIM_USERS": ("10000", "simulated subscribers"),
+    "TVP_SIM_SEED": ("42", "simulator seed; a (seed, users, date) triple always gives the same day"),
+    "TVP_START_DATE": ("2023-09-01", "first daily partition"),
+}
+
+
+def _default(name: str) -> str:
+    return ENV_VARS[name][0]
+
+
+def _get(name: str) -> str:
+    return os.environ.get(name, _default(name))
+
+
+@dataclass(frozen=True)
+class Settings:
+    env: str
+    state_dir: Path
+    cache_dir: Path
+    kafka_bootstrap: str
+    kafka_controller_port: int
+    kafka_topic: str
+    kafka_partitions: int
+    kafka_heap: str
+    hdfs_url: str
+    webhdfs_url: str
+    hdfs_user: str
+    lake_root: str
+    hdfs_heap: str
+    spark_remote: str
+    spark_driver_memory: str
+    spark_shuffle_partitions: int
+    hive_metastore_uri: str
+    hive_database: str
+    gp_host: str
+    gp_port: int
+    gp_database: str
+    gp_schema: str
+    gp_loader_user: str
+    gp_loader_password: str
+    gp_reader_user: str
+    gp_reader_password: str
+    gp_dialect: str
+    pg_admin_user: str
+    dagster_pg_database: str
+    dagster_pg_user: str
+    dagster_pg_password: str
+    clickhouse_url: str
+    clickhouse_database: str
+    sim_users: int
+    sim_seed: int
+    start_date: str
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        state_dir = Path(os.path.expanduser(_get("TVP_STATE_DIR"))).resolve()
+        cache_dir = Path(os.path.expanduser(_get("TVP_CACHE_DIR"))).resolve()
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            var = "TVP_" + f.name.upper()
+            raw = _get(var).format(state_dir=state_dir, cache_dir=cache_dir)
+            values[f.name] = raw
+        values["state_dir"] = state_dir
+        values["cache_dir"] = cache_dir
+        for f in fields(cls):
+            if f.type == "int":
+                try:
+                    values[f.name] = int(values[f.name])  # type: ignore[arg-type]
+                except ValueError as exc:
+                    raise ValueError(f"TVP_{f.name.upper()} must be an integer, got {values[f.name]!r}") from exc
+        if values["env"] not in ("local", "cluster"):
+            raise ValueError(f"TVP_ENV must be 'local' or 'cluster', got {values['env']!r}")
+        if values["gp_dialect"] not in ("postgres", "greenplum"):
+            raise ValueError(f"TVP_GP_DIALECT must be 'postgres' or 'greenplum', got {values['gp_dialect']!r}")
+        return cls(**values)  # type: ignore[arg-type]
+
+    # ---- derived endpoints -------------------------------------------------------------------------------------
+    @property
+    def kafka_port(self) -> int:
+        return int(self.kafka_bootstrap.split(",")[0].rsplit(":", 1)[1])
+
+    @property
+    def hdfs_rpc_port(self) -> int:
+        return int(self.hdfs_url.rsplit(":", 1)[1]) if self.hdfs_url.startswith("hdfs://") else 8020
+
+    @property
+    def webhdfs_port(self) -> int:
+        return int(self.webhdfs_url.rsplit(":", 1)[1])
+
+    @property
+    def spark_port(self) -> int:
+        return int(self.spark_remote.rsplit(":", 1)[1].split("/")[0])
+
+    @property
+    def lake_url(self) -> str:
+        """Root of the lake as a Hadoop URL, e.g. hdfs://127.0.0.1:8020/tv_platform."""
+        return self.hdfs_url.rstrip("/") + "/" + self.lake_root.strip("/")
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.state_dir / "run"
+
+    def gp_dsn(self, role: str = "loader") -> str:
+        user, password = {
+            "loader": (self.gp_loader_user, self.gp_loader_password),
+            "reader": (self.gp_reader_user, self.gp_reader_password),
+        }[role]
+        return f"host={self.gp_host} port={self.gp_port} dbname={self.gp_database} user={user} password={password}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (read once). Tests that change the environment call ``get_settings.cache_clear()``."""
+    return Settings.from_env()
+
+
+def settings_table() -> str:
+    """Markdown table of every variable, its default and meaning (docs/configuration.md is made from it)."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, (default, doc) in ENV_VARS.items():
+        rows.append(f"| `{name}` | `{default}` | {doc} |")
+    return "\n".join(rows)
