@@ -1,0 +1,219 @@
+"""Ingest layer: where viewing events come from.
+
+    channels, users            reference data (the seed's rating table; Faker ru_RU subscribers)  ─► lake/reference
+    tv_dataset [daily]         the simulated history of a day                                     ─► lake/raw/tv_dataset/dt=…
+    kafka/tv_events            the live topic (external: produced by `tv-platform produce`)
+    tv_stream_snapshot [daily] offset ranges of the topic landed by the kafka sensor              ─► lake/raw/tv_stream/dt=…
+                               bad messages with their reason                                     ─► lake/quarantine/tv_stream/dt=…
+"""
+
+
+import io
+from datetime import date
+
+import dagster as dg
+import pandas as pd
+
+from tv_platform import layout
+from tv_platform.engines.hdfs import LakeResource, frame_to_csv_bytes
+from tv_platform.engines.kafka import KafkaResource
+from tv_platform.partitions import daily
+from tv_platform.settings import get_settings
+from tv_platform.streaming import Message, validate
+
+EVENT_DTYPES = {"session_id": "str", "user_id": "int64", "channel_id": "int32", "timer": "datetime64[s]", "status": "str"}
+
+kafka_topic = dg.AssetSpec(
+    key=dg.AssetKey(["kafka", "tv_events"]),
+    description=f"Live viewing events in the Kafka topic `{get_settings().kafka_topic}` (JSON, key = session_id). "
+    "Produced by `tv-platform produce`; consumed by the kafka sensor, which also observes its consumer lag.",
+    group_name="ingest",
+    kinds={"kafka"},
+)
+
+
+class SimulationConfig(dg.Config):
+    """Simulator parameters (defaults from TVP_SIM_USERS / TVP_SIM_SEED): a (users, seed, date) triple always gives the
+    same day, so any past partition regenerates identically."""
+
+    users: int = get_settings().sim_users
+    seed: int = get_settings().sim_seed
+
+
+@dg.asset(
+    group_name="ingest",
+    kinds={"python", "hdfs", "csv"},
+    io_manager_key="hdfs_io_manager",
+    metadata={
+        "lake_path": "reference/channels",
+        "columns": {"channel_id": "int32", "channel_name": "str", "time_rating": "float64",
+                    "viewers_rating": "float64", "rank": "int32"},
+    },
+)
+def channels() -> pd.DataFrame:
+    """The 148 channels and their audience ratings (share of viewing time and of viewers, %) — the simulator's input."""
+    from tv_platform.simulator.reference import load_channels
+
+    frame = load_channels()
+    return frame[["channel_id", "channel_name", "time_rating", "viewers_rating", "rank"]]
+
+
+@dg.asset(
+    group_name="ingest",
+    kinds={"python", "hdfs", "csv"},
+    io_manager_key="hdfs_io_manager",
+    metadata={"lake_path": "reference/users", "columns": {"user_id": "int64", "user_name": "str"}},
+)
+def users(config: SimulationConfig) -> pd.DataFrame:
+    """Subscribers with Faker ru_RU names, deterministic for (seed, number of users)."""
+    from tv_platform.simulator.reference import make_users
+
+    return make_users(config.users, config.seed)
+
+
+@dg.asset(
+    group_name="ingest",
+    kinds={"python", "hdfs", "csv"},
+    partitions_def=daily,
+    io_manager_key="hdfs_io_manager",
+    deps=[channels, users],
+    metadata={"lake_path": "raw/tv_dataset", "columns": EVENT_DTYPES},
+)
+def tv_dataset(context: dg.AssetExecutionContext, config: SimulationConfig) -> dg.Output[pd.DataFrame]:
+    """The simulated viewing history of one day: enabled/disabled events of every session that starts that day
+    (a session may end after midnight)."""
+    from tv_platform.simulator.model import SimulationParams, simulate_day
+
+    day = date.fromisoformat(context.partition_key)
+    events = simulate_day(day, SimulationParams(users=config.users, seed=config.seed))
+    enabled = events[events["status"] == "enabled"]
+    return dg.Output(
+        events,
+        metadata={
+            "events": len(events),
+            "sessions": len(enabled),
+            "viewers": int(enabled["user_id"].nunique()),
+        },
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the live stream
+# ---------------------------------------------------------------------------------------------------------------------
+class OffsetRange(dg.Config):
+    partition: int
+    start: int
+    end: int
+
+
+class StreamRangesConfig(dg.Config):
+    """Exactly which records to land: offset ranges [start, end) of the topic (set by the kafka sensor)."""
+
+    topic: str = get_settings().kafka_topic
+    ranges: list[OffsetRange] = []
+
+
+def _reference_ids(lake: LakeResource) -> tuple[set[int], set[int]]:
+    """Known channel and user ids, from the reference data in the lake (materialize `channels` and `users` first)."""
+    fs = lake.fs()
+    ids = []
+    for directory, name, column in ((layout.channels_dir(), "channels.csv", "channel_id"),
+                                    (layout.users_dir(), "users.csv", "user_id")):
+        path = f"{directory}/{name}"
+        if not fs.exists(path):
+            raise dg.Failure(f"reference data {path} is missing: materialize the `channels` and `users` assets first")
+        ids.append(set(pd.read_csv(io.BytesIO(fs.read_bytes(path)), usecols=[column])[column].astype(int)))
+    return ids[0], ids[1]
+
+
+@dg.asset(
+    group_name="ingest",
+    kinds={"kafka", "hdfs", "csv"},
+    partitions_def=daily,
+    deps=[kafka_topic, channels, users],
+    check_specs=[dg.AssetCheckSpec("events_conserved", asset="tv_stream_snapshot",
+                                   description="events read = events landed + events quarantined, recounted from the files")],
+)
+def tv_stream_snapshot(context: dg.AssetExecutionContext, config: StreamRangesConfig, kafka: KafkaResource,
+                       lake: LakeResource):
+    """Live events of one day landed from Kafka: each offset range the sensor hands over becomes one CSV file named by
+    the range (re-running rewrites the same file — no duplicates, no gaps); bad messages go to quarantine with the raw
+    payload, topic/partition/offset and the reason."""
+    day = context.partition_key
+    fs = lake.fs()
+    channel_ids, user_ids = _reference_ids(lake)
+    read = landed = quarantined = 0
+    files = []
+    reasons: dict[str, int] = {}
+    for r in config.ranges:
+        records = kafka.read_range(r.partition, r.start, r.end, topic=config.topic)
+        messages = [Message(rec.partition, rec.offset, rec.value, rec.timestamp) for rec in records]
+        result = validate(messages, day, channel_ids, user_ids)
+        name = layout.range_file_name(r.partition, r.start, r.end)
+        good = pd.DataFrame(result.rows, columns=layout.EVENT_COLUMNS)
+        good_path = f"{layout.partition_dir(layout.raw_dir('tv_stream'), day)}/{name}"
+        fs.write_bytes(good_path, frame_to_csv_bytes(good))
+        files.append(good_path)
+        bad_path = f"{layout.partition_dir(layout.quarantine_dir('tv_stream'), day)}/{name}"
+        if result.rejected:
+            bad = pd.DataFrame(
+                [[config.topic, x.message.partition, x.message.offset, x.reason,
+                  x.message.value.decode("utf-8", errors="replace")] for x in result.rejected],
+                columns=layout.QUARANTINE_COLUMNS,
+            )
+            fs.write_bytes(bad_path, frame_to_csv_bytes(bad))
+            for x in result.rejected:
+                kind = x.reason.split(":")[0].split(" ")[0:2]
+                reasons[" ".join(kind)] = reasons.get(" ".join(kind), 0) + 1
+        elif fs.exists(bad_path):
+            fs.delete(bad_path)  # a re-run that finds the range clean leaves no stale quarantine
+        read += len(messages)
+        landed += len(result.rows)
+        quarantined += len(result.rejected)
+        context.log.info(f"{config.topic}[{r.partition}] {r.start}..{r.end}: {len(result.rows)} landed, "
+                         f"{len(result.rejected)} quarantined -> {good_path}")
+
+    # the check recounts from what is now in the lake, not from the counters above
+    recount_landed = sum(_csv_rows(fs, p) for p in files)
+    recount_quarantined = sum(
+        _csv_rows(fs, f"{layout.partition_dir(layout.quarantine_dir('tv_stream'), day)}/"
+                      f"{layout.range_file_name(r.partition, r.start, r.end)}")
+        for r in config.ranges
+    )
+    expected = sum(r.end - r.start for r in config.ranges)
+    yield dg.MaterializeResult(
+        metadata={
+            "topic": config.topic,
+            "ranges": dg.MetadataValue.json([r.model_dump() for r in config.ranges]),
+            "events_read": read,
+            "events_landed": landed,
+            "events_quarantined": quarantined,
+            "quarantine_reasons": dg.MetadataValue.json(reasons),
+            "files": dg.MetadataValue.json([lake.fs().uri(p) for p in files]),
+        }
+    )
+    yield dg.AssetCheckResult(
+        check_name="events_conserved",
+        passed=read == recount_landed + recount_quarantined and read <= expected,
+        metadata={"events_read": read, "landed_in_files": recount_landed,
+                  "quarantined_in_files": recount_quarantined, "offsets_in_ranges": expected},
+    )
+
+
+def _csv_rows(fs, path: str) -> int:
+    if not fs.exists(path):
+        return 0
+    data = fs.read_bytes(path)
+    return max(data.count(b"\n") - 1, 0) if b'"' not in data else len(pd.read_csv(io.BytesIO(data)))
+
+
+def stream_partition_summary(lake: LakeResource, day: str) -> dict:
+    """Files and rows landed for one day (used by tests and the demo)."""
+    fs = lake.fs()
+    base = layout.partition_dir(layout.raw_dir("tv_stream"), day)
+    names = [n for n in fs.listdir(base) if n.endswith(".csv") and not n.startswith(".")]
+    return {"files": names, "rows": sum(_csv_rows(fs, f"{base}/{n}") for n in names)}
+
+
+assets = [kafka_topic, channels, users, tv_dataset, tv_stream_snapshot]
+checks: list = []

@@ -1,0 +1,228 @@
+"""The platform's command line: ``tv-platform <command>``.
+
+    stack up|down|status|logs   the local stack of real services (Kafka, HDFS, Spark Connect + Hive, PostgreSQL, ClickHouse)
+    dev                         the Dagster UI + daemon on the code location, instance storage in the stack's PostgreSQL
+    demo                        the whole platform on local defaults
+    test                        the test suite against the real services
+    produce                     publish simulated (or recorded, --replay) viewing events to Kafka
+    settings                    the effective settings and every environment variable that sets them
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tv_platform.settings import get_settings, settings_table
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# stack
+# ---------------------------------------------------------------------------------------------------------------------
+def stack_up(only: list[str] | None = None, quiet: bool = False) -> dict[str, float]:
+    """Bring the stack up (idempotent). Returns seconds spent per service."""
+    from tv_platform.stack import services
+
+    settings = get_settings()
+    say = (lambda _m: None) if quiet else _say
+    timings: dict[str, float] = {}
+    chosen = [s for s in services(settings) if not only or s.name in only]
+    for svc in chosen:
+        t0 = time.monotonic()
+        svc.install(say)
+        state = "running" if svc.running() else "starting"
+        if state == "starting" or svc.embedded():
+            say(f"{svc.name}: {state}")
+        svc.start()
+        timings[svc.name] = time.monotonic() - t0
+    if not quiet:
+        _print_endpoints(chosen)
+    return timings
+
+
+def _print_endpoints(svcs) -> None:
+    rows = [(svc.name, k, v) for svc in svcs for k, v in svc.endpoints().items()]
+    if rows:
+        _say("\nendpoints:")
+        for name, key, value in rows:
+            _say(f"  {key:<12} {value}")
+
+
+def stack_down(only: list[str] | None = None) -> list[str]:
+    from tv_platform.stack import services
+
+    stopped = []
+    for svc in reversed(services(get_settings())):
+        if only and svc.name not in only:
+            continue
+        if svc.stop():
+            stopped.append(svc.name)
+            _say(f"{svc.name}: stopped")
+    return stopped
+
+
+def stack_status() -> int:
+    from tv_platform.stack import services
+
+    code = 0
+    _say(f"{'service':<12}{'state':<10}{'pid':>8}{'RSS MiB':>10}  endpoint")
+    for svc in services(get_settings()):
+        pid = svc.recorded_pid()
+        if svc.embedded():
+            try:
+                ok = svc.ready()
+            except Exception:  # noqa: BLE001
+                ok = False
+            state = "embedded" if ok else "down"
+        else:
+            state = "up" if pid else "down"
+        if state == "down":
+            code = 3
+        endpoint = next(iter(svc.endpoints().values()), "")
+        _say(f"{svc.name:<12}{state:<10}{pid or '-':>8}{svc.memory_mb():>10.0f}  {endpoint}")
+    return code
+
+
+def stack_logs(name: str | None, lines: int, follow: bool) -> int:
+    from tv_platform.stack import services
+
+    svcs = [s for s in services(get_settings()) if name in (None, s.name)]
+    if not svcs:
+        _say(f"no such service: {name}")
+        return 2
+    files = [str(s.log_file) for s in svcs if s.log_file.exists()]
+    if not files:
+        _say("no logs yet")
+        return 0
+    return subprocess.call(["tail", f"-n{lines}", *(["-F"] if follow else []), *files])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# dagster
+# ---------------------------------------------------------------------------------------------------------------------
+def dagster_env() -> dict[str, str]:
+    """Environment for Dagster processes: DAGSTER_HOME with the PostgreSQL-backed instance, and every TVP_* setting."""
+    settings = get_settings()
+    env = dict(os.environ)
+    env.setdefault("DAGSTER_HOME", str(REPO_ROOT / "dagster_home"))
+    env.setdefault("PYSPARK_PYTHON", sys.executable)
+    exported = {
+        "TVP_GP_HOST": settings.gp_host,
+        "TVP_GP_PORT": str(settings.gp_port),
+        "TVP_DAGSTER_PG_DATABASE": settings.dagster_pg_database,
+        "TVP_DAGSTER_PG_USER": settings.dagster_pg_user,
+        "TVP_DAGSTER_PG_PASSWORD": settings.dagster_pg_password,
+    }
+    for key, value in exported.items():
+        env.setdefault(key, value)
+    return env
+
+
+def dagster_dev(port: int, host: str) -> int:
+    stack_up(quiet=True)
+    cmd = [str(Path(sys.executable).with_name("dagster")), "dev", "-w", str(REPO_ROOT / "workspace.yaml"),
+           "-h", host, "-p", str(port)]
+    _say(f"Dagster UI on http://{host}:{port}  (Ctrl-C stops it; the stack keeps running)")
+    return subprocess.call(cmd, env=dagster_env(), cwd=REPO_ROOT)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# tests
+# ---------------------------------------------------------------------------------------------------------------------
+def run_tests(pytest_args: list[str]) -> int:
+    env = dagster_env()
+    cmd = [sys.executable, "-m", "pytest", *(pytest_args or [str(REPO_ROOT / "tv_platform_tests")])]
+    return subprocess.call(cmd, env=env, cwd=REPO_ROOT)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# main
+# ---------------------------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tv-platform", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    st = sub.add_parser("stack", help="the local stack of real services")
+    st_sub = st.add_subparsers(dest="action", required=True)
+    up = st_sub.add_parser("up", help="install what is missing, start every service, wait until each answers")
+    up.add_argument("services", nargs="*", help="only these (default: all)")
+    down = st_sub.add_parser("down", help="stop exactly the processes the stack started")
+    down.add_argument("services", nargs="*")
+    st_sub.add_parser("status", help="state, pid and memory of each service")
+    lg = st_sub.add_parser("logs", help="tail the services' logs")
+    lg.add_argument("service", nargs="?")
+    lg.add_argument("-n", "--lines", type=int, default=50)
+    lg.add_argument("-f", "--follow", action="store_true")
+
+    dv = sub.add_parser("dev", help="Dagster UI and daemon (dagster dev) on the stack")
+    dv.add_argument("--port", type=int, default=3000)
+    dv.add_argument("--host", default="127.0.0.1")
+
+    ts = sub.add_parser("test", help="run the test suite (brings the stack up)")
+    ts.add_argument("pytest_args", nargs=argparse.REMAINDER)
+
+    sub.add_parser("demo", help="the whole platform on local defaults")
+    sub.add_parser("settings", help="effective settings and the environment variables behind them")
+
+    from tv_platform.engines.kafka import add_produce_parser
+
+    add_produce_parser(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tv_platform.stack.base import StackError
+
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "stack":
+            if args.action == "up":
+                stack_up(args.services or None)
+                return 0
+            if args.action == "down":
+                stopped = stack_down(args.services or None)
+                if not stopped:
+                    _say("nothing was running")
+                return 0
+            if args.action == "status":
+                return stack_status()
+            if args.action == "logs":
+                return stack_logs(args.service, args.lines, args.follow)
+        if args.command == "dev":
+            return dagster_dev(args.port, args.host)
+        if args.command == "test":
+            return run_tests(args.pytest_args)
+        if args.command == "demo":
+            from tv_platform.demo import run_demo
+
+            return run_demo()
+        if args.command == "settings":
+            s = get_settings()
+            for key, value in vars(s).items():
+                _say(f"{key:<26} {value}")
+            _say("\n" + settings_table())
+            return 0
+        if args.command == "produce":
+            from tv_platform.engines.kafka import produce_command
+
+            return produce_command(args)
+    except StackError as exc:
+        print(f"tv-platform: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,307 @@
+"""HDFS: a small file-system client for the lake, and the IO manager that lands raw CSV under ``dt=YYYY-MM-DD``.
+
+The lake is addressed by a Hadoop URL (``TVP_HDFS_URL``). ``hdfs://`` is reached over WebHDFS (REST, no native
+libraries), ``file://`` is the local file system — the same code serves both, so tests and laptops without HDFS work too.
+Writes are atomic: a file is written aside under a temporary name, then renamed into place.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import requests
+
+
+class LakeError(RuntimeError):
+    pass
+
+
+@dataclass
+class LakeFS:
+    """Operations on the lake's file system; paths are absolute paths inside it (``/tv_platform/raw/...``)."""
+
+    url: str  # hdfs://host:port or file:///some/dir (a root under which absolute paths live)
+    webhdfs_url: str = ""
+    user: str = "tv_platform"
+    timeout: float = 60.0
+
+    def __post_init__(self) -> None:
+        parsed = urlparse(self.url)
+        self.scheme = parsed.scheme or "file"
+        if self.scheme == "file":
+            self._root = Path(parsed.path or "/")
+        elif self.scheme == "hdfs":
+            if not self.webhdfs_url:
+                raise LakeError("an hdfs:// lake needs the WebHDFS URL (TVP_WEBHDFS_URL)")
+            self._session = requests.Session()
+        else:
+            raise LakeError(f"unsupported lake URL scheme {self.scheme!r}: use hdfs:// or file://")
+
+    # ---- addressing ----------------------------------------------------------------------------------------------
+    def uri(self, path: str) -> str:
+        """Full Hadoop URI of a lake path (what Spark and Hive are given)."""
+        return self.url.rstrip("/") + "/" + path.lstrip("/")
+
+    def _local(self, path: str) -> Path:
+        return self._root / path.lstrip("/")
+
+    def _rest(self, method: str, path: str, op: str, allow_redirects: bool = True, **params):
+        url = f"{self.webhdfs_url.rstrip('/')}/webhdfs/v1/{path.lstrip('/')}"
+        params = {"op": op, "user.name": self.user, **params}
+        try:
+            resp = self._session.request(method, url, params=params, timeout=self.timeout, allow_redirects=allow_redirects)
+        except requests.RequestException as exc:
+            raise LakeError(f"WebHDFS {op} {path}: {exc.__class__.__name__}: {exc}") from exc
+        return resp
+
+    @staticmethod
+    def _check(resp, what: str) -> dict:
+        if resp.status_code >= 400:
+            try:
+                detail = resp.json()["RemoteException"]["message"]
+            except Exception:  # noqa: BLE001
+                detail = resp.text[:300]
+            raise LakeError(f"WebHDFS {what}: HTTP {resp.status_code}: {detail}")
+        try:
+            return resp.json() if resp.content else {}
+        except ValueError:
+            return {}
+
+    # ---- operations ----------------------------------------------------------------------------------------------
+    def mkdirs(self, path: str) -> None:
+        if self.scheme == "file":
+            self._local(path).mkdir(parents=True, exist_ok=True)
+            return
+        self._check(self._rest("PUT", path, "MKDIRS", permission="777"), f"MKDIRS {path}")
+
+    def exists(self, path: str) -> bool:
+        if self.scheme == "file":
+            return self._local(path).exists()
+        resp = self._rest("GET", path, "GETFILESTATUS")
+        if resp.status_code == 404:
+            return False
+        self._check(resp, f"GETFILESTATUS {path}")
+        return True
+
+    def listdir(self, path: str) -> list[str]:
+        """Names in a directory (empty if it does not exist)."""
+        if self.scheme == "file":
+            p = self._local(path)
+            return sorted(x.name for x in p.iterdir()) if p.is_dir() else []
+        resp = self._rest("GET", path, "LISTSTATUS")
+        if resp.status_code == 404:
+            return []
+        body = self._check(resp, f"LISTSTATUS {path}")
+        return sorted(s["pathSuffix"] for s in body["FileStatuses"]["FileStatus"])
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        """Write a file atomically: aside under a temporary name in the same directory, then rename into place."""
+        parent, name = path.rsplit("/", 1)
+        tmp = f"{parent}/.{name}.{uuid.uuid4().hex[:8]}.tmp"
+        self.mkdirs(parent)
+        if self.scheme == "file":
+            local_tmp = self._local(tmp)
+            with open(local_tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(local_tmp, self._local(path))
+            return
+        # WebHDFS CREATE is two steps: the NameNode redirects to a DataNode, which takes the bytes.
+        first = self._rest("PUT", tmp, "CREATE", allow_redirects=False, overwrite="true")
+        if first.status_code != 307:
+            self._check(first, f"CREATE {tmp}")
+            raise LakeError(f"WebHDFS CREATE {tmp}: expected a redirect, got HTTP {first.status_code}")
+        try:
+            second = self._session.put(first.headers["Location"], data=data, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise LakeError(f"WebHDFS CREATE {tmp} (DataNode): {exc}") from exc
+        self._check(second, f"CREATE {tmp}")
+        self.rename(tmp, path, overwrite=True)
+
+    def read_bytes(self, path: str) -> bytes:
+        if self.scheme == "file":
+            return self._local(path).read_bytes()
+        resp = self._rest("GET", path, "OPEN")
+        self._check(resp, f"OPEN {path}")
+        return resp.content
+
+    def rename(self, src: str, dst: str, overwrite: bool = False) -> None:
+        if self.scheme == "file":
+            os.replace(self._local(src), self._local(dst))
+            return
+        if overwrite and self.exists(dst):
+            self.delete(dst)
+        body = self._check(self._rest("PUT", src, "RENAME", destination="/" + dst.lstrip("/")), f"RENAME {src}")
+        if body.get("boolean") is False:
+            raise LakeError(f"WebHDFS RENAME {src} -> {dst} refused")
+
+    def delete(self, path: str, recursive: bool = True) -> None:
+        if self.scheme == "file":
+            p = self._local(path)
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+            return
+        self._check(self._rest("DELETE", path, "DELETE", recursive=str(recursive).lower()), f"DELETE {path}")
+
+    def replace_dir(self, path: str, files: dict[str, bytes]) -> None:
+        """Replace a whole directory (a partition) atomically: build it aside, then swap it in with renames."""
+        parent, name = path.rstrip("/").rsplit("/", 1)
+        staging = f"{parent}/.{name}.{uuid.uuid4().hex[:8]}.staging"
+        self.mkdirs(staging)
+        for fname, data in files.items():
+            self.write_bytes(f"{staging}/{fname}", data)
+        old = f"{parent}/.{name}.{uuid.uuid4().hex[:8]}.old"
+        had_old = self.exists(path)
+        if had_old:
+            self.rename(path, old)
+        self.rename(staging, path)
+        if had_old:
+            self.delete(old)
+
+    def write_text(self, path: str, text: str) -> None:
+        self.write_bytes(path, text.encode("utf-8"))
+
+    def read_text(self, path: str) -> str:
+        return self.read_bytes(path).decode("utf-8")
+
+
+def lake_fs(settings=None) -> LakeFS:
+    from tv_platform.settings import get_settings
+
+    s = settings or get_settings()
+    return LakeFS(url=s.hdfs_url, webhdfs_url=s.webhdfs_url, user=s.hdfs_user)
+
+
+def frame_to_csv_bytes(frame, header: bool = True) -> bytes:
+    buf = io.StringIO()
+    frame.to_csv(buf, index=False, header=header, lineterminator="\n")
+    return buf.getvalue().encode("utf-8")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Dagster: the lake resource and the CSV IO manager
+# ---------------------------------------------------------------------------------------------------------------------
+import dagster as dg  # noqa: E402
+import pandas as pd  # noqa: E402
+
+
+class LakeResource(dg.ConfigurableResource):
+    """The lake's file system (HDFS over WebHDFS, or file://) for assets that write files themselves."""
+
+    hdfs_url: str
+    webhdfs_url: str = ""
+    user: str = "tv_platform"
+    lake_root: str = "/tv_platform"
+
+    def fs(self) -> LakeFS:
+        return LakeFS(url=self.hdfs_url, webhdfs_url=self.webhdfs_url, user=self.user)
+
+
+def declared_columns(context) -> dict[str, str]:
+    """The ``columns`` metadata of an asset: {name: pandas dtype}. Types are declared, never guessed."""
+    meta = context.definition_metadata or {}
+    cols = meta.get("columns")
+    if cols is None:
+        raise LakeError(f"asset {context.asset_key.to_user_string()} declares no 'columns' metadata")
+    return dict(cols.value if hasattr(cols, "value") else cols)
+
+
+def conform(frame: pd.DataFrame, columns: dict[str, str], what: str) -> pd.DataFrame:
+    """Exactly the declared columns, in order, with the declared types; a clear error otherwise."""
+    missing = [c for c in columns if c not in frame.columns]
+    extra = [c for c in frame.columns if c not in columns]
+    if missing or extra:
+        raise LakeError(f"{what}: columns differ from the declaration (missing {missing}, unexpected {extra})")
+    out = frame[list(columns)].copy()
+    for name, dtype in columns.items():
+        try:
+            if dtype.startswith("datetime64"):
+                out[name] = pd.to_datetime(out[name]).astype(dtype)
+            else:
+                out[name] = out[name].astype(dtype)
+        except (TypeError, ValueError) as exc:
+            raise LakeError(f"{what}: column {name!r} is not {dtype}: {exc}") from exc
+    return out
+
+
+class HdfsCsvIOManager(dg.ConfigurableIOManager):
+    """Raw CSV in the lake. A daily-partitioned asset is a directory ``<lake_root>/<path>/dt=YYYY-MM-DD/`` replaced
+    atomically (written aside, then renamed) on every materialization; an unpartitioned one is ``<path>/<name>.csv``.
+
+    ``<path>`` is the asset's ``lake_path`` metadata (default ``raw/<asset name>``). Columns and types come from the
+    asset's ``columns`` metadata. Timestamps are written as ``YYYY-MM-DD HH:MM:SS``.
+    """
+
+    hdfs_url: str
+    webhdfs_url: str = ""
+    user: str = "tv_platform"
+    lake_root: str = "/tv_platform"
+
+    def _fs(self) -> LakeFS:
+        return LakeFS(url=self.hdfs_url, webhdfs_url=self.webhdfs_url, user=self.user)
+
+    def _dir(self, context) -> str:
+        meta = context.definition_metadata or {}
+        rel = meta.get("lake_path")
+        rel = (rel.value if hasattr(rel, "value") else rel) or f"raw/{context.asset_key.path[-1]}"
+        return "/" + self.lake_root.strip("/") + "/" + str(rel).strip("/")
+
+    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
+        if obj is None:
+            return
+        columns = declared_columns(context)
+        frame = conform(obj, columns, context.asset_key.to_user_string())
+        fs = self._fs()
+        base = self._dir(context)
+        payload = frame_to_csv_bytes(frame.assign(**{
+            c: frame[c].dt.strftime("%Y-%m-%d %H:%M:%S") for c, t in columns.items() if t.startswith("datetime64")
+        }))
+        if context.has_asset_partitions:
+            written = []
+            keys = context.asset_partition_keys
+            if len(keys) > 1:
+                raise LakeError("HdfsCsvIOManager writes one daily partition per output; run ranges partition by partition")
+            target = f"{base}/dt={keys[0]}"
+            fs.replace_dir(target, {"events.csv": payload})
+            written.append(target)
+        else:
+            target = base
+            fs.replace_dir(target, {f"{context.asset_key.path[-1]}.csv": payload})
+        context.add_output_metadata({
+            "path": dg.MetadataValue.path(fs.uri(target)),
+            "rows": dg.MetadataValue.int(len(frame)),
+            "bytes": dg.MetadataValue.int(len(payload)),
+        })
+
+    def load_input(self, context: dg.InputContext) -> pd.DataFrame:
+        upstream = context.upstream_output
+        columns = declared_columns(upstream)
+        fs = self._fs()
+        base = self._dir(upstream)
+        dirs = [f"{base}/dt={k}" for k in context.asset_partition_keys] if context.has_asset_partitions else [base]
+        frames = []
+        for d in dirs:
+            for name in fs.listdir(d):
+                if name.endswith(".csv") and not name.startswith("."):
+                    frames.append(read_csv_bytes(fs.read_bytes(f"{d}/{name}"), columns))
+        if not frames:
+            return pd.DataFrame({c: pd.Series(dtype=t) for c, t in columns.items()})
+        return pd.concat(frames, ignore_index=True)
+
+
+def read_csv_bytes(data: bytes, columns: dict[str, str]) -> pd.DataFrame:
+    dates = [c for c, t in columns.items() if t.startswith("datetime64")]
+    plain = {c: t for c, t in columns.items() if c not in dates}
+    frame = pd.read_csv(io.BytesIO(data), dtype=plain, parse_dates=dates, keep_default_na=False)
+    for c in dates:
+        frame[c] = frame[c].astype(columns[c])
+    return frame

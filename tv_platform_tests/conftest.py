@@ -1,0 +1,62 @@
+"""Shared fixtures. Tests talk to the real services of the local stack; the ``stack`` fixture brings it up once per
+session (or reuses a running one)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tv_platform.settings import Settings, get_settings
+
+FIXTURES = Path(__file__).parent / "fixtures"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return get_settings()
+
+
+@pytest.fixture(scope="session")
+def stack(settings) -> Settings:
+    """The whole local stack, up and answering its protocols."""
+    from tv_platform.cli import stack_up
+
+    stack_up(quiet=True)
+    return settings
+
+
+@pytest.fixture(scope="session")
+def spark(stack):
+    """A Spark Connect session on the stack's server (the same one every Dagster step uses)."""
+    from pyspark.sql import SparkSession
+
+    session = SparkSession.builder.remote(stack.spark_remote).getOrCreate()
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def lake(stack):
+    from tv_platform.engines.hdfs import lake_fs
+
+    return lake_fs(stack)
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short unique suffix so tests never see each other's topics, tables or paths."""
+    return uuid.uuid4().hex[:8]
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
+
+
+def pytest_report_header(config):
+    return f"tv_platform: TVP_ENV={os.environ.get('TVP_ENV', 'local')} state={get_settings().state_dir}"

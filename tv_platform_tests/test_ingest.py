@@ -1,0 +1,256 @@
+"""Ingest on the real broker and HDFS: reference data, history, and the Kafka sensor landing events exactly once (#3)."""
+
+import io
+import json
+from datetime import date
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from tv_platform import layout
+from tv_platform.assets import ingest
+from tv_platform.engines.hdfs import LakeResource
+from tv_platform.engines.kafka import publish
+from tv_platform.resources import hdfs_io_manager, kafka_resource, lake_resource
+from tv_platform.sensors import kafka_events_sensor, run_key
+
+pytestmark = pytest.mark.services
+
+FIXTURE = "tv_platform_tests/fixtures/tv_stream.csv"
+
+
+@pytest.fixture(scope="module")
+def lake_res(stack) -> LakeResource:
+    return lake_resource(stack)
+
+
+@pytest.fixture(scope="module")
+def reference(stack, lake_res):
+    """channels and users materialized into the stack's lake through the HDFS IO manager."""
+    result = dg.materialize(
+        [ingest.channels, ingest.users],
+        resources={"hdfs_io_manager": hdfs_io_manager(stack)},
+        run_config={"ops": {"users": {"config": {"users": 10_000, "seed": 42}}}},
+    )
+    assert result.success
+    return result
+
+
+def _read_csv(lake_res, path) -> pd.DataFrame:
+    return pd.read_csv(io.BytesIO(lake_res.fs().read_bytes(path)))
+
+
+def test_reference_data_lands_in_the_lake(reference, lake_res):
+    channels = _read_csv(lake_res, f"{layout.channels_dir()}/channels.csv")
+    assert len(channels) == 148 and channels["channel_id"].is_unique
+    assert channels.loc[channels["channel_id"] == 1, "channel_name"].item() == "Россия 1"
+    users = _read_csv(lake_res, f"{layout.users_dir()}/users.csv")
+    assert len(users) == 10_000 and users["user_id"].tolist() == list(range(1, 10_001))
+    assert reference.asset_materializations_for_node("users")[0].metadata["rows"].value == 10_000
+
+
+def test_history_partition_is_the_simulated_day_and_rewrites_identically(stack, lake_res):
+    from tv_platform.simulator.model import SimulationParams, simulate_day
+
+    def run():
+        result = dg.materialize([ingest.tv_dataset], partition_key="2023-09-16",
+                                resources={"hdfs_io_manager": hdfs_io_manager(stack)},
+                                run_config={"ops": {"tv_dataset": {"config": {"users": 800, "seed": 7}}}})
+        assert result.success
+        base = layout.partition_dir(layout.raw_dir("tv_dataset"), "2023-09-16")
+        assert lake_res.fs().listdir(base) == ["events.csv"]
+        return lake_res.fs().read_bytes(f"{base}/events.csv")
+
+    first, second = run(), run()
+    assert first == second
+    landed = pd.read_csv(io.BytesIO(first))
+    expected = simulate_day(date(2023, 9, 16), SimulationParams(users=800, seed=7))
+    assert len(landed) == len(expected)
+    assert landed["session_id"].tolist() == expected["session_id"].tolist()
+    assert landed["timer"].tolist() == expected["timer"].dt.strftime("%Y-%m-%d %H:%M:%S").tolist()
+
+
+def _sensor_tick(kafka, cursor=None, instance=None):
+    instance = instance or dg.DagsterInstance.ephemeral()
+    ctx = dg.build_sensor_context(cursor=cursor, instance=instance, resources={"kafka": kafka})
+    return kafka_events_sensor(ctx), instance
+
+
+def _land(stack, lake_res, kafka, requests, instance=None, lake=None):
+    for rr in requests:
+        result = dg.materialize(
+            [ingest.tv_stream_snapshot], partition_key=rr.partition_key, run_config=rr.run_config,
+            resources={"kafka": kafka, "lake": lake or lake_res}, instance=instance, tags=rr.tags | {"dagster/run_key": rr.run_key},
+            raise_on_error=False,
+        )
+        yield rr, result
+
+
+def _landed_events(lake_res, day) -> pd.DataFrame:
+    fs = lake_res.fs()
+    base = layout.partition_dir(layout.raw_dir("tv_stream"), day)
+    frames = [pd.read_csv(io.BytesIO(fs.read_bytes(f"{base}/{n}"))) for n in fs.listdir(base) if n.endswith(".csv")]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=layout.EVENT_COLUMNS)
+
+
+def _topic(stack, name, partitions=3):
+    kafka = kafka_resource(stack).model_copy(update={"topic": name})
+    kafka.ensure_topic(partitions=partitions)
+    return kafka
+
+
+def test_replayed_seed_day_lands_all_20000_events_in_their_dates(stack, reference, lake_res, unique):
+    from tv_platform.simulator.live import read_recorded
+
+    kafka = _topic(stack, f"replay_{unique}")
+    recorded = read_recorded(FIXTURE)
+    assert publish(kafka, recorded.to_dict("records"), total=len(recorded), progress=False) == 20_000
+
+    result, _ = _sensor_tick(kafka)
+    days = sorted({rr.partition_key for rr in result.run_requests})
+    assert days == ["2023-09-23", "2023-09-24"]
+    keys = [rr.run_key for rr in result.run_requests]
+    assert len(set(keys)) == len(keys)
+    cursor = json.loads(result.cursor)
+    assert sum(cursor["next"].values()) == 20_000
+    lag = next(e for e in result.asset_events if isinstance(e, dg.AssetObservation))
+    assert lag.metadata["consumer_lag"].value == 0
+
+    # landing runs; a full re-run of every range changes nothing (files are named by their range)
+    for _rr, res in _land(stack, lake_res, kafka, result.run_requests):
+        assert res.success
+        checks = res.get_asset_check_evaluations()
+        assert checks and all(c.passed for c in checks)
+    for _rr, res in _land(stack, lake_res, kafka, result.run_requests):
+        assert res.success
+
+    day1, day2 = _landed_events(lake_res, "2023-09-23"), _landed_events(lake_res, "2023-09-24")
+    # other tests may share the seed's days: count only this topic's sessions
+    ours = set(recorded["session_id"])
+    n1 = day1[day1.session_id.isin(ours)].drop_duplicates().shape[0]
+    n2 = day2[day2.session_id.isin(ours)].drop_duplicates().shape[0]
+    assert (n1, n2) == (19_978, 22)
+    assert day1[day1.session_id.isin(ours)].shape[0] == 19_978  # no duplicates after the re-run
+
+    # the next tick finds nothing new
+    again, _ = _sensor_tick(kafka, cursor=result.cursor)
+    assert again.run_requests == []
+
+
+def test_simulated_live_events_land_exactly(stack, reference, lake_res, unique):
+    from tv_platform.simulator.live import live_events
+    from tv_platform.simulator.model import SimulationParams
+
+    kafka = _topic(stack, f"live_{unique}")
+    produced = list(live_events(date(2023, 10, 2), SimulationParams(users=10_000, seed=11), count=3_000))
+    assert publish(kafka, produced, total=len(produced), progress=False) == 3_000
+    result, _ = _sensor_tick(kafka)
+    for _rr, res in _land(stack, lake_res, kafka, result.run_requests):
+        assert res.success
+    landed = pd.concat([_landed_events(lake_res, d) for d in sorted({rr.partition_key for rr in result.run_requests})])
+    ids = {e["session_id"] for e in produced}
+    landed = landed[landed.session_id.isin(ids)]
+    want = sorted((e["session_id"], e["status"], e["timer"].strftime("%Y-%m-%d %H:%M:%S")
+                   if hasattr(e["timer"], "strftime") else str(e["timer"])) for e in produced)
+    got = sorted(zip(landed.session_id, landed.status, landed.timer))
+    assert got == want
+
+
+def test_bad_messages_end_in_quarantine_with_their_reason(stack, reference, lake_res, unique):
+    kafka = _topic(stack, f"bad_{unique}", partitions=1)
+    good = {"session_id": "a" * 32, "user_id": 5, "channel_id": 3, "timer": "2023-10-05 20:00:00", "status": "enabled"}
+    bad = [
+        b"{not json",
+        json.dumps({k: v for k, v in good.items() if k != "status"}).encode(),
+        json.dumps(good | {"extra": 1}).encode(),
+        json.dumps(good | {"user_id": "abc"}).encode(),
+        json.dumps(good | {"channel_id": 999}).encode(),
+        json.dumps(good | {"user_id": 10**9}).encode(),
+        json.dumps(good | {"timer": "yesterday"}).encode(),
+        json.dumps(good | {"status": "paused"}).encode(),
+    ]
+    producer = kafka.producer(value_serializer=None)
+    producer.send(kafka.topic, key=good["session_id"], value=json.dumps(good).encode())
+    for value in bad:
+        producer.send(kafka.topic, key="x", value=value)
+    producer.flush()
+    producer.close()
+
+    result, _ = _sensor_tick(kafka)
+    assert [rr.partition_key for rr in result.run_requests] == ["2023-10-05"]
+    (_rr, res), = list(_land(stack, lake_res, kafka, result.run_requests))
+    assert res.success
+    meta = res.asset_materializations_for_node("tv_stream_snapshot")[0].metadata
+    assert (meta["events_read"].value, meta["events_landed"].value, meta["events_quarantined"].value) == (9, 1, 8)
+    assert all(c.passed for c in res.get_asset_check_evaluations())
+
+    name = layout.range_file_name(0, 0, 9)
+    q = _read_csv(lake_res, f"{layout.partition_dir(layout.quarantine_dir('tv_stream'), '2023-10-05')}/{name}")
+    assert q["topic"].unique().tolist() == [kafka.topic]
+    assert q["offset"].tolist() == list(range(1, 9))
+    reasons = q["reason"].tolist()
+    for fragment in ["malformed JSON", "missing fields: status", "unexpected fields: extra", "user_id is not an integer",
+                     "unknown channel_id 999", f"unknown user_id {10**9}", "unparseable timer", "unknown status"]:
+        assert any(fragment in r for r in reasons), fragment
+    assert q.loc[0, "payload"] == "{not json"
+
+
+class _CrashingLake(LakeResource):
+    """The real HDFS, but the process dies half way through writing a range file (as a killed run would)."""
+
+    def fs(self):
+        real = super().fs()
+        original = real.write_bytes
+
+        def half_then_crash(path, data):
+            if "/raw/tv_stream/" in path:
+                original(path.rsplit("/", 1)[0] + "/.crashed.tmp", data[: len(data) // 2])
+                raise RuntimeError("killed half way")
+            return original(path, data)
+
+        real.write_bytes = half_then_crash
+        return real
+
+
+def test_interrupted_landing_rerun_gives_byte_identical_file_and_failed_range_is_retried(stack, reference, lake_res, unique):
+    kafka = _topic(stack, f"crash_{unique}", partitions=1)
+    from tv_platform.simulator.live import read_recorded
+
+    rows = read_recorded(FIXTURE).head(500).to_dict("records")
+    publish(kafka, rows, progress=False)
+    instance = dg.DagsterInstance.ephemeral()
+    result, _ = _sensor_tick(kafka, instance=instance)
+    (rr,) = result.run_requests
+    crashing = _CrashingLake(**lake_res.model_dump())
+    (_, failed), = list(_land(stack, lake_res, kafka, [rr], instance=instance, lake=crashing))
+    assert not failed.success
+    name = layout.range_file_name(0, 0, 500)
+    base = layout.partition_dir(layout.raw_dir("tv_stream"), rr.partition_key)
+    assert name not in lake_res.fs().listdir(base)  # nothing half-written under the real name
+
+    # the sensor sees the failed run and asks for the range again
+    retry, _ = _sensor_tick(kafka, cursor=result.cursor, instance=instance)
+    (rr2,) = retry.run_requests
+    assert rr2.run_key == run_key(kafka.topic, json.loads(result.cursor)["epoch"], 0, 0, 500, 1)
+    assert rr2.run_config == rr.run_config
+    (_, ok), = list(_land(stack, lake_res, kafka, [rr2], instance=instance))
+    assert ok.success
+    first = lake_res.fs().read_bytes(f"{base}/{name}")
+    (_, ok2), = list(_land(stack, lake_res, kafka, [rr2]))
+    assert ok2.success and lake_res.fs().read_bytes(f"{base}/{name}") == first
+    expected = read_recorded(FIXTURE).head(500)
+    assert len(pd.read_csv(io.BytesIO(first))) == len(expected)
+
+    done, _ = _sensor_tick(kafka, cursor=retry.cursor, instance=instance)
+    assert done.run_requests == [] and json.loads(done.cursor)["pending"] == []
+
+
+def test_cursor_reset_gets_new_run_keys(stack, reference, unique):
+    kafka = _topic(stack, f"reset_{unique}", partitions=2)
+    publish(kafka, [{"session_id": "b" * 32, "user_id": 1, "channel_id": 1, "timer": "2023-10-06 10:00:00",
+                     "status": "enabled"}], progress=False)
+    first, _ = _sensor_tick(kafka)
+    second, _ = _sensor_tick(kafka)  # a reset cursor: same ranges, new epoch
+    assert [rr.run_config for rr in first.run_requests] == [rr.run_config for rr in second.run_requests]
+    assert {rr.run_key for rr in first.run_requests}.isdisjoint({rr.run_key for rr in second.run_requests})

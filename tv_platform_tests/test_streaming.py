@@ -1,0 +1,72 @@
+"""Unit tests of the landing logic (no services): message validation and cutting offset ranges by event date."""
+
+import json
+
+import pytest
+
+from tv_platform.streaming import Message, cut_by_date, parse_event, validate
+
+SID = "0123456789abcdef0123456789abcdef"
+
+
+def msg(offset, **overrides):
+    event = {"session_id": SID, "user_id": 7, "channel_id": 3, "timer": "2023-09-23 20:00:00", "status": "enabled"}
+    event.update(overrides)
+    event = {k: v for k, v in event.items() if v is not ...}
+    return Message(0, offset, json.dumps(event).encode())
+
+
+def test_good_event_parses_to_typed_row():
+    ev = parse_event(msg(0).value)
+    assert ev.row() == [SID, 7, 3, "2023-09-23 20:00:00", "enabled"]
+
+
+@pytest.mark.parametrize(
+    "value, reason",
+    [
+        (b"{not json", "malformed JSON"),
+        (b"\xff\xfe", "payload is not UTF-8"),
+        (b"[1, 2]", "payload is a JSON list"),
+        (msg(0, status=...).value, "missing fields: status"),
+        (msg(0, extra=1).value, "unexpected fields: extra"),
+        (msg(0, user_id="abc").value, "user_id is not an integer"),
+        (msg(0, channel_id=1.5).value, "channel_id is not an integer"),
+        (msg(0, timer="23/09/2023 20:00").value, "unparseable timer"),
+        (msg(0, status="paused").value, "unknown status: 'paused'"),
+        (msg(0, session_id="xyz").value, "session_id is not 32 lowercase hex"),
+    ],
+)
+def test_bad_messages_are_rejected_with_their_reason(value, reason):
+    with pytest.raises(ValueError) as err:
+        parse_event(value)
+    assert reason in str(err.value)
+
+
+def test_validate_splits_good_and_rejected_and_conserves_counts():
+    messages = [msg(0), msg(1, channel_id=999), msg(2, user_id=10**9), msg(3, timer="2023-09-24 00:10:00"),
+                Message(0, 4, b"garbage"), msg(5, status="disabled", timer="2023-09-23 21:00:00")]
+    landing = validate(messages, "2023-09-23", channel_ids=set(range(1, 149)), user_ids=range(1, 10_001))
+    assert [r[4] for r in landing.rows] == ["enabled", "disabled"]
+    assert [(x.message.offset, x.reason.split(" ")[0]) for x in landing.rejected] == [
+        (1, "unknown"), (2, "unknown"), (3, "event"), (4, "malformed")]
+    assert landing.read == len(messages)
+
+
+def test_cut_by_date_makes_contiguous_ranges_without_gaps():
+    days = ["2023-09-23"] * 3 + ["2023-09-24"] * 2 + ["2023-09-23"]
+    messages = [msg(10 + i, timer=f"{d} 12:00:00") for i, d in enumerate(days)]
+    ranges = cut_by_date(0, messages, end=16)
+    assert [(r.start, r.end, r.day) for r in ranges] == [(10, 13, "2023-09-23"), (13, 15, "2023-09-24"),
+                                                          (15, 16, "2023-09-23")]
+
+
+def test_dateless_and_out_of_range_messages_join_their_neighbours_range():
+    messages = [Message(0, 0, b"junk"), msg(1), msg(2, timer="1999-01-01 00:00:00"), msg(3, timer="2023-09-24 01:00:00")]
+    ranges = cut_by_date(0, messages, end=4, valid_days={"2023-09-23", "2023-09-24"})
+    assert [(r.start, r.end, r.day) for r in ranges] == [(0, 3, "2023-09-23"), (3, 4, "2023-09-24")]
+
+
+def test_all_dateless_batch_needs_a_fallback():
+    with pytest.raises(ValueError):
+        cut_by_date(0, [Message(0, 0, b"x")], end=1)
+    assert cut_by_date(0, [Message(0, 0, b"x")], end=1, fallback_day="2023-09-23")[0].day == "2023-09-23"
