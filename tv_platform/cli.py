@@ -55,7 +55,7 @@ def _print_endpoints(svcs) -> None:
     if rows:
         _say("\nendpoints:")
         for name, key, value in rows:
-            _say(f"  {key:<12} {value}")
+            _say(f"  {key:<30} {value}")
 
 
 def stack_down(only: list[str] | None = None) -> list[str]:
@@ -171,7 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     ts = sub.add_parser("test", help="run the test suite (brings the stack up)")
     ts.add_argument("pytest_args", nargs=argparse.REMAINDER)
 
-    sub.add_parser("demo", help="the whole platform on local defaults")
+    dm = sub.add_parser("demo", help="the whole platform on local defaults (--help for its options)", add_help=False)
+    dm.add_argument("demo_args", nargs=argparse.REMAINDER)
     sub.add_parser("settings", help="effective settings and the environment variables behind them")
 
     from tv_platform.engines.kafka import add_produce_parser
@@ -205,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             from tv_platform.demo import run_demo
 
-            return run_demo()
+            return run_demo(args.demo_args)
         if args.command == "settings":
             s = get_settings()
             for key, value in vars(s).items():

@@ -34,7 +34,6 @@ MAX_PENDING = 500
 land_stream_job = dg.define_asset_job(
     "land_kafka_stream",
     selection=dg.AssetSelection.assets(tv_stream_snapshot),
-    partitions_def=daily,
     description="Lands offset ranges of the events topic in HDFS (started by the kafka sensor).",
 )
 

@@ -95,7 +95,7 @@ def _landed_events(lake_res, day) -> pd.DataFrame:
 
 
 def _topic(stack, name, partitions=3):
-    kafka = kafka_resource(stack).model_copy(update={"topic": name})
+    kafka = kafka_resource(stack).with_topic(name)
     kafka.ensure_topic(partitions=partitions)
     return kafka
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import date
 
 import psycopg2
 import pytest
@@ -13,7 +14,7 @@ pytestmark = pytest.mark.services
 def test_kafka_message_produced_and_consumed(stack, unique):
     from tv_platform.resources import kafka_resource
 
-    kafka = kafka_resource(stack).model_copy(update={"topic": f"test_roundtrip_{unique}"})
+    kafka = kafka_resource(stack).with_topic(f"test_roundtrip_{unique}")
     kafka.ensure_topic(partitions=1)
     producer = kafka.producer()
     payload = {"session_id": unique * 4, "user_id": 7, "channel_id": 3, "timer": "2023-09-23 20:00:00", "status": "enabled"}
@@ -90,7 +91,8 @@ def test_clickhouse_rows_round_trip(stack, unique):
     with clickhouse_client(stack) as client:
         client.command(f"create table {table} (day Date, channel LowCardinality(String), minutes UInt32) "
                        "engine = MergeTree order by (day, channel)")
-        client.insert(table, [["2023-09-23", "Россия 1", 120], ["2023-09-23", "НТВ", 45]],
+        day = date(2023, 9, 23)
+        client.insert(table, [[day, "Россия 1", 120], [day, "НТВ", 45]],
                       column_names=["day", "channel", "minutes"])
     with clickhouse_client(stack) as client:  # a new client sees what the closed one wrote
         result = client.query(f"select channel, minutes from {table} order by minutes desc").result_rows

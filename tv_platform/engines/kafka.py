@@ -17,8 +17,21 @@ import dagster as dg
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
+from kafka.serializer import Serializer
 
 EVENT_FIELDS = ("session_id", "user_id", "channel_id", "timer", "status")
+
+
+class Utf8Serializer(Serializer):
+    def serialize(self, topic, headers, value):
+        return None if value is None else value.encode("utf-8")
+
+
+class JsonSerializer(Serializer):
+    """Compact JSON, non-ASCII kept as UTF-8 (channel names are Cyrillic)."""
+
+    def serialize(self, topic, headers, value):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 class KafkaResource(dg.ConfigurableResource):
@@ -28,6 +41,10 @@ class KafkaResource(dg.ConfigurableResource):
     topic: str
     partitions: int = 3
     request_timeout_ms: int = 10_000
+
+    def with_topic(self, topic: str) -> "KafkaResource":
+        """The same cluster, another topic (a new resource: Dagster rebuilds resources from their config)."""
+        return KafkaResource(**{**self.model_dump(), "topic": topic})
 
     def admin(self) -> KafkaAdminClient:
         return KafkaAdminClient(bootstrap_servers=self.bootstrap_servers, request_timeout_ms=self.request_timeout_ms,
@@ -49,8 +66,8 @@ class KafkaResource(dg.ConfigurableResource):
             linger_ms=20,
             batch_size=512 * 1024,
             compression_type=None,
-            key_serializer=lambda k: k.encode("utf-8"),
-            value_serializer=lambda v: json.dumps(v, ensure_ascii=False, separators=(",", ":")).encode("utf-8"),
+            key_serializer=Utf8Serializer(),
+            value_serializer=JsonSerializer(),
             client_id="tv_platform-producer",
         )
         config.update(overrides)
@@ -189,7 +206,7 @@ def produce_command(args: argparse.Namespace) -> int:
     settings = get_settings()
     kafka = kafka_resource(settings)
     if args.topic:
-        kafka = kafka.model_copy(update={"topic": args.topic})
+        kafka = kafka.with_topic(args.topic)
     kafka.ensure_topic()
     if args.replay:
         frame = read_recorded(args.replay)

@@ -145,6 +145,7 @@ class Service:
             return
         if self.running():
             self.wait_ready()
+            self.after_ready()  # idempotent: provisioning a start that timed out but left the service up
             return
         for port in self.ports():
             if port_open(port):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from tv_platform.stack.base import Service, StackError, java_bin, port_open
+from tv_platform.stack.kafka import heap_mb
 from tv_platform.stack.maven import classpath, ensure_jars
 
 LOG4J = """\
@@ -36,6 +37,15 @@ log4j.logger.org.apache.hadoop.hdfs.server.blockmanagement=WARN
 log4j.logger.org.apache.hadoop.metrics2=WARN
 log4j.logger.org.apache.hadoop.util.NativeCodeLoader=ERROR
 log4j.logger.org.eclipse.jetty=WARN
+log4j.logger.http.requests=WARN
+log4j.logger.datanode.webhdfs=WARN
+"""
+
+# Jersey (WebHDFS) logs its resource-model warnings through java.util.logging at every start.
+JUL = """\
+handlers=java.util.logging.ConsoleHandler
+.level=WARNING
+com.sun.jersey.level=SEVERE
 """
 
 
@@ -53,6 +63,10 @@ class HdfsService(Service):
     @property
     def log4j_file(self) -> Path:
         return self.data_dir / "log4j.properties"
+
+    @property
+    def jul_file(self) -> Path:
+        return self.data_dir / "jul.properties"
 
     @property
     def client_config_file(self) -> Path:
@@ -82,6 +96,7 @@ class HdfsService(Service):
         self.data_dir.mkdir(parents=True, exist_ok=True)
         (self.data_dir / "tmp").mkdir(exist_ok=True)
         self.log4j_file.write_text(LOG4J)
+        self.jul_file.write_text(JUL)
 
     def hadoop_conf(self) -> dict[str, str]:
         return {
@@ -116,12 +131,13 @@ class HdfsService(Service):
         s = self.settings
         argv = [
             java_bin(),
-            f"-Xmx{s.hdfs_heap}", "-Xms128m",
+            f"-Xmx{s.hdfs_heap}", f"-Xms{min(heap_mb(s.hdfs_heap, self.name), 128)}m",
             "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=100",
             "-XX:MaxMetaspaceSize=160m", "-XX:ReservedCodeCacheSize=64m", "-XX:MaxDirectMemorySize=128m",
             "-XX:+ExitOnOutOfMemoryError",
             "-Djava.awt.headless=true", "-Djava.net.preferIPv4Stack=true",
             f"-Dlog4j.configuration=file:{self.log4j_file}",
+            f"-Djava.util.logging.config.file={self.jul_file}",
             f"-Dtest.build.data={self.base_dir}",
             f"-Djava.io.tmpdir={self.data_dir / 'tmp'}",
             "-cp", classpath(s, "hdfs"),

@@ -54,8 +54,8 @@ def _cluster_id() -> str:
             return cid
 
 
-def heap_mb(heap: str) -> int:
-    """'512m' / '1g' / '786432k' -> MiB."""
+def heap_mb(heap: str, service: str = "kafka") -> int:
+    """'512m' / '1g' / '786432k' -> MiB (StackError naming ``service`` when unreadable)."""
     h = heap.strip().lower()
     units = {"k": 1 / 1024, "m": 1, "g": 1024}
     try:
@@ -63,7 +63,7 @@ def heap_mb(heap: str) -> int:
             return max(1, int(float(h[:-1]) * units[h[-1]]))
         return max(1, int(h) // (1024 * 1024))
     except (ValueError, IndexError):
-        raise StackError("kafka", f"cannot read heap size {heap!r} (use e.g. 512m or 1g)") from None
+        raise StackError(service, f"cannot read heap size {heap!r} (use e.g. 512m or 1g)") from None
 
 
 @dataclass

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -58,6 +59,9 @@ import concurrent.futures
 concurrent.futures.wait(getattr(spark.client, "_release_futures", ()), timeout=10)
 spark.stop()
 """
+
+
+_ERROR_LINE = re.compile(r"^[\w.]*(Error|Exception)\b[^:]*: ")
 
 
 def spark_home() -> Path:
@@ -107,9 +111,16 @@ class SparkConnectService(Service):
         for sub in ("conf", "derby", "local"):
             (self.data_dir / sub).mkdir(exist_ok=True)
         (self.data_dir / "conf" / "log4j2.properties").write_text(_LOG4J2)
-        if self.settings.hdfs_url.startswith("file:"):
+        url = urlparse(self.settings.hdfs_url)
+        if url.scheme == "file":
             # Hive creates the warehouse directory itself on HDFS, but make the local case obvious and early
             Path(urlparse(self.warehouse_dir).path).mkdir(parents=True, exist_ok=True)
+        elif url.scheme == "hdfs" and url.port and not port_open(url.port, url.hostname or "127.0.0.1", timeout=2.0):
+            # the warehouse lives there; without it the catalog would only fail after minutes of client retries
+            raise StackError(
+                self.name, f"HDFS is not reachable at {self.settings.hdfs_url} (the Hive warehouse lives there): "
+                "start it first (tv-platform stack up starts hdfs before spark)",
+            )
 
     def spark_conf(self) -> dict[str, str]:
         s = self.settings
@@ -143,7 +154,7 @@ class SparkConnectService(Service):
         java = Path(os.path.realpath(java_bin()))
         argv = [
             # a SPARK_REMOTE in the caller's environment would turn spark-submit into a Connect *client*
-            "env", "-u", "SPARK_REMOTE", "-u", "SPARK_CONNECT_MODE_ENABLED",
+            "env", "-u", "SPARK_REMOTE",
             str(home / "bin" / "spark-submit"),
             "--class", CONNECT_SERVER_CLASS,
             "--name", "tv_platform Spark Connect",
@@ -168,10 +179,11 @@ class SparkConnectService(Service):
     # ---- protocol ------------------------------------------------------------------------------------------------
     def probe(self, *statements: str, timeout: float | None = None) -> None:
         """Run SQL over Spark Connect in a child interpreter; raise with the client's last line on failure."""
-        env = {k: v for k, v in os.environ.items() if k not in ("SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED")}
+        # a different SPARK_REMOTE in the environment makes the builder refuse .remote(url)
+        env = {k: v for k, v in os.environ.items() if k != "SPARK_REMOTE"}
         try:
             proc = subprocess.run(
-                [sys.executable, "-c", _PROBE, self.settings.spark_remote, *statements],
+                [sys.executable, "-W", "ignore", "-c", _PROBE, self.settings.spark_remote, *statements],
                 capture_output=True, text=True, timeout=timeout or self.probe_timeout, env=env,
                 stdin=subprocess.DEVNULL,
             )
@@ -179,8 +191,9 @@ class SparkConnectService(Service):
             raise TimeoutError(f"Spark Connect did not answer {statements!r} within {timeout or self.probe_timeout:.0f}s") from None
         if proc.returncode != 0:
             lines = [ln.strip() for ln in proc.stderr.splitlines() if ln.strip()]
-            telling = [ln for ln in lines if "Error" in ln or "Exception" in ln] or lines or ["no output"]
-            raise RuntimeError(telling[-1][:300])
+            telling = [ln for ln in lines if _ERROR_LINE.match(ln)] or lines or ["no output"]
+            details = [ln for ln in lines if ln.startswith("details = ")]  # gRPC failures put the cause there
+            raise RuntimeError(" ".join([telling[-1], *details[-1:]])[:300])
 
     def ready(self) -> bool:
         if not port_open(self.settings.spark_port):
