@@ -175,6 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("demo_args", nargs=argparse.REMAINDER)
     sub.add_parser("settings", help="effective settings and the environment variables behind them")
 
+    bf = sub.add_parser("backfill", help="backfill whole weeks of history through the lake and marts")
+    bf.add_argument("--weeks", type=int, default=1)
+    bf.add_argument("--end", help="last day (default: yesterday)")
+
     from tv_platform.engines.kafka import add_produce_parser
 
     add_produce_parser(sub)
@@ -207,6 +211,15 @@ def main(argv: list[str] | None = None) -> int:
             from tv_platform.demo import run_demo
 
             return run_demo(args.demo_args)
+        if args.command == "backfill":
+            for key, value in dagster_env().items():
+                os.environ.setdefault(key, value)
+            stack_up(quiet=True)
+            from tv_platform.ops import backfill
+
+            days = backfill(args.weeks, args.end)
+            _say(f"backfilled {days[0]} .. {days[-1]} ({len(days)} days)")
+            return 0
         if args.command == "settings":
             s = get_settings()
             for key, value in vars(s).items():

@@ -1,0 +1,286 @@
+"""Marts: every daily lake aggregate (and the viewing sessions, denormalized) in both warehouses, checked against the
+lake.
+
+    lake (Hive, Spark)                    Greenplum (PostgreSQL locally)     ClickHouse (chDB locally)
+    viewing_sessions                 ──►  greenplum/sessions                 clickhouse/sessions
+    daily_viewing                    ──►  greenplum/daily_viewing            clickhouse/daily_viewing
+    channel_rating                   ──►  greenplum/channel_rating           clickhouse/channel_rating
+    hourly_activity                  ──►  greenplum/hourly_activity          clickhouse/hourly_activity
+    channel_weekday_hour             ──►  greenplum/channel_weekday_hour     clickhouse/channel_weekday_hour
+    duration_histogram               ──►  greenplum/duration_histogram       clickhouse/duration_histogram
+    user_activity                    ──►  greenplum/user_activity            clickhouse/user_activity
+
+Each mart is a daily-partitioned asset whose input is the lake asset's partition (a Spark DataFrame from the
+``hive_io_manager``); it selects the declared columns in Spark, converts them with ``toPandas()`` (Arrow) and returns
+the frame, which the warehouse's IO manager (``greenplum_io_manager`` / ``clickhouse_io_manager``) writes — replacing
+that day atomically. Columns and types are declared here, per warehouse, never inferred (``MARTS`` below); docs/marts.md
+has the tables.
+
+Each mart has the asset check ``agrees_with_lake`` per partition: the warehouse's row count and the sums of the mart's
+measures (its "views" and "hours" columns) equal those of the lake table's partition, recounted through Spark (the
+``hive_io_manager``'s catalog — the one resource of the lake the marts need besides their own IO managers).
+"""
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+
+from tv_platform.engines.greenplum import TableSpec
+from tv_platform.partitions import daily
+
+GROUP = "marts"
+WAREHOUSES = ("greenplum", "clickhouse")
+IO_MANAGER_KEYS = {"greenplum": "greenplum_io_manager", "clickhouse": "clickhouse_io_manager"}
+KINDS = {"greenplum": {"greenplum", "postgres"}, "clickhouse": {"clickhouse"}}
+POOLS = {"greenplum": None, "clickhouse": "clickhouse"}
+"""ClickHouse steps share the ``clickhouse`` concurrency pool: the embedded engine admits one process at a time (set
+its limit with ``dagster instance concurrency set clickhouse 1``; without a limit they still wait for each other)."""
+
+# ---- column types: (Greenplum / PostgreSQL, ClickHouse) ----------------------------------------------------------------
+DT = ("date not null", "Date")
+DAY_TS = ("timestamp not null", "DateTime('UTC')")  # wall-clock local time, see engines/clickhouse.py
+COUNT = ("bigint not null", "UInt32")
+BIG = ("bigint not null", "UInt64")
+FLOAT = ("double precision not null", "Float64")
+RATIO = ("double precision", "Nullable(Float64)")  # averages/shares: NULL when there is nothing to divide by
+CHANNEL_ID = ("integer not null", "UInt16")
+USER_ID = ("integer not null", "UInt32")
+SMALL = ("smallint not null", "UInt8")  # hour, weekday
+RANK = ("integer not null", "UInt16")
+NAME = ("text", "LowCardinality(Nullable(String))")  # channel names (left-joined: NULL for an unknown channel)
+USER_NAME = ("text", "Nullable(String)")  # 10^4..10^6 distinct values: not a LowCardinality column
+LABEL = ("text not null", "LowCardinality(String)")  # small closed sets: weekday names, buckets, segments, sources
+TEXT = ("text not null", "String")
+FLAG = ("boolean not null", "Bool")
+
+
+@dataclass(frozen=True)
+class Mart:
+    """A mart of one lake table in both warehouses."""
+
+    source: str  # the lake asset (and Hive table)
+    columns: dict[str, tuple[str, str]]  # name -> (greenplum type, clickhouse type); dt first
+    sums: tuple[str, ...]  # the measures the consistency check compares (views-like, hours-like)
+    distributed_by: tuple[str, ...]  # Greenplum distribution key
+    order_by: tuple[str, ...]  # ClickHouse sorting key
+    partition_by: str = "month"  # ClickHouse partitions: daily aggregates are small -> months
+    description: str = ""
+
+    def metadata(self, warehouse: str) -> dict[str, Any]:
+        which = 0 if warehouse == "greenplum" else 1
+        columns = {name: types[which] for name, types in self.columns.items()}
+        meta: dict[str, Any] = {
+            "table": self.source if self.source != "viewing_sessions" else "sessions",
+            "columns": columns,
+            "partition_column": "dt",
+            "sum_columns": list(self.sums),
+            "lake_table": self.source,
+            "dagster/column_schema": dg.TableSchema(
+                columns=[dg.TableColumn(name, typ) for name, typ in columns.items()]),
+        }
+        if warehouse == "greenplum":
+            meta["distributed_by"] = list(self.distributed_by)
+        else:
+            meta["order_by"] = list(self.order_by)
+            meta["partition_by"] = self.partition_by
+        return meta
+
+
+MARTS: dict[str, Mart] = {
+    "sessions": Mart(
+        source="viewing_sessions",
+        columns={
+            "dt": DT, "session_id": TEXT, "user_id": USER_ID, "user_name": USER_NAME, "channel_id": CHANNEL_ID,
+            "channel_name": NAME, "time_start": DAY_TS, "time_end": DAY_TS, "duration_s": COUNT,
+            "is_zero_length": FLAG, "crosses_midnight": FLAG, "source": LABEL,
+        },
+        sums=("duration_s",),
+        distributed_by=("session_id",),
+        order_by=("channel_id", "time_start"),
+        partition_by="day",
+        description="Viewing sessions, denormalized (user and channel names joined) — the seed's materialized view "
+                    "over tv_dataset: one row per session started on the day, with start, end and duration.",
+    ),
+    "daily_viewing": Mart(
+        source="daily_viewing",
+        columns={
+            "dt": DT, "views": COUNT, "viewers": COUNT, "active_users": COUNT, "hours_by_start": FLOAT,
+            "hours_in_day": FLOAT, "hours_after_day": FLOAT, "hours_carried_in": FLOAT,
+            "sessions_crossing_midnight": COUNT, "zero_length_views": COUNT, "avg_view_minutes": RATIO,
+        },
+        sums=("views", "hours_by_start", "hours_in_day"),
+        distributed_by=("dt",),
+        order_by=("dt",),
+    ),
+    "channel_rating": Mart(
+        source="channel_rating",
+        columns={
+            "dt": DT, "rank": RANK, "channel_id": CHANNEL_ID, "channel_name": NAME, "hours": FLOAT, "views": COUNT,
+            "viewers": COUNT, "hours_share": RATIO, "viewers_share": RATIO, "reach_pct": RATIO,
+            "avg_view_minutes": RATIO,
+        },
+        sums=("views", "hours"),
+        distributed_by=("channel_id",),
+        order_by=("dt", "channel_id"),
+    ),
+    "hourly_activity": Mart(
+        source="hourly_activity",
+        columns={
+            "dt": DT, "hour": SMALL, "sessions_active": COUNT, "sessions_started": COUNT, "viewers": COUNT,
+            "minutes": FLOAT, "avg_concurrent": FLOAT,
+        },
+        sums=("sessions_started", "minutes"),
+        distributed_by=("dt",),
+        order_by=("dt", "hour"),
+    ),
+    "channel_weekday_hour": Mart(
+        source="channel_weekday_hour",
+        columns={
+            "dt": DT, "weekday": SMALL, "weekday_name": LABEL, "hour": SMALL, "channel_id": CHANNEL_ID,
+            "channel_name": NAME, "minutes": FLOAT, "sessions_active": COUNT, "viewers": COUNT,
+        },
+        sums=("sessions_active", "minutes"),
+        distributed_by=("channel_id",),
+        order_by=("dt", "channel_id", "hour"),
+    ),
+    "duration_histogram": Mart(
+        source="duration_histogram",
+        columns={
+            "dt": DT, "bucket_order": SMALL, "bucket": LABEL, "lower_s": COUNT, "upper_s": ("bigint", "Nullable(UInt32)"),
+            "sessions": COUNT, "hours": FLOAT, "sessions_share": RATIO,
+        },
+        sums=("sessions", "hours"),
+        distributed_by=("dt",),
+        order_by=("dt", "bucket_order"),
+    ),
+    "user_activity": Mart(
+        source="user_activity",
+        columns={
+            "dt": DT, "user_id": USER_ID, "user_name": USER_NAME, "sessions": COUNT, "channels": COUNT,
+            "minutes_by_start": FLOAT, "minutes_in_day": FLOAT, "night_minutes": FLOAT, "morning_minutes": FLOAT,
+            "afternoon_minutes": FLOAT, "evening_minutes": FLOAT, "segment": LABEL, "first_start": DAY_TS,
+            "last_end": DAY_TS,
+        },
+        sums=("sessions", "minutes_in_day"),
+        distributed_by=("user_id",),
+        order_by=("dt", "user_id"),
+    ),
+}
+"""Mart name -> declaration. ``MARTS[name].source`` is the lake asset it copies."""
+
+
+def mart_key(warehouse: str, name: str) -> dg.AssetKey:
+    return dg.AssetKey([warehouse, name])
+
+
+def lake_frame_to_pandas(lake_frame, mart: Mart) -> pd.DataFrame:
+    """The declared columns of the lake partition, as pandas (Spark's Arrow path). Timestamps are cast to
+    TIMESTAMP_NTZ first so pandas gets the wall-clock times whatever the Spark session time zone."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import TimestampType
+
+    missing = [c for c in mart.columns if c not in lake_frame.columns]
+    if missing:
+        raise dg.Failure(
+            f"the lake table {mart.source} has no column(s) {missing} that its marts declare: the lake and "
+            "tv_platform/assets/marts.py disagree — update the mart declaration (and migrate the warehouse tables)"
+        )
+    types = {f.name: f.dataType for f in lake_frame.schema.fields}
+    selected = [
+        F.col(c).cast("timestamp_ntz").alias(c) if isinstance(types[c], TimestampType) else F.col(c)
+        for c in mart.columns
+    ]
+    return lake_frame.select(*selected).toPandas()
+
+
+def _mart_asset(warehouse: str, name: str, mart: Mart) -> dg.AssetsDefinition:
+    where = "Greenplum (PostgreSQL locally)" if warehouse == "greenplum" else "ClickHouse (chDB locally)"
+
+    @dg.asset(
+        key=mart_key(warehouse, name),
+        group_name=GROUP,
+        kinds=KINDS[warehouse],
+        partitions_def=daily,
+        io_manager_key=IO_MANAGER_KEYS[warehouse],
+        ins={"lake": dg.AssetIn(key=dg.AssetKey(mart.source))},
+        metadata=mart.metadata(warehouse),
+        pool=POOLS[warehouse],
+        description=(mart.description or f"The lake's `{mart.source}` for dashboards") + f" — in {where}; a "
+        "materialization replaces the day atomically.",
+    )
+    def _asset(context: dg.AssetExecutionContext, lake) -> pd.DataFrame:
+        frame = lake_frame_to_pandas(lake, mart)
+        context.log.info(f"{mart.source} {context.partition_key}: {len(frame)} rows -> {warehouse}")
+        return frame
+
+    return _asset
+
+
+# ---- consistency with the lake -----------------------------------------------------------------------------------------
+def lake_stats(catalog, table: str, day: str, sums: tuple[str, ...]) -> dict[str, Any]:
+    """Rows and sums of a lake table's partition, through Spark (after REFRESH: another process may have rewritten it).
+    ``catalog``: the lake's :class:`~tv_platform.engines.spark.HiveCatalog` (``hive_io_manager.catalog()``)."""
+    if not catalog.table_exists(table):
+        return {"rows": 0, "sums": {c: 0.0 for c in sums}, "table_exists": False}
+    catalog.refresh(table)
+    stats = catalog.stats(table, [day], list(sums))
+    return {"rows": int(stats["rows"]), "sums": {c: float(stats[f"sum_{c}"]) for c in sums}, "table_exists": True}
+
+
+def compare(warehouse: dict[str, Any], lake: dict[str, Any], rel: float = 1e-9) -> tuple[bool, dict[str, Any]]:
+    """(agree?, metadata): equal row counts and sums equal within ``rel`` (floating sums add up in another order)."""
+    ok = warehouse["rows"] == lake["rows"]
+    meta: dict[str, Any] = {"warehouse_rows": warehouse["rows"], "lake_rows": lake["rows"]}
+    for col, lake_sum in lake["sums"].items():
+        wh_sum = warehouse["sums"].get(col, 0.0)
+        meta[f"warehouse_sum_{col}"] = wh_sum
+        meta[f"lake_sum_{col}"] = lake_sum
+        ok = ok and math.isclose(wh_sum, lake_sum, rel_tol=rel, abs_tol=1e-6)
+    return ok, meta
+
+
+def check_partition(warehouse_io, catalog, warehouse: str, name: str, day: str) -> dg.AssetCheckResult:
+    """The consistency check of one mart partition: the warehouse (``warehouse_io.partition_stats``) against the lake
+    table (``catalog``: a HiveCatalog). Callable outside a run too (e.g. to re-check one day from a notebook)."""
+    mart = MARTS[name]
+    spec = TableSpec.from_metadata(mart_key(warehouse, name), mart.metadata(warehouse))
+    in_warehouse = warehouse_io.partition_stats(spec, [day])
+    in_lake = lake_stats(catalog, mart.source, day, mart.sums)
+    ok, meta = compare(in_warehouse, in_lake)
+    if not in_lake["table_exists"]:
+        meta["note"] = f"the lake table {mart.source} does not exist"
+    if not in_warehouse["table_exists"]:
+        meta["note"] = f"the {warehouse} table {spec.name} does not exist"
+    return dg.AssetCheckResult(asset_key=mart_key(warehouse, name), check_name="agrees_with_lake", passed=ok,
+                               metadata={"partition": day, **meta})
+
+
+def _mart_check(warehouse: str, name: str, mart: Mart) -> dg.AssetChecksDefinition:
+    io_key = IO_MANAGER_KEYS[warehouse]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.PreviewWarning)  # partitioned asset checks are a preview feature
+
+        @dg.asset_check(
+            asset=mart_key(warehouse, name),
+            name="agrees_with_lake",
+            partitions_def=daily,
+            additional_deps=[dg.AssetKey(mart.source)],
+            required_resource_keys={io_key, "hive_io_manager"},
+            pool=POOLS[warehouse],
+            description=f"The {warehouse} table's partition has the lake's row count and sums of "
+                        f"{', '.join(mart.sums)} (lake `{mart.source}` recounted through Spark).",
+        )
+        def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+            return check_partition(getattr(context.resources, io_key), context.resources.hive_io_manager.catalog(),
+                                   warehouse, name, context.partition_key)
+
+    return _check
+
+
+assets = [_mart_asset(w, name, mart) for name, mart in MARTS.items() for w in WAREHOUSES]
+checks = [_mart_check(w, name, mart) for name, mart in MARTS.items() for w in WAREHOUSES]

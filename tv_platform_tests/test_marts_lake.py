@@ -1,0 +1,151 @@
+"""End to end on the seed's stream day (tv_stream.csv, 10 000 views on 2023-09-23): raw CSV in HDFS -> the lake graph
+(Hive, Spark) -> every mart in PostgreSQL and chDB -> the marts' checks; warehouse values against pandas computed from
+the raw events, and the dashboards' queries answered by both warehouses alike."""
+
+import uuid
+
+import dagster as dg
+import pandas as pd
+import psycopg2
+import pytest
+
+from tv_platform.assets import marts as M
+from tv_platform.engines.clickhouse import ClickHouseIOManager
+from tv_platform.engines.greenplum import GreenplumIOManager, TableSpec
+from tv_platform.engines.hdfs import frame_to_csv_bytes
+
+pytestmark = pytest.mark.services
+
+D = "2023-09-23"
+
+
+@pytest.fixture(scope="module")
+def env(stack, spark, lake, tmp_path_factory):
+    from tv_platform.engines.spark import HiveIOManager, HiveResource
+    from tv_platform.stack.postgres import PostgresService
+
+    suffix = uuid.uuid4().hex[:8]
+    root = f"/tv_platform_test_marts_{suffix}"
+    hive = HiveResource(spark_remote=stack.spark_remote, database=f"tv_test_marts_{suffix}", lake_url=stack.hdfs_url,
+                        lake_root=root, webhdfs_url=stack.webhdfs_url, hdfs_user=stack.hdfs_user)
+    admin = PostgresService(stack).admin_connect(stack.gp_database)
+    admin.autocommit = True
+    schema = f"test_marts_{suffix}"
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE SCHEMA "{schema}" AUTHORIZATION "{stack.gp_loader_user}"')
+    resources = {
+        "hive": hive,
+        "hive_io_manager": HiveIOManager(spark_remote=stack.spark_remote, database=hive.database,
+                                         database_location=hive.resolved_database_location()),
+        "greenplum_io_manager": GreenplumIOManager(
+            host=stack.gp_host, port=stack.gp_port, database=stack.gp_database, schema_name=schema,
+            user=stack.gp_loader_user, password=stack.gp_loader_password, reader_role=stack.gp_reader_user),
+        "clickhouse_io_manager": ClickHouseIOManager(
+            url=f"chdb://{tmp_path_factory.mktemp('chdb_e2e') / 'engine'}", database=f"test_marts_{suffix}"),
+    }
+    # the seed's stream day landed as the Kafka sensor lands it, with reference data
+    from tv_platform_tests.conftest import FIXTURES
+
+    events = pd.read_csv(FIXTURES / "tv_stream.csv", header=None,
+                         names=["session_id", "user_id", "channel_id", "timer", "status"])
+    events["timer"] = pd.to_datetime(events["timer"])
+    for day, part in events.groupby(events["timer"].dt.date):
+        out = part.assign(timer=part["timer"].dt.strftime("%Y-%m-%d %H:%M:%S"))
+        lake.write_bytes(f"{root}/raw/tv_stream/dt={day}/p0-000000000000-000000020000.csv", frame_to_csv_bytes(out))
+    names = pd.read_csv(__import__("tv_platform").__path__[0] + "/data/tv_channels.csv")
+    channels = names.assign(time_rating=0.0, viewers_rating=0.0, rank=names["channel_id"])
+    lake.write_bytes(f"{root}/reference/channels/channels.csv", frame_to_csv_bytes(channels))
+    users = pd.DataFrame({"user_id": range(1, 10_001)})
+    users["user_name"] = "Абонент " + users["user_id"].astype(str) + ", ТВ"
+    lake.write_bytes(f"{root}/reference/users/users.csv", frame_to_csv_bytes(users))
+    yield {"resources": resources, "events": events, "schema": schema, "channels": channels}
+    with admin.cursor() as cur:
+        cur.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    admin.close()
+    try:
+        hive.catalog().drop_database()
+    finally:
+        lake.delete(root)
+
+
+@pytest.fixture(scope="module")
+def run(env):
+    from tv_platform.assets import lake as L
+
+    resources = env["resources"]
+    assert dg.materialize([L.hive_channels, L.hive_users], resources=resources).success
+    lake_assets = [L.hive_tv_dataset, L.hive_tv_stream, L.sessionize_assets, *L.AGGREGATES]
+    assert dg.materialize(lake_assets, partition_key=D, resources=resources).success
+    return dg.materialize([*lake_assets, *M.assets, *M.checks], partition_key=D, resources=resources,
+                          selection=dg.AssetSelection.groups("marts"))
+
+
+def _pandas_sessions(events: pd.DataFrame) -> pd.DataFrame:
+    e = events[events.status == "enabled"].set_index("session_id")
+    x = events[events.status == "disabled"].set_index("session_id")
+    s = e[["user_id", "channel_id", "timer"]].rename(columns={"timer": "start"}).join(
+        x[["timer"]].rename(columns={"timer": "end"}))
+    s["seconds"] = (s["end"] - s["start"]).dt.total_seconds()
+    return s[s["start"].dt.strftime("%Y-%m-%d") == D]
+
+
+def test_lake_to_marts_checks_pass(run):
+    assert run.success
+    evaluations = run.get_asset_check_evaluations()
+    assert len(evaluations) == 14
+    failed = [(e.asset_key.to_user_string(), e.metadata) for e in evaluations if not e.passed]
+    assert not failed
+
+
+def test_sessions_mart_equals_pandas_from_raw_events(env, run):
+    s = _pandas_sessions(env["events"])
+    for warehouse in M.WAREHOUSES:
+        mart = M.MARTS["sessions"]
+        io = env["resources"][f"{warehouse}_io_manager"]
+        got = io.read_frame(TableSpec.from_metadata(None, mart.metadata(warehouse)), [D]).set_index("session_id")
+        assert len(got) == len(s) == 10_000
+        got = got.loc[s.index]
+        assert (got["duration_s"].astype("int64").to_numpy() == s["seconds"].astype("int64").to_numpy()).all()
+        assert (got["time_start"].astype("datetime64[s]").to_numpy() == s["start"].astype("datetime64[s]").to_numpy()).all()
+        assert (got["user_id"].astype("int64").to_numpy() == s["user_id"].to_numpy()).all()
+        names = env["channels"].set_index("channel_id")["channel_name"]
+        assert (got["channel_name"].to_numpy() == names.loc[s["channel_id"]].to_numpy()).all()
+        assert round(got["duration_s"].astype("int64").sum() / 3600) == 19_882
+
+
+DASHBOARD_QUERIES = {
+    # (greenplum, clickhouse) — the same question in each dialect
+    "top_channels": (
+        "SELECT channel_name, sum(hours) AS h FROM {gp}.channel_rating WHERE dt BETWEEN '2023-09-01' AND '2023-09-30' "
+        "GROUP BY channel_name ORDER BY h DESC, channel_name LIMIT 10",
+        "SELECT channel_name, sum(hours) AS h FROM {ch}.channel_rating WHERE dt BETWEEN '2023-09-01' AND '2023-09-30' "
+        "GROUP BY channel_name ORDER BY h DESC, channel_name LIMIT 10",
+    ),
+    "hourly": (
+        "SELECT hour, sum(minutes) FROM {gp}.hourly_activity WHERE dt = '2023-09-23' GROUP BY hour ORDER BY hour",
+        "SELECT hour, sum(minutes) FROM {ch}.hourly_activity WHERE dt = '2023-09-23' GROUP BY hour ORDER BY hour",
+    ),
+    "sessions_by_hour": (
+        "SELECT extract(hour FROM time_start)::int AS h, count(*) FROM {gp}.sessions WHERE dt = '2023-09-23' "
+        "GROUP BY 1 ORDER BY 1",
+        "SELECT toHour(time_start) AS h, count() FROM {ch}.sessions WHERE dt = '2023-09-23' GROUP BY h ORDER BY h",
+    ),
+}
+
+
+@pytest.mark.parametrize("query", list(DASHBOARD_QUERIES))
+def test_both_warehouses_answer_dashboard_queries_alike(env, run, stack, query):
+    gp_sql, ch_sql = DASHBOARD_QUERIES[query]
+    conn = psycopg2.connect(stack.gp_dsn("reader"))  # dashboards read as the read-only role
+    try:
+        with conn.cursor() as cur:
+            cur.execute(gp_sql.format(gp=f'"{env["schema"]}"'))
+            gp_rows = cur.fetchall()
+    finally:
+        conn.close()
+    ch = env["resources"]["clickhouse_io_manager"]
+    with ch.client() as client:
+        ch_rows = client.query(ch_sql.format(ch=ch.database)).result_rows
+    assert len(gp_rows) == len(ch_rows) > 0
+    for a, b in zip(gp_rows, ch_rows):
+        assert a[0] == b[0] and float(a[1]) == pytest.approx(float(b[1]), rel=1e-9)
