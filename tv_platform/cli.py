@@ -5,6 +5,7 @@
     demo                        the whole platform on local defaults
     test                        the test suite against the real services
     produce                     publish simulated (or recorded, --replay) viewing events to Kafka
+    superset up|down|status     Superset (own virtualenv) with the dashboards of superset_exports/ on 127.0.0.1:8088
     settings                    the effective settings and every environment variable that sets them
 """
 
@@ -180,8 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
     bf.add_argument("--end", help="last day (default: yesterday)")
 
     from tv_platform.engines.kafka import add_produce_parser
+    from tv_platform.engines.superset import add_superset_parser
 
     add_produce_parser(sub)
+    add_superset_parser(sub)
     return p
 
 
@@ -226,6 +229,10 @@ def main(argv: list[str] | None = None) -> int:
                 _say(f"{key:<26} {value}")
             _say("\n" + settings_table())
             return 0
+        if args.command == "superset":
+            from tv_platform.engines.superset import superset_command
+
+            return superset_command(args)
         if args.command == "produce":
             from tv_platform.engines.kafka import produce_command
 

@@ -1,25 +1,24 @@
 """The platform as Dagster sees it — read top to bottom, it is the architecture:
 
-    ingest     reference data + simulator + Kafka topic ─► raw CSV in HDFS
-    lake       Hive tables over the raw data ─► viewing sessions ─► daily aggregates (Spark)
-    marts      aggregates ─► Greenplum (PostgreSQL locally) and ClickHouse (chdb locally)
-    analytics  Spark analyses and forecasts over the lake
+    ingest     reference data + simulator + Kafka topic ─► raw CSV in HDFS          (sensor: kafka_events_sensor)
+    lake       Hive tables over the raw data ─► viewing sessions ─► daily aggregates (Spark Connect + Hive metastore)
+    marts      aggregates ─► Greenplum (PostgreSQL locally) and ClickHouse (chdb locally), checked against the lake
+    operation  a nightly schedule for yesterday, automation that follows the live stream, backfills from the CLI
 
 Resources (and so the engines behind each IO manager) come from tv_platform/resources.py, keyed by TVP_ENV.
 """
 
-from __future__ import annotations
-
 import dagster as dg
 
-from tv_platform import sensors
-from tv_platform.assets import ingest
+from tv_platform import schedules, sensors
+from tv_platform.assets import ingest, lake, marts
 from tv_platform.resources import get_resources
 
 defs = dg.Definitions(
-    assets=[*ingest.assets],
-    asset_checks=[*ingest.checks],
-    jobs=[*sensors.jobs],
-    sensors=[*sensors.sensors],
+    assets=[*ingest.assets, *lake.assets, *marts.assets],
+    asset_checks=[*ingest.checks, *lake.checks, *marts.checks],
+    jobs=[*sensors.jobs, *schedules.jobs],
+    schedules=[*schedules.schedules],
+    sensors=[*sensors.sensors, *schedules.sensors],
     resources=get_resources(),
 )

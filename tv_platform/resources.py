@@ -15,6 +15,7 @@ from tv_platform.engines.clickhouse import clickhouse_io_manager
 from tv_platform.engines.greenplum import greenplum_io_manager
 from tv_platform.engines.hdfs import HdfsCsvIOManager, LakeResource
 from tv_platform.engines.kafka import KafkaResource
+from tv_platform.engines.spark import lake_resources
 from tv_platform.settings import Settings, get_settings
 
 
@@ -44,6 +45,7 @@ def _common(settings: Settings) -> dict[str, Any]:
         "lake": lake_resource(settings),
         "hdfs_io_manager": hdfs_io_manager(settings),
         "pyspark": spark_resource(settings),
+        **lake_resources(settings),  # "hive" (catalog) and "hive_io_manager"
         "greenplum_io_manager": greenplum_io_manager(settings),
         "clickhouse_io_manager": clickhouse_io_manager(settings),
     }
