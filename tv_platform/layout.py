@@ -21,24 +21,27 @@ QUARANTINE_COLUMNS = ["topic", "partition", "offset", "reason", "payload"]
 STATUSES = ("enabled", "disabled")
 
 
-def root(settings: Settings | None = None) -> str:
+def root(settings: "Settings | str | None" = None) -> str:
+    """The lake's root directory: from the settings, or given directly (a resource's ``lake_root``)."""
+    if isinstance(settings, str):
+        return "/" + settings.strip("/")
     return "/" + (settings or get_settings()).lake_root.strip("/")
 
 
-def channels_dir(settings: Settings | None = None) -> str:
+def channels_dir(settings: "Settings | str | None" = None) -> str:
     return f"{root(settings)}/reference/channels"
 
 
-def users_dir(settings: Settings | None = None) -> str:
+def users_dir(settings: "Settings | str | None" = None) -> str:
     return f"{root(settings)}/reference/users"
 
 
-def raw_dir(source: str, settings: Settings | None = None) -> str:
+def raw_dir(source: str, settings: "Settings | str | None" = None) -> str:
     """Directory of a raw event source: ``tv_dataset`` (history) or ``tv_stream`` (live)."""
     return f"{root(settings)}/raw/{source}"
 
 
-def quarantine_dir(source: str, settings: Settings | None = None) -> str:
+def quarantine_dir(source: str, settings: "Settings | str | None" = None) -> str:
     return f"{root(settings)}/quarantine/{source}"
 
 

@@ -2,6 +2,7 @@
 
 import io
 import json
+import uuid
 from datetime import date
 
 import dagster as dg
@@ -10,7 +11,7 @@ import pytest
 
 from tv_platform import layout
 from tv_platform.assets import ingest
-from tv_platform.engines.hdfs import LakeResource
+from tv_platform.engines.hdfs import HdfsCsvIOManager, LakeResource
 from tv_platform.engines.kafka import publish
 from tv_platform.resources import hdfs_io_manager, kafka_resource, lake_resource
 from tv_platform.sensors import kafka_events_sensor, run_key
@@ -22,15 +23,23 @@ FIXTURE = "tv_platform_tests/fixtures/tv_stream.csv"
 
 @pytest.fixture(scope="module")
 def lake_res(stack) -> LakeResource:
-    return lake_resource(stack)
+    """The stack's HDFS, under a lake root of this module's own: tests never see each other's files."""
+    root = f"/tests/ingest_{uuid.uuid4().hex[:8]}"
+    yield LakeResource(**{**lake_resource(stack).model_dump(), "lake_root": root})
+    lake_resource(stack).fs().delete(root)
 
 
 @pytest.fixture(scope="module")
-def reference(stack, lake_res):
-    """channels and users materialized into the stack's lake through the HDFS IO manager."""
+def hdfs_io(stack, lake_res):
+    return HdfsCsvIOManager(**{**hdfs_io_manager(stack).model_dump(), "lake_root": lake_res.lake_root})
+
+
+@pytest.fixture(scope="module")
+def reference(stack, lake_res, hdfs_io):
+    """channels and users materialized into the lake through the HDFS IO manager."""
     result = dg.materialize(
         [ingest.channels, ingest.users],
-        resources={"hdfs_io_manager": hdfs_io_manager(stack)},
+        resources={"hdfs_io_manager": hdfs_io},
         run_config={"ops": {"users": {"config": {"users": 10_000, "seed": 42}}}},
     )
     assert result.success
@@ -42,23 +51,23 @@ def _read_csv(lake_res, path) -> pd.DataFrame:
 
 
 def test_reference_data_lands_in_the_lake(reference, lake_res):
-    channels = _read_csv(lake_res, f"{layout.channels_dir()}/channels.csv")
+    channels = _read_csv(lake_res, f"{layout.channels_dir(lake_res.lake_root)}/channels.csv")
     assert len(channels) == 148 and channels["channel_id"].is_unique
     assert channels.loc[channels["channel_id"] == 1, "channel_name"].item() == "Россия 1"
-    users = _read_csv(lake_res, f"{layout.users_dir()}/users.csv")
+    users = _read_csv(lake_res, f"{layout.users_dir(lake_res.lake_root)}/users.csv")
     assert len(users) == 10_000 and users["user_id"].tolist() == list(range(1, 10_001))
     assert reference.asset_materializations_for_node("users")[0].metadata["rows"].value == 10_000
 
 
-def test_history_partition_is_the_simulated_day_and_rewrites_identically(stack, lake_res):
+def test_history_partition_is_the_simulated_day_and_rewrites_identically(stack, lake_res, hdfs_io):
     from tv_platform.simulator.model import SimulationParams, simulate_day
 
     def run():
         result = dg.materialize([ingest.tv_dataset], partition_key="2023-09-16",
-                                resources={"hdfs_io_manager": hdfs_io_manager(stack)},
+                                resources={"hdfs_io_manager": hdfs_io},
                                 run_config={"ops": {"tv_dataset": {"config": {"users": 800, "seed": 7}}}})
         assert result.success
-        base = layout.partition_dir(layout.raw_dir("tv_dataset"), "2023-09-16")
+        base = layout.partition_dir(layout.raw_dir("tv_dataset", lake_res.lake_root), "2023-09-16")
         assert lake_res.fs().listdir(base) == ["events.csv"]
         return lake_res.fs().read_bytes(f"{base}/events.csv")
 
@@ -89,7 +98,7 @@ def _land(stack, lake_res, kafka, requests, instance=None, lake=None):
 
 def _landed_events(lake_res, day) -> pd.DataFrame:
     fs = lake_res.fs()
-    base = layout.partition_dir(layout.raw_dir("tv_stream"), day)
+    base = layout.partition_dir(layout.raw_dir("tv_stream", lake_res.lake_root), day)
     frames = [pd.read_csv(io.BytesIO(fs.read_bytes(f"{base}/{n}"))) for n in fs.listdir(base) if n.endswith(".csv")]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=layout.EVENT_COLUMNS)
 
@@ -186,7 +195,7 @@ def test_bad_messages_end_in_quarantine_with_their_reason(stack, reference, lake
     assert all(c.passed for c in res.get_asset_check_evaluations())
 
     name = layout.range_file_name(0, 0, 9)
-    q = _read_csv(lake_res, f"{layout.partition_dir(layout.quarantine_dir('tv_stream'), '2023-10-05')}/{name}")
+    q = _read_csv(lake_res, f"{layout.partition_dir(layout.quarantine_dir('tv_stream', lake_res.lake_root), '2023-10-05')}/{name}")
     assert q["topic"].unique().tolist() == [kafka.topic]
     assert q["offset"].tolist() == list(range(1, 9))
     reasons = q["reason"].tolist()
@@ -226,7 +235,7 @@ def test_interrupted_landing_rerun_gives_byte_identical_file_and_failed_range_is
     (_, failed), = list(_land(stack, lake_res, kafka, [rr], instance=instance, lake=crashing))
     assert not failed.success
     name = layout.range_file_name(0, 0, 500)
-    base = layout.partition_dir(layout.raw_dir("tv_stream"), rr.partition_key)
+    base = layout.partition_dir(layout.raw_dir("tv_stream", lake_res.lake_root), rr.partition_key)
     assert name not in lake_res.fs().listdir(base)  # nothing half-written under the real name
 
     # the sensor sees the failed run and asks for the range again

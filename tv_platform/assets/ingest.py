@@ -117,8 +117,8 @@ def _reference_ids(lake: LakeResource) -> tuple[set[int], set[int]]:
     """Known channel and user ids, from the reference data in the lake (materialize `channels` and `users` first)."""
     fs = lake.fs()
     ids = []
-    for directory, name, column in ((layout.channels_dir(), "channels.csv", "channel_id"),
-                                    (layout.users_dir(), "users.csv", "user_id")):
+    for directory, name, column in ((layout.channels_dir(lake.lake_root), "channels.csv", "channel_id"),
+                                    (layout.users_dir(lake.lake_root), "users.csv", "user_id")):
         path = f"{directory}/{name}"
         if not fs.exists(path):
             raise dg.Failure(f"reference data {path} is missing: materialize the `channels` and `users` assets first")
@@ -151,10 +151,10 @@ def tv_stream_snapshot(context: dg.AssetExecutionContext, config: StreamRangesCo
         result = validate(messages, day, channel_ids, user_ids)
         name = layout.range_file_name(r.partition, r.start, r.end)
         good = pd.DataFrame(result.rows, columns=layout.EVENT_COLUMNS)
-        good_path = f"{layout.partition_dir(layout.raw_dir('tv_stream'), day)}/{name}"
+        good_path = f"{layout.partition_dir(layout.raw_dir('tv_stream', lake.lake_root), day)}/{name}"
         fs.write_bytes(good_path, frame_to_csv_bytes(good))
         files.append(good_path)
-        bad_path = f"{layout.partition_dir(layout.quarantine_dir('tv_stream'), day)}/{name}"
+        bad_path = f"{layout.partition_dir(layout.quarantine_dir('tv_stream', lake.lake_root), day)}/{name}"
         if result.rejected:
             bad = pd.DataFrame(
                 [[config.topic, x.message.partition, x.message.offset, x.reason,
@@ -176,7 +176,7 @@ def tv_stream_snapshot(context: dg.AssetExecutionContext, config: StreamRangesCo
     # the check recounts from what is now in the lake, not from the counters above
     recount_landed = sum(_csv_rows(fs, p) for p in files)
     recount_quarantined = sum(
-        _csv_rows(fs, f"{layout.partition_dir(layout.quarantine_dir('tv_stream'), day)}/"
+        _csv_rows(fs, f"{layout.partition_dir(layout.quarantine_dir('tv_stream', lake.lake_root), day)}/"
                       f"{layout.range_file_name(r.partition, r.start, r.end)}")
         for r in config.ranges
     )
@@ -210,7 +210,7 @@ def _csv_rows(fs, path: str) -> int:
 def stream_partition_summary(lake: LakeResource, day: str) -> dict:
     """Files and rows landed for one day (used by tests and the demo)."""
     fs = lake.fs()
-    base = layout.partition_dir(layout.raw_dir("tv_stream"), day)
+    base = layout.partition_dir(layout.raw_dir("tv_stream", lake.lake_root), day)
     names = [n for n in fs.listdir(base) if n.endswith(".csv") and not n.startswith(".")]
     return {"files": names, "rows": sum(_csv_rows(fs, f"{base}/{n}") for n in names)}
 

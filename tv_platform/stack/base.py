@@ -221,7 +221,11 @@ class Service:
                 os.killpg(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-            time.sleep(0.5)
+        # a killed JVM with gigabytes of heap takes a moment to go, and its sockets with it: wait for both, so that
+        # a `start` right after `stop` never finds its own port taken
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and (group_alive(pid) or any(port_open(p) for p in self.ports())):
+            time.sleep(0.2)
         self.pid_file.unlink(missing_ok=True)
         return True
 
