@@ -12,10 +12,15 @@ import dagster as dg
 
 from tv_platform import schedules, sensors
 from tv_platform.assets import ingest, lake, marts
+from tv_platform.automation import follows_stream, fresh_marts
 from tv_platform.resources import get_resources
 
 defs = dg.Definitions(
-    assets=[*ingest.assets, *lake.assets, *marts.assets],
+    assets=[
+        *ingest.assets,
+        *follows_stream(lake.assets),
+        *follows_stream(fresh_marts(marts.assets)),
+    ],
     asset_checks=[*ingest.checks, *lake.checks, *marts.checks],
     jobs=[*sensors.jobs, *schedules.jobs],
     schedules=[*schedules.schedules],

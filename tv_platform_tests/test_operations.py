@@ -30,3 +30,49 @@ def test_backfill_runs_days_level_by_level():
         for parent in graph.get(key).parent_keys:
             if parent.to_user_string() in position:
                 assert position[parent.to_user_string()] < position[key.to_user_string()], (parent, key)
+
+
+def test_lake_and_marts_follow_a_newly_landed_stream_partition():
+    """The sensor lands a range of today -> the Hive partition is registered -> sessions -> aggregates -> marts."""
+    from tv_platform.definitions import defs
+    from tv_platform.partitions import daily
+
+    today = daily.get_last_partition_key()
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    cursor = result.cursor
+
+    def landed(asset: str):
+        instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=asset, partition=today))
+
+    def requested(cursor):
+        result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+        names = {r.key.to_user_string() for r in result.results if r.true_subset.size}
+        for r in result.results:
+            if r.true_subset.size:  # only today's partition is ever requested
+                assert r.true_subset.size == 1
+        return names, result.cursor, None
+
+    names, cursor, _ = requested(cursor)
+    assert names == set(), "nothing runs before data lands"
+
+    landed("tv_stream_snapshot")
+    names, cursor, _ = requested(cursor)
+    chain = {"hive_tv_stream", "viewing_sessions", "session_anomalies", "daily_viewing", "channel_rating",
+             "hourly_activity", "greenplum/sessions", "clickhouse/sessions", "clickhouse/daily_viewing"}
+    assert chain <= names
+    assert not names & {"tv_dataset", "hive_tv_dataset", "channels", "users", "tv_stream_snapshot"}
+
+    for name in names:
+        landed(name)
+    names, cursor, _ = requested(cursor)
+    assert names == set(), "nothing new upstream, nothing requested"
+
+
+def test_marts_declare_freshness():
+    from tv_platform.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    marts = [k for k in graph.get_all_asset_keys() if k.path[0] in ("greenplum", "clickhouse")]
+    assert len(marts) >= 14
+    assert all(graph.get(k).freshness_policy is not None for k in marts)
