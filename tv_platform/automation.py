@@ -24,7 +24,8 @@ follow_stream = (
 mart_freshness = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=26), warn_window=timedelta(hours=25))
 
 # the history, reference data and the snapshot itself are driven by the schedule, backfills and the sensor
-NOT_AUTOMATED = {"channels", "users", "tv_dataset", "tv_stream_snapshot", "hive_channels", "hive_users", "hive_tv_dataset"}
+NOT_AUTOMATED = {"channels", "users", "tv_dataset", "tv_stream_snapshot", "hive_channels", "hive_users", "hive_tv_dataset",
+                 "programme_guide", "hive_programme_guide"}
 
 
 def _follow(spec: dg.AssetSpec) -> dg.AssetSpec:

@@ -118,8 +118,8 @@ def dagster_env() -> dict[str, str]:
     env.setdefault("DAGSTER_HOME", str(REPO_ROOT / "dagster_home"))
     env.setdefault("PYSPARK_PYTHON", sys.executable)
     exported = {
-        "TVP_GP_HOST": settings.gp_host,
-        "TVP_GP_PORT": str(settings.gp_port),
+        "TVP_DAGSTER_PG_HOST": settings.dagster_pg_host,
+        "TVP_DAGSTER_PG_PORT": str(settings.dagster_pg_port),
         "TVP_DAGSTER_PG_DATABASE": settings.dagster_pg_database,
         "TVP_DAGSTER_PG_USER": settings.dagster_pg_user,
         "TVP_DAGSTER_PG_PASSWORD": settings.dagster_pg_password,
@@ -172,8 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
     ts = sub.add_parser("test", help="run the test suite (brings the stack up)")
     ts.add_argument("pytest_args", nargs=argparse.REMAINDER)
 
-    dm = sub.add_parser("demo", help="the whole platform on local defaults (--help for its options)", add_help=False)
-    dm.add_argument("demo_args", nargs=argparse.REMAINDER)
+    dm = sub.add_parser("demo", help="the whole platform on local defaults")
+    dm.add_argument("--days", type=int, default=7, help="days of history to backfill (default 7)")
+    dm.add_argument("--events", type=int, default=20_000, help="live events to produce for today (default 20000)")
+    dm.add_argument("--port", type=int, default=3000, help="Dagster UI port")
+    dm.add_argument("--exit", action="store_true", help="stop the UI after the summary instead of waiting for Ctrl-C")
     sub.add_parser("settings", help="effective settings and the environment variables behind them")
 
     bf = sub.add_parser("backfill", help="backfill whole weeks of history through the lake and marts")
@@ -191,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from tv_platform.stack.base import StackError
 
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["test"]:  # everything after `test` goes to pytest as it is (-k, -x, paths ...)
+        return run_tests(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         if args.command == "stack":
@@ -213,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             from tv_platform.demo import run_demo
 
-            return run_demo(args.demo_args)
+            return run_demo(args)
         if args.command == "backfill":
             for key, value in dagster_env().items():
                 os.environ.setdefault(key, value)

@@ -1,9 +1,11 @@
 """The platform as Dagster sees it — read top to bottom, it is the architecture:
 
-    ingest     reference data + simulator + Kafka topic ─► raw CSV in HDFS          (sensor: kafka_events_sensor)
-    lake       Hive tables over the raw data ─► viewing sessions ─► daily aggregates (Spark Connect + Hive metastore)
-    marts      aggregates ─► Greenplum (PostgreSQL locally) and ClickHouse (chdb locally), checked against the lake
-    operation  a nightly schedule for yesterday, automation that follows the live stream, backfills from the CLI
+    ingest      reference data + simulator + Kafka topic ─► raw CSV in HDFS          (sensor: kafka_events_sensor)
+    lake        Hive tables over the raw data ─► viewing sessions ─► daily aggregates (Spark Connect + Hive metastore)
+    programmes  programme guide (synthetic or XMLTV) ─► viewing split by programme ─► show / series popularity
+    marts       aggregates ─► Greenplum (PostgreSQL locally) and ClickHouse (chdb locally), checked against the lake
+    analytics   leaders and outsiders, retention, segments, audience measures, a 7-day forecast (charts in the UI)
+    operation   a nightly schedule for yesterday, automation that follows the live stream, backfills from the CLI
 
 Resources (and so the engines behind each IO manager) come from tv_platform/resources.py, keyed by TVP_ENV.
 """
@@ -11,7 +13,7 @@ Resources (and so the engines behind each IO manager) come from tv_platform/reso
 import dagster as dg
 
 from tv_platform import schedules, sensors
-from tv_platform.assets import ingest, lake, marts
+from tv_platform.assets import analytics, ingest, lake, marts, programmes
 from tv_platform.automation import follows_stream, fresh_marts
 from tv_platform.resources import get_resources
 
@@ -19,9 +21,11 @@ defs = dg.Definitions(
     assets=[
         *ingest.assets,
         *follows_stream(lake.assets),
-        *follows_stream(fresh_marts(marts.assets)),
+        *follows_stream(programmes.assets),
+        *follows_stream(fresh_marts([*marts.assets, *programmes.mart_assets])),
+        *analytics.assets,
     ],
-    asset_checks=[*ingest.checks, *lake.checks, *marts.checks],
+    asset_checks=[*ingest.checks, *lake.checks, *programmes.checks, *marts.checks, *programmes.mart_checks],
     jobs=[*sensors.jobs, *schedules.jobs],
     schedules=[*schedules.schedules],
     sensors=[*sensors.sensors, *schedules.sensors],

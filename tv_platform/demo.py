@@ -50,16 +50,8 @@ def start_dagster(port: int) -> subprocess.Popen:
     raise RuntimeError(f"the Dagster UI did not answer within 180 s (log: {log})")
 
 
-def run_demo(argv: list[str] | None = None) -> int:
-    import argparse
-
-    ap = argparse.ArgumentParser(prog="tv-platform demo")
-    ap.add_argument("--days", type=int, default=7, help="days of history to backfill")
-    ap.add_argument("--events", type=int, default=20_000, help="live events to produce for today")
-    ap.add_argument("--port", type=int, default=3000)
-    ap.add_argument("--exit", action="store_true", help="stop the UI after the summary instead of waiting for Ctrl-C")
-    args = ap.parse_args(argv or [])
-
+def run_demo(args) -> int:
+    """``args``: days, events, port, exit (see ``tv-platform demo --help``)."""
     t_start = time.monotonic()
     settings = get_settings()
     _say("== 1/6 local stack")

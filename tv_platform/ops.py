@@ -20,6 +20,10 @@ def resolve_selection(defs: dg.Definitions, selection) -> list[dg.AssetKey]:
     return sorted(keys, key=lambda k: k.to_user_string())
 
 
+# the runs' event logs are in the Dagster UI; the terminal shows the progress bar and warnings only
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
 def stages(defs: dg.Definitions, keys: list[dg.AssetKey]) -> list[list[dg.AssetKey]]:
     """The selected assets in topological levels: every asset comes after everything it depends on.
 
@@ -69,7 +73,7 @@ def materialize_partitions(defs: dg.Definitions, instance: dg.DagsterInstance, s
                     bar.set_postfix_str(f"{', '.join(k.to_user_string() for k in chosen)[:60]} {pk or ''}")
                     result = dg.materialize(all_assets, selection=chosen, instance=instance, resources=resources,
                                             partition_key=pk, tags={"tv_platform/launched_by": "cli"},
-                                            raise_on_error=False)
+                                            raise_on_error=False, run_config=QUIET)
                     if not result.success:
                         raise RuntimeError(f"materializing {[k.to_user_string() for k in chosen]} "
                                            f"{pk or ''} failed (run {result.run_id})")

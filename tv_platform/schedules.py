@@ -12,7 +12,7 @@ import dagster as dg
 
 from tv_platform.partitions import daily
 
-DAILY_GROUPS = ["ingest", "lake", "marts"]
+DAILY_GROUPS = ["ingest", "lake", "programmes", "marts"]
 
 daily_graph_job = dg.define_asset_job(
     "daily_graph",
@@ -37,6 +37,15 @@ def daily_schedule(context: dg.ScheduleEvaluationContext):
     return dg.RunRequest(run_key=f"daily:{yesterday}", partition_key=yesterday)
 
 
+analytics_job = dg.define_asset_job(
+    "analytics", selection=dg.AssetSelection.groups("analytics"),
+    description="Analyses and the 7-day forecast over the lake's latest weeks.")
+
+analytics_schedule = dg.ScheduleDefinition(
+    job=analytics_job, cron_schedule="30 2 * * *", execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="At 02:30 every day, after the nightly partition: analyses and the forecast.")
+
 automation_sensor = dg.AutomationConditionSensorDefinition(
     "automation",
     target=dg.AssetSelection.all(),
@@ -45,6 +54,6 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
     description="Materializes assets whose automation condition is met (the lake and marts follow the live stream).",
 )
 
-schedules = [daily_schedule]
-jobs = [daily_graph_job]
+schedules = [daily_schedule, analytics_schedule]
+jobs = [daily_graph_job, analytics_job]
 sensors = [automation_sensor]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields
 from functools import lru_cache
 from pathlib import Path
 
-# name -> (default, description). Defaults may reference other settings with {state_dir} / {cache_dir}.
+# name -> (default, description). Defaults may reference {state_dir}, {cache_dir}, {gp_host} and {gp_port}.
 ENV_VARS: dict[str, tuple[str, str]] = {
     "TVP_ENV": ("local", "deployment: `local` (stack on this machine) or `cluster` (external services)"),
     "TVP_STATE_DIR": ("~/.tv_platform", "data, logs and pid files of the local stack"),
@@ -50,6 +50,8 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "TVP_GP_DIALECT": ("postgres", "`greenplum` adds DISTRIBUTED BY to DDL; `postgres` for plain PostgreSQL"),
     "TVP_PG_ADMIN_USER": ("postgres", "superuser of the local PostgreSQL (creates roles and databases)"),
     # Dagster instance storage
+    "TVP_DAGSTER_PG_HOST": ("{gp_host}", "PostgreSQL host of Dagster's storage (default: the warehouse's, as in the stack)"),
+    "TVP_DAGSTER_PG_PORT": ("{gp_port}", "its port (default: the warehouse's)"),
     "TVP_DAGSTER_PG_DATABASE": ("dagster", "database of Dagster's run/event/schedule storage"),
     "TVP_DAGSTER_PG_USER": ("dagster", "its owner"),
     "TVP_DAGSTER_PG_PASSWORD": ("dagster", "its password"),
@@ -101,6 +103,8 @@ class Settings:
     gp_reader_password: str
     gp_dialect: str
     pg_admin_user: str
+    dagster_pg_host: str
+    dagster_pg_port: int
     dagster_pg_database: str
     dagster_pg_user: str
     dagster_pg_password: str
@@ -117,7 +121,8 @@ class Settings:
         values: dict[str, object] = {}
         for f in fields(cls):
             var = "TVP_" + f.name.upper()
-            raw = _get(var).format(state_dir=state_dir, cache_dir=cache_dir)
+            raw = _get(var).format(state_dir=state_dir, cache_dir=cache_dir, gp_host=_get("TVP_GP_HOST"),
+                                    gp_port=_get("TVP_GP_PORT"))
             values[f.name] = raw
         values["state_dir"] = state_dir
         values["cache_dir"] = cache_dir

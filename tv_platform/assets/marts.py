@@ -243,10 +243,11 @@ def compare(warehouse: dict[str, Any], lake: dict[str, Any], rel: float = 1e-9) 
     return ok, meta
 
 
-def check_partition(warehouse_io, catalog, warehouse: str, name: str, day: str) -> dg.AssetCheckResult:
+def check_partition(warehouse_io, catalog, warehouse: str, name: str, day: str,
+                    mart: "Mart | None" = None) -> dg.AssetCheckResult:
     """The consistency check of one mart partition: the warehouse (``warehouse_io.partition_stats``) against the lake
     table (``catalog``: a HiveCatalog). Callable outside a run too (e.g. to re-check one day from a notebook)."""
-    mart = MARTS[name]
+    mart = mart or MARTS[name]
     spec = TableSpec.from_metadata(mart_key(warehouse, name), mart.metadata(warehouse))
     in_warehouse = warehouse_io.partition_stats(spec, [day])
     in_lake = lake_stats(catalog, mart.source, day, mart.sums)
@@ -277,10 +278,16 @@ def _mart_check(warehouse: str, name: str, mart: Mart) -> dg.AssetChecksDefiniti
         )
         def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
             return check_partition(getattr(context.resources, io_key), context.resources.hive_io_manager.catalog(),
-                                   warehouse, name, context.partition_key)
+                                   warehouse, name, context.partition_key, mart)
 
     return _check
 
 
-assets = [_mart_asset(w, name, mart) for name, mart in MARTS.items() for w in WAREHOUSES]
-checks = [_mart_check(w, name, mart) for name, mart in MARTS.items() for w in WAREHOUSES]
+def build(declarations: dict[str, Mart]) -> tuple[list, list]:
+    """Mart assets and their checks, one of each per warehouse, for a set of declarations (the lake's ``MARTS``
+    here; the programme guide's in ``tv_platform/assets/programmes.py``)."""
+    return ([_mart_asset(w, name, mart) for name, mart in declarations.items() for w in WAREHOUSES],
+            [_mart_check(w, name, mart) for name, mart in declarations.items() for w in WAREHOUSES])
+
+
+assets, checks = build(MARTS)

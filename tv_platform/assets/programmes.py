@@ -1,0 +1,316 @@
+"""Programmes layer: the electronic programme guide (EPG), viewing attributed to programmes, show and series
+popularity. Group ``programmes``; docs/programmes.md.
+
+    programme_guide [daily]        synthetic guide (or an XMLTV import) → HDFS raw/epg/dt=…/events.csv
+    hive_programme_guide [daily]   external CSV table over it, partition per day              tv.programme_guide
+    programme_viewing [daily]      sessions of D-1..D split at programme boundaries in D     tv.programme_viewing
+    programme_aggregates [daily]   programme_popularity, series_popularity, series_weekday_hour, top_programmes
+
+The logic is in tv_platform/epg/ (pure functions); the assets read, call and write. Resources: ``hdfs_io_manager``
+(the guide's CSV), ``hive`` and ``hive_io_manager`` (as the lake).
+"""
+
+import warnings
+from functools import reduce
+
+import dagster as dg
+import pandas as pd
+from pyspark.sql import functions as F
+
+from tv_platform.engines.spark import HiveCatalog, HiveResource
+from tv_platform.epg import attribution as EA
+from tv_platform.epg import tables as ET
+from tv_platform.epg.generator import make_guide
+from tv_platform.epg.guide import GUIDE_COLUMNS, coverage_problems, normalize_day
+from tv_platform.epg.xmltv import parse_xmltv
+from tv_platform.lake.queries import session_totals_sql
+from tv_platform.lake.sessions import as_date
+from tv_platform.partitions import daily
+from tv_platform.settings import get_settings
+
+GROUP = "programmes"
+KINDS = {"spark", "hive"}
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", dg.BetaWarning)
+    PREVIOUS_DAY = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=0,
+                                                 allow_nonexistent_upstream_partitions=True)
+
+
+def _in(days: list[str]) -> str:
+    return ", ".join(repr(d) for d in days)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the guide
+# ---------------------------------------------------------------------------------------------------------------------
+class ProgrammeGuideConfig(dg.Config):
+    seed: int = get_settings().sim_seed
+    """Seed of the synthetic guide (default TVP_SIM_SEED): a (seed, date) pair always gives the same guide."""
+    xmltv_file: str = ""
+    """A local XMLTV file to import instead of the synthetic guide (channels matched by id or display name to the
+    platform's channel names or ids; the day is cut out of it, gaps become `unknown` programmes)."""
+    xmltv_timezone: str = "Europe/Moscow"
+
+
+def build_guide(day: str, config: ProgrammeGuideConfig, channels: pd.DataFrame | None = None) -> pd.DataFrame:
+    from tv_platform.simulator.reference import load_channels
+
+    channels = load_channels() if channels is None else channels
+    if not config.xmltv_file:
+        return make_guide(day, config.seed, channels)
+    channel_map = {**{str(n): int(i) for i, n in zip(channels["channel_id"], channels["channel_name"])},
+                   **{str(int(i)): int(i) for i in channels["channel_id"]}}
+    with open(config.xmltv_file, "rb") as f:
+        imported = parse_xmltv(f.read(), channel_map, config.xmltv_timezone)
+    return normalize_day(imported, day, channels["channel_id"])
+
+
+@dg.asset(
+    name="programme_guide",
+    group_name=GROUP,
+    kinds={"python", "hdfs", "csv"},
+    partitions_def=daily,
+    io_manager_key="hdfs_io_manager",
+    deps=["channels"],
+    metadata={"lake_path": ET.GUIDE_LAKE_PATH, "columns": dict(GUIDE_COLUMNS)},
+    description=(
+        "The day's electronic programme guide for the 148 channels: title, kind, genre, series and episode, start "
+        "and end; gap-free over [D 00:00, D+1 00:00) per channel. Synthetic and deterministic for (seed, date) — "
+        "schedules follow the channel's profile (news channels, sport, kids, film channels, recurring series in the "
+        "same weekday slots, films in the evening) — or imported from an XMLTV file (config `xmltv_file`)."
+    ),
+)
+def programme_guide(context: dg.AssetExecutionContext, config: ProgrammeGuideConfig) -> pd.DataFrame:
+    day = context.partition_key
+    guide = build_guide(day, config)
+    problems = coverage_problems(guide, day)
+    if problems:
+        raise dg.Failure(f"the guide of {day} does not cover the day: {problems[:5]}")
+    context.add_output_metadata({
+        "programmes": len(guide), "channels": int(guide["channel_id"].nunique()),
+        "source": "xmltv" if config.xmltv_file else f"synthetic (seed {config.seed})",
+        "by_kind": dg.MetadataValue.json({k: int(v) for k, v in guide["kind"].value_counts().sort_index().items()}),
+    })
+    return guide
+
+
+def guide_location(hive: HiveResource) -> str:
+    return f"{hive.lake_url.rstrip('/')}/{hive.lake_root.strip('/')}/{ET.GUIDE_LAKE_PATH}"
+
+
+def register_guide(hive: HiveResource, days: list[str]) -> HiveCatalog:
+    cat = hive.catalog()
+    cat.ensure_database()
+    location = guide_location(hive)
+    cat.spark.sql(ET.create_guide_table_sql(cat.database, location))
+    cat.add_partitions(ET.GUIDE_TABLE, days, location)
+    return cat
+
+
+def guide_coverage_sql(database: str, day: str) -> str:
+    """Per channel of day D: programmes, covered seconds, overlaps/gaps between consecutive programmes, first start
+    and last end in seconds from D 00:00 — the guide covers D iff every channel has 0 / 86 400 and no gap."""
+    m = f"TIMESTAMP_NTZ'{day} 00:00:00'"
+    s = f"timestampdiff(SECOND, {m}, CAST(`start` AS TIMESTAMP_NTZ))"
+    e = f"timestampdiff(SECOND, {m}, CAST(`end` AS TIMESTAMP_NTZ))"
+    return f"""
+SELECT count(*) AS channels, coalesce(sum(n), 0) AS programmes,
+       count_if(first_s <> 0 OR last_e <> 86400 OR covered <> 86400 OR breaks > 0 OR bad > 0) AS channels_not_covered
+FROM (
+    SELECT channel_id, count(*) AS n, min(s) AS first_s, max(e) AS last_e, sum(e - s) AS covered,
+           count_if(prev_e IS NOT NULL AND prev_e <> s) AS breaks, count_if(e <= s OR s IS NULL OR e IS NULL) AS bad
+    FROM (SELECT channel_id, {s} AS s, {e} AS e,
+                 lag({e}) OVER (PARTITION BY channel_id ORDER BY `start`) AS prev_e
+          FROM `{database}`.`{ET.GUIDE_TABLE}` WHERE dt = '{day}')
+    GROUP BY channel_id
+)
+"""
+
+
+@dg.asset(
+    name="hive_programme_guide",
+    group_name=GROUP,
+    kinds=KINDS | {"csv"},
+    partitions_def=daily,
+    deps=["programme_guide"],
+    metadata={"hive/table": ET.GUIDE_TABLE, "columns": dict(ET.GUIDE_COLUMNS)},
+    description="Hive external table `programme_guide` over `raw/epg/dt=…` in the lake, partitioned by `dt`: created "
+                "if missing; materializing a day registers its partition and re-checks the coverage in Spark.",
+    check_specs=[dg.AssetCheckSpec("guide_covers_day", asset="hive_programme_guide",
+                                   description="every channel's programmes cover [D 00:00, D+1 00:00) exactly: no "
+                                               "gap, no overlap (recounted through Spark)")],
+)
+def hive_programme_guide(context: dg.AssetExecutionContext, hive: HiveResource):
+    days = list(context.partition_keys)
+    cat = register_guide(hive, days)
+    results = [cat.spark.sql(guide_coverage_sql(cat.database, d)).collect()[0] for d in days]
+    programmes = sum(int(r["programmes"]) for r in results)
+    yield dg.MaterializeResult(metadata={"table": f"{hive.database}.{ET.GUIDE_TABLE}", "location": guide_location(hive),
+                                         "rows": programmes, "dagster/row_count": programmes,
+                                         "channels": max(int(r["channels"]) for r in results)})
+    bad = sum(int(r["channels_not_covered"]) for r in results)
+    yield dg.AssetCheckResult(check_name="guide_covers_day", passed=bad == 0 and all(r["channels"] for r in results),
+                              metadata={"channels_not_covered": bad, "days": len(days)})
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# viewing attributed to programmes
+# ---------------------------------------------------------------------------------------------------------------------
+def conservation_sql(database: str, day: str) -> str:
+    """Per session overlapping D (viewing_sessions of D-1 and D, plain SQL): its seconds inside D, against the sum of
+    its rows in programme_viewing — sessions missing on either side and sessions whose seconds differ."""
+    d = as_date(day)
+    prev = d.fromordinal(d.toordinal() - 1).isoformat()
+    m = f"TIMESTAMP_NTZ'{day} 00:00:00'"
+    s = f"timestampdiff(SECOND, {m}, CAST(time_start AS TIMESTAMP_NTZ))"
+    e = f"timestampdiff(SECOND, {m}, CAST(time_end AS TIMESTAMP_NTZ))"
+    db = f"`{database}`"
+    return f"""
+WITH vs AS (
+    SELECT session_id, greatest(0, least(e, 86400) - greatest(s, 0)) AS secs
+    FROM (SELECT session_id, {s} AS s, {e} AS e FROM {db}.viewing_sessions WHERE dt IN ('{prev}', '{day}'))
+    WHERE (e > s AND e > 0 AND s < 86400) OR (e = s AND s >= 0 AND s < 86400)
+), pv AS (
+    SELECT session_id, sum(seconds) AS secs FROM {db}.programme_viewing WHERE dt = '{day}' GROUP BY session_id
+)
+SELECT count(vs.session_id) AS sessions, count(pv.session_id) AS attributed_sessions,
+       coalesce(sum(vs.secs), 0) AS session_seconds, coalesce(sum(pv.secs), 0) AS attributed_seconds,
+       count_if(vs.session_id IS NULL OR pv.session_id IS NULL OR vs.secs <> pv.secs) AS mismatched
+FROM vs FULL OUTER JOIN pv ON vs.session_id = pv.session_id
+"""
+
+
+@dg.asset(
+    name="programme_viewing",
+    group_name=GROUP,
+    kinds=KINDS | {"parquet"},
+    partitions_def=daily,
+    io_manager_key="hive_io_manager",
+    ins={"viewing_sessions": dg.AssetIn(partition_mapping=PREVIOUS_DAY)},
+    deps=["hive_programme_guide"],
+    metadata={"hive/sums": ["seconds"], "columns": dict(ET.PROGRAMME_VIEWING_COLUMNS)},
+    description=(EA.attribute.__doc__ or "").strip() + " Split at programme boundaries by a range join on "
+                "(channel, hour) — see tv_platform/epg/attribution.py.",
+    check_specs=[dg.AssetCheckSpec(
+        "minutes_conserved", asset="programme_viewing",
+        description="every session with time in D is attributed, and its seconds over programmes equal its seconds "
+                    "inside D computed from viewing_sessions by plain SQL (so the day's totals are equal too)")],
+)
+def programme_viewing(context: dg.AssetExecutionContext, hive: HiveResource, viewing_sessions):
+    days = list(context.partition_keys)
+    cat = hive.catalog()
+    cat.refresh(ET.GUIDE_TABLE)
+    guide = cat.spark.table(cat.qualified(ET.GUIDE_TABLE))
+    frames = [EA.attribute(viewing_sessions, guide.where(F.col("dt") == day), day) for day in days]
+    yield dg.Output(reduce(lambda a, b: a.unionByName(b), frames))
+    rows = [cat.spark.sql(conservation_sql(cat.database, d)).collect()[0] for d in days]
+    totals = [cat.spark.sql(session_totals_sql(cat.database, d)).collect()[0] for d in days]
+    passed = all(int(r["mismatched"]) == 0 and int(r["attributed_seconds"]) == int(t["in_day_s"])
+                 for r, t in zip(rows, totals))
+    yield dg.AssetCheckResult(check_name="minutes_conserved", passed=passed, metadata={
+        "sessions": sum(int(r["sessions"]) for r in rows),
+        "attributed_sessions": sum(int(r["attributed_sessions"]) for r in rows),
+        "session_minutes": sum(int(t["in_day_s"]) for t in totals) / 60.0,
+        "attributed_minutes": sum(int(r["attributed_seconds"]) for r in rows) / 60.0,
+        "mismatched_sessions": sum(int(r["mismatched"]) for r in rows),
+    })
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# popularity
+# ---------------------------------------------------------------------------------------------------------------------
+_SUMS = {
+    "programme_popularity": ["sessions", "minutes"],
+    "series_popularity": ["sessions", "minutes"],
+    "series_weekday_hour": ["minutes"],
+    "top_programmes": ["minutes"],
+}
+_DESCRIPTIONS = {
+    "programme_popularity": EA.programme_popularity.__doc__,
+    "series_popularity": EA.series_popularity.__doc__,
+    "series_weekday_hour": EA.series_weekday_hour.__doc__,
+    "top_programmes": EA.top_programmes.__doc__,
+}
+
+
+@dg.multi_asset(
+    name="programme_aggregates",
+    group_name=GROUP,
+    partitions_def=daily,
+    outs={
+        name: dg.AssetOut(io_manager_key="hive_io_manager", kinds=KINDS | {"parquet"},
+                          description=" ".join((_DESCRIPTIONS[name] or name).split()),
+                          metadata={"hive/sums": _SUMS[name], "columns": dict(ET.DERIVED_TABLES[name])})
+        for name in _SUMS
+    },
+    ins={"programme_viewing": dg.AssetIn()},
+    deps=["hive_programme_guide"],
+    check_specs=[
+        dg.AssetCheckSpec("consistent_with_viewing", asset="programme_popularity",
+                          description="Σ minutes and Σ sessions over programmes = those of programme_viewing"),
+        dg.AssetCheckSpec("consistent_with_viewing", asset="series_weekday_hour",
+                          description="Σ minutes over the cells = programme_viewing's minutes of programmes with a "
+                                      "series"),
+    ],
+)
+def programme_aggregates(context: dg.AssetExecutionContext, hive: HiveResource, programme_viewing):
+    """Per programme and per series popularity, the series × weekday × hour heatmap and the day's top charts, from one
+    read of programme_viewing (each table is read back to build the next)."""
+    days = list(context.partition_keys)
+    cat = hive.catalog()
+    cat.refresh(ET.GUIDE_TABLE)
+    guide = cat.spark.table(cat.qualified(ET.GUIDE_TABLE))
+    channels = cat.spark.table(cat.qualified("tv_channels")) if cat.table_exists("tv_channels") else None
+
+    def per_day(build):
+        return reduce(lambda a, b: a.unionByName(b), [build(d) for d in days])
+
+    def viewing(d):
+        return programme_viewing.where(F.col("dt") == d)
+
+    yield dg.Output(per_day(lambda d: EA.programme_popularity(viewing(d), guide.where(F.col("dt") == d), d, channels)),
+                    output_name="programme_popularity")
+    popularity = cat.read("programme_popularity", days)
+    yield dg.Output(per_day(lambda d: EA.series_popularity(viewing(d), popularity.where(F.col("dt") == d), d)),
+                    output_name="series_popularity")
+    series = cat.read("series_popularity", days)
+    yield dg.Output(per_day(lambda d: EA.series_weekday_hour(viewing(d), d)), output_name="series_weekday_hour")
+    yield dg.Output(per_day(lambda d: EA.top_programmes(popularity.where(F.col("dt") == d),
+                                                        series.where(F.col("dt") == d), d)),
+                    output_name="top_programmes")
+
+    where = f"WHERE dt IN ({_in(days)})"
+    pv = cat.spark.sql(f"SELECT count(*) AS n, coalesce(sum(minutes), 0) AS m, "
+                       f"coalesce(sum(CASE WHEN series IS NOT NULL THEN minutes END), 0) AS sm "
+                       f"FROM {cat.qualified('programme_viewing')} {where}").collect()[0]
+    pp = cat.spark.sql(f"SELECT coalesce(sum(sessions), 0) AS n, coalesce(sum(minutes), 0) AS m "
+                       f"FROM {cat.qualified('programme_popularity')} {where}").collect()[0]
+    sw = cat.spark.sql(f"SELECT coalesce(sum(minutes), 0) AS m FROM {cat.qualified('series_weekday_hour')} "
+                       f"{where}").collect()[0]
+
+    def close(a, b):
+        return abs(float(a) - float(b)) <= 1e-6 * max(1.0, abs(float(b)))
+
+    yield dg.AssetCheckResult(asset_key="programme_popularity", check_name="consistent_with_viewing",
+                              passed=int(pp["n"]) == int(pv["n"]) and close(pp["m"], pv["m"]),
+                              metadata={"sessions": int(pp["n"]), "viewing_rows": int(pv["n"]),
+                                        "minutes": float(pp["m"]), "viewing_minutes": float(pv["m"])})
+    yield dg.AssetCheckResult(asset_key="series_weekday_hour", check_name="consistent_with_viewing",
+                              passed=close(sw["m"], pv["sm"]),
+                              metadata={"minutes": float(sw["m"]), "viewing_series_minutes": float(pv["sm"])})
+
+
+assets = [programme_guide, hive_programme_guide, programme_viewing, programme_aggregates]
+checks: list = []
+
+
+def _programme_marts():
+    from tv_platform.assets import marts
+    from tv_platform.epg.marts import PROGRAMME_MARTS
+
+    return marts.build(PROGRAMME_MARTS)
+
+
+# the programme tables in both warehouses, built like the lake's marts (group "marts", checked against the lake)
+mart_assets, mart_checks = _programme_marts()
