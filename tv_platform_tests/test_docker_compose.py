@@ -228,7 +228,7 @@ def test_platform_container_settings(model, name):
     dpg = _env(model["services"]["dagster-postgres"])
     assert (env["TVP_DAGSTER_PG_DATABASE"], env["TVP_DAGSTER_PG_USER"], env["TVP_DAGSTER_PG_PASSWORD"]) == (
         dpg["POSTGRES_DB"], dpg["POSTGRES_USER"], dpg["POSTGRES_PASSWORD"])
-    assert env["DAGSTER_PG_HOST"] == "dagster-postgres"
+    assert env["TVP_DAGSTER_PG_HOST"] == "dagster-postgres"
 
 
 def test_endpoints_name_services_of_the_file(model):
