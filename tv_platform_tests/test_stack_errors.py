@@ -41,6 +41,7 @@ def test_missing_java_is_one_line(monkeypatch):
 
     monkeypatch.delenv("JAVA_HOME", raising=False)
     monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setenv("TVP_NO_APT", "1")  # where apt may, `up` installs Java; here we want the message
     with pytest.raises(StackError) as err:
         java_bin()
     assert str(err.value).startswith("java: no Java found")

@@ -263,14 +263,32 @@ def run_checked(service: str, argv: list[str], log: Path, **kwargs) -> subproces
     return proc
 
 
+def apt_install(service: str, packages: list[str], log: Path) -> bool:
+    """Install Debian packages when we may (root, apt-get present); False when we may not."""
+    from shutil import which
+
+    if os.geteuid() != 0 or which("apt-get") is None or os.environ.get("TVP_NO_APT"):
+        return False
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    run_checked(service, ["apt-get", "update", "-q"], log, env=env)
+    run_checked(service, ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages], log, env=env)
+    return True
+
+
 def java_bin() -> str:
-    """The java executable (JAVA_HOME first); StackError when there is none."""
+    """The java executable (JAVA_HOME first); installs OpenJDK 17 from Debian when missing and allowed;
+    StackError when there is none."""
     home = os.environ.get("JAVA_HOME")
     if home and Path(home, "bin", "java").exists():
         return str(Path(home, "bin", "java"))
     from shutil import which
 
     found = which("java")
+    if not found and not os.environ.get("TVP_NO_APT") and os.geteuid() == 0 and which("apt-get"):
+        from tv_platform.settings import get_settings
+
+        apt_install("java", ["openjdk-17-jre-headless"], get_settings().logs_dir / "java-apt.log")
+        found = which("java")
     if not found:
         raise StackError("java", "no Java found: install OpenJDK 17 (apt-get install openjdk-17-jdk-headless) or set JAVA_HOME")
     return found

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from tv_platform.settings import Settings
-from tv_platform.stack.base import StackError, run_checked
+from tv_platform.stack.base import StackError, apt_install, run_checked
 
 JVM_DIR = Path(__file__).parent / "jvm"
 
@@ -29,6 +29,8 @@ def ensure_jars(settings: Settings, name: str, progress: Callable[[str], None] =
     marker = target / f".resolved-{digest}"
     if marker.exists():
         return target
+    if shutil.which("mvn") is None:
+        apt_install(name, ["maven"], settings.logs_dir / f"{name}-maven.log")
     if shutil.which("mvn") is None:
         raise StackError(name, "Maven (mvn) is not installed: apt-get install maven", None)
     progress(f"{name}: resolving jars from Maven Central (first run only)")
