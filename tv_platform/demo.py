@@ -4,8 +4,9 @@
 2. starts Dagster (webserver + daemon, instance storage in PostgreSQL) so the kafka sensor runs;
 3. materializes the reference data and backfills the last week of simulated history;
 4. produces today's live viewing events through Kafka and waits until the sensor has landed them in HDFS;
-5. builds the lake and the marts for those days;
-6. prints where to look and a summary, then keeps the UI up until Ctrl-C (``--exit`` stops instead).
+5. builds the lake, the programme attribution and the marts for those days;
+6. brings Superset up with the dashboards, prints where to look and a summary, then keeps the UI up until Ctrl-C
+   (``--exit`` stops instead).
 """
 
 from __future__ import annotations
@@ -95,12 +96,20 @@ def run_demo(args) -> int:
 
         _say("\n== 5/6 lake and marts")
         lake_days = sorted(set(days) | {today.isoformat()})
-        built = materialize_partitions(defs, instance, "lake+marts", lake_days)
+        built = materialize_partitions(defs, instance, "lake+programmes+marts", lake_days)
         _say(f"built {built} asset partitions")
 
-        _say("\n== 6/6 summary")
+        _say("\n== 6/6 dashboards and summary")
+        from tv_platform.engines.superset import superset_up
+
+        try:
+            superset_up(settings)
+            superset_url = "http://127.0.0.1:8088  (admin / TVP_SUPERSET_ADMIN_PASSWORD, default admin)"
+        except Exception as exc:  # noqa: BLE001 - the platform works without dashboards; say why they are missing
+            superset_url = f"not started: {exc}"
         print_summary(settings, lake_days)
         _say(f"\nDagster UI:  http://127.0.0.1:{args.port}   (asset graph: /asset-groups, runs: /runs)")
+        _say(f"Superset:    {superset_url}")
         _say(f"lake:        {settings.webhdfs_url}/explorer.html#{settings.lake_root}")
         _say(f"demo took {time.monotonic() - t_start:.0f} s")
         if not args.exit:

@@ -4,8 +4,8 @@
 
 1. **install** — a virtualenv of its own at ``<TVP_CACHE_DIR>/superset-venv`` with exact pins (:data:`PINS`): Superset
    6.1 plus what its wheel lacks (``rich``, ``cachetools``, ``flask-caching==2.3.1``), the warehouse drivers
-   (psycopg2 for Greenplum/PostgreSQL, clickhouse-connect with chDB for ClickHouse — the same versions as the platform,
-   since the chDB data directory is shared). A stamp file holding the pins makes a second run a no-op.
+   (psycopg2 for Greenplum/PostgreSQL, clickhouse-connect with chDB for ClickHouse — the platform's versions, since
+   the chDB data directory is shared). A stamp file holding the pins makes a second run a no-op.
 2. **prepare** — ``<TVP_STATE_DIR>/superset/``: ``superset_config.py`` (SQLite metadata ``superset.db``), a
    ``SECRET_KEY`` (``TVP_SUPERSET_SECRET_KEY``, else generated once into ``secret_key``, mode 0600, never in the repo),
    ``superset db upgrade`` + ``superset init`` (stamped by version) and the admin user from
@@ -20,8 +20,9 @@
 
 The ClickHouse database is ``clickhousedb:///<db>?interface=chdb&path=<dir>`` locally: clickhouse-connect's SQLAlchemy
 dialect passes ``interface``/``path`` to its client, which embeds chDB in the Superset process. Superset opens a
-connection per query (``NullPool``), so the engine is released between queries and Dagster's loads can take it;
-a query that arrives while a load holds the directory fails with "Unable to open the chdb engine" — refresh after the load.
+connection per query (``NullPool``), so the engine is released between queries and Dagster's loads can take it; a
+query that arrives while a load holds the directory waits for it (``CHDB_WAIT_SECONDS``, a hook in the generated
+``superset_config.py``) and fails with "Unable to open the chdb engine" only after that.
 
 Also here: :class:`SupersetClient` (the REST API, logged in), :class:`Chromium` (headless Chromium driven over the
 DevTools protocol on a pipe — no browser driver needed) and :func:`render_dashboard` (log in, open a dashboard, wait
@@ -33,6 +34,7 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
+import hmac
 import io
 import json
 import os
@@ -72,12 +74,10 @@ MASK = "XXXXXXXXXX"
 CHDB_WAIT_SECONDS = 30
 """How long a Superset query waits for the embedded ClickHouse while another process (a load) holds it."""
 
-GREENPLUM_DB_FILE = "databases/tv_greenplum.yaml"
-CLICKHOUSE_DB_FILE = "databases/tv_clickhouse.yaml"
-
 #: Chromium flags that keep it quiet on a machine without internet (without them it retries Google endpoints forever)
 CHROMIUM_FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--disable-default-apps", "--disable-extensions",
     "--disable-dev-shm-usage", "--mute-audio", "--hide-scrollbars", "--no-default-browser-check",
     "--disable-features=Translate,MediaRouter,OptimizationHints", "--metrics-recording-only",
@@ -283,6 +283,7 @@ class SupersetService(Service):
             "FLASK_APP": "superset.app:create_app()",
             "PYTHONUNBUFFERED": "1",
             "SQLALCHEMY_SILENCE_UBER_WARNING": "1",
+            "PYTHONPATH": "",  # nothing of the platform's interpreter leaks into Superset's
             # keep Superset's own process tree away from the platform's settings and virtualenv
             "PATH": f"{self.bin}:{os.environ.get('PATH', '/usr/bin:/bin')}",
             "VIRTUAL_ENV": str(self.venv),
@@ -297,12 +298,13 @@ class SupersetService(Service):
 
     def _superset(self, *args: str) -> None:
         env = {**os.environ, **self.process_env()}
-        env.pop("PYTHONPATH", None)
         run_checked(self.name, [str(self.bin / "superset"), *args], self.log_file, env=env, cwd=self.data_dir)
 
     def prepare(self) -> None:
         self.write_config()
-        admin = hashlib.sha256(f"{self.conf.admin_user}\0{self.conf.admin_password}".encode()).hexdigest()
+        # the stamp remembers which admin credentials were applied — as an HMAC keyed by the secret, not the password
+        admin = hmac.new(self.secret_key().encode(), f"{self.conf.admin_user}\0{self.conf.admin_password}".encode(),
+                         hashlib.sha256).hexdigest()
         want = f"{SUPERSET_VERSION}\n{admin}"
         try:
             have = self.init_stamp.read_text()
@@ -317,7 +319,8 @@ class SupersetService(Service):
         self.init_stamp.write_text(want)
 
     def _ensure_admin(self) -> None:
-        """Create the admin, or set its password when it exists (so the environment always wins)."""
+        """Create the admin, or set its password when it exists (so the environment always wins). The password
+        travels on the helper's stdin — never in its arguments (``ps``), a file or the log."""
         code = (
             "import sys\n"
             "from superset.app import create_app\n"
@@ -325,23 +328,28 @@ class SupersetService(Service):
             "with app.app_context():\n"
             "    from superset import security_manager as sm\n"
             "    from superset.extensions import db\n"
-            "    user, password = sys.argv[1], sys.argv[2]\n"
+            "    user, password = sys.argv[1], sys.stdin.read()\n"
             "    found = sm.find_user(username=user)\n"
             "    if found is None:\n"
             "        role = sm.find_role('Admin')\n"
-            "        ok = sm.add_user(user, 'Superset', 'Admin', user + '@tv-platform.local', role, password=password)\n"
+            "        ok = sm.add_user(user, 'Superset', 'Admin', user + '@tv-platform.local', role,\n"
+            "                         password=password)\n"
             "        if not ok: sys.exit('could not create the admin user')\n"
             "        print('created admin', user)\n"
             "    else:\n"
             "        sm.reset_password(found.id, password)\n"
-            "        print('admin exists; password set from the environment')\n"
+            "        print('admin', user, 'exists; password set from the environment')\n"
             "    db.session.commit()\n"
         )
         env = {**os.environ, **self.process_env()}
-        env.pop("PYTHONPATH", None)
-        # the password travels as an argument of a short-lived local process, never through a file or the log
-        run_checked(self.name, [str(self.bin / "python"), "-c", code, self.conf.admin_user, self.conf.admin_password],
-                    self.log_file, env=env, cwd=self.data_dir)
+        argv = [str(self.bin / "python"), "-c", code, self.conf.admin_user]
+        with open(self.log_file, "ab") as log:
+            log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} $ ensure admin {self.conf.admin_user!r}\n".encode())
+            log.flush()
+            proc = subprocess.run(argv, input=self.conf.admin_password.encode(), stdout=log, stderr=subprocess.STDOUT,
+                                  env=env, cwd=self.data_dir)
+        if proc.returncode != 0:
+            raise StackError(self.name, f"creating the admin user {self.conf.admin_user!r} failed", self.log_file)
 
     # ---- run -----------------------------------------------------------------------------------------------------
     def command(self) -> tuple[list[str], dict[str, str]]:
@@ -353,6 +361,10 @@ class SupersetService(Service):
             "--threads", "8",
             "--timeout", "180",
             "--graceful-timeout", "20",
+            # chDB leaks ~2.5 MB per open/close of the engine (one per ClickHouse chart query, measured): a fresh
+            # worker every 120-150 requests keeps it under ~1 GB instead of growing (a recycle pauses ~6 s)
+            "--max-requests", "120",
+            "--max-requests-jitter", "30",
             "--limit-request-line", "0",
             "--limit-request-field_size", "0",
             "--access-logfile", "-",
@@ -386,10 +398,10 @@ def fix_sqlite_dataset_uniqueness(db_path: Path) -> bool:
     """Let two databases each have a dataset over a table of the same name (both warehouses have ``channel_rating``).
 
     Superset's migrations replace the first schema's ``UNIQUE (table_name)`` on ``tables`` by a key over (database,
-    catalog, schema, table) — but SQLite cannot drop a constraint, so on SQLite metadata the old one stays and the second
-    ``channel_rating`` dataset fails with "UNIQUE constraint failed: tables.table_name". This rebuilds the table the way
-    SQLite documents for schema changes (new table, copy, drop, rename) with the intended key instead. Idempotent;
-    returns True when it changed something. Superset must not be running."""
+    catalog, schema, table) — but SQLite cannot drop a constraint, so on SQLite metadata the old one stays and the
+    second ``channel_rating`` dataset fails with "UNIQUE constraint failed: tables.table_name". This rebuilds the table
+    the way SQLite documents for schema changes (new table, copy, drop, rename) with the intended key instead.
+    Idempotent; returns True when it changed something. Superset must not be running."""
     import sqlite3
 
     if not db_path.exists():
@@ -541,7 +553,8 @@ class SupersetClient:
         r = self.http.post(f"{self.base}/api/v1/security/login", timeout=timeout, json={
             "username": self.conf.admin_user, "password": self.conf.admin_password, "provider": "db", "refresh": False})
         if r.status_code != 200:
-            raise StackError("superset", f"login as {self.conf.admin_user!r} failed: HTTP {r.status_code} {r.text[:200]}")
+            raise StackError("superset",
+                             f"login as {self.conf.admin_user!r} failed: HTTP {r.status_code} {r.text[:200]}")
         self.http.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
         r = self.http.get(f"{self.base}/api/v1/security/csrf_token/", timeout=timeout)
         r.raise_for_status()
@@ -643,6 +656,15 @@ def ensure_chromium(progress: Callable[[str], None] = print) -> str:
     return found
 
 
+def _high_fd(fd: int, low: int = 10) -> int:
+    """The same pipe end on a descriptor >= ``low`` (close-on-exec), so it cannot collide with fds 3 and 4."""
+    import fcntl
+
+    high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, low)
+    os.close(fd)
+    return high
+
+
 class Chromium:
     """Headless Chromium driven over the DevTools protocol on a pipe (NUL-separated JSON messages on fds 3/4)."""
 
@@ -651,19 +673,19 @@ class Chromium:
 
         self.binary = binary or ensure_chromium()
         self.profile = tempfile.mkdtemp(prefix="tvp-chromium-")
-        to_child_r, self._to_child = os.pipe()
-        self._from_child, from_child_w = os.pipe()
-
-        def wire_fds():  # in the child: the pipe ends become fds 3 (commands) and 4 (replies)
-            a, b = os.dup(to_child_r), os.dup(from_child_w)
-            os.dup2(a, 3)
-            os.dup2(b, 4)
-
+        # two pipes; Chromium reads commands on fd 3 and writes replies on fd 4. The child's ends are moved to fds
+        # >= 10 and wired to 3/4 by a tiny Python trampoline that then execs Chromium (no preexec_fn: the caller
+        # may have threads; no shell: dash cannot redirect fds above 9).
+        to_child_r, self._to_child = (_high_fd(fd) for fd in os.pipe())
+        self._from_child, from_child_w = (_high_fd(fd) for fd in os.pipe())
         argv = [self.binary, *CHROMIUM_FLAGS, "--remote-debugging-pipe", f"--user-data-dir={self.profile}",
                 f"--window-size={width},{height}", "about:blank"]
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, preexec_fn=wire_fds, close_fds=False,
-                                     start_new_session=True)
+        wire = ("import os, sys; r, w = int(sys.argv[1]), int(sys.argv[2]); os.dup2(r, 3); os.dup2(w, 4); "
+                "os.close(r); os.close(w); os.execv(sys.argv[3], sys.argv[3:])")
+        self.proc = subprocess.Popen([sys.executable, "-c", wire, str(to_child_r), str(from_child_w), *argv],
+                                     stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     pass_fds=(to_child_r, from_child_w), start_new_session=True)
         os.close(to_child_r)
         os.close(from_child_w)
         self._buf = b""
@@ -817,12 +839,16 @@ _CHART_STATE = r"""
   const holders = [...document.querySelectorAll('[data-test="dashboard-component-chart-holder"]')]
     .filter(h => h.querySelector('[data-test-chart-id]'));
   const charts = holders.map(h => {
-    const title = (h.querySelector('[data-test="editable-title"], .header-title, .editable-title') || {}).textContent || '';
-    const idMatch = (h.querySelector('[data-test-chart-id]') || {getAttribute: () => null}).getAttribute('data-test-chart-id');
-    const errorEl = h.querySelector('.ant-alert-error, [data-test="error-alert"], [data-test="errorMessage"], .error-alert');
+    const titleEl = h.querySelector('[data-test="editable-title"], .header-title, .editable-title');
+    const title = (titleEl || {}).textContent || '';
+    const idEl = h.querySelector('[data-test-chart-id]');
+    const idMatch = idEl ? idEl.getAttribute('data-test-chart-id') : null;
+    const errorEl = h.querySelector(
+      '.ant-alert-error, [data-test="error-alert"], [data-test="errorMessage"], .error-alert');
     const text = h.innerText || '';
     const loading = !!h.querySelector('.loading, [data-test="loading-indicator"], [aria-label="Loading"]');
-    const empty = !!h.querySelector('.empty-state, [data-test="empty-state"]') || /No results were returned/i.test(text);
+    const empty = !!h.querySelector('.empty-state, [data-test="empty-state"]')
+      || /No results were returned/i.test(text);
     const drawn = !!h.querySelector('canvas, svg, table');
     return {title: title.trim(), chart_id: idMatch ? Number(idMatch) : null, loading, empty, drawn,
             error: errorEl ? (errorEl.innerText || 'error').slice(0, 500) : null};
@@ -846,11 +872,14 @@ class DashboardRender:
     data: list[dict[str, Any]]
     page_errors: list[str]
     expected: list[int] = field(default_factory=list)
+    timed_out: bool = False
     query_contexts: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def problems(self) -> list[str]:
         out = [f"page: {e}" for e in self.page_errors]
+        if self.timed_out:
+            out.append(f"the dashboard did not settle within the timeout ({self.seconds:.0f}s)")
         seen = {c["chart_id"] for c in self.charts}
         out += [f"chart {cid}: not on the page" for cid in self.expected if cid not in seen]
         for c in self.charts:
@@ -863,10 +892,11 @@ class DashboardRender:
             elif not c["drawn"]:
                 out.append(f"chart {c['title']!r}: nothing drawn")
         for d in self.data:
+            what = f"chart data for slice {d.get('slice_id')} ({d.get('viz_type')})"
             if d["status"] != 200 or d["errors"]:
-                out.append(f"chart data for slice {d.get('slice_id')} ({d.get('viz_type')}): HTTP {d['status']} {d['errors']}")
+                out.append(f"{what}: HTTP {d['status']} {d['errors']}")
             elif not d["rows"] or not any(d["rows"]):
-                out.append(f"chart data for slice {d.get('slice_id')} ({d.get('viz_type')}): no rows")
+                out.append(f"{what}: no rows")
         return out
 
 
@@ -932,6 +962,7 @@ def render_dashboard(slug: str, screenshot: Path | None = None, conf: SupersetSe
     return DashboardRender(slug=slug, url=url, screenshot=shot, seconds=time.monotonic() - t0,
                            charts=state.get("charts", []), data=state.get("data", []),
                            page_errors=state.get("pageErrors", []), expected=sorted(expected),
+                           timed_out=bool(state.get("timed_out")),
                            query_contexts={int(k): v for k, v in contexts if k is not None})
 
 
@@ -963,7 +994,8 @@ def _wait_settled(page: "Page", expected: set[int], timeout: float, quiet: float
 # command line: tv-platform superset up|down|status|import|screenshot
 # ---------------------------------------------------------------------------------------------------------------------
 def add_superset_parser(sub) -> None:
-    p = sub.add_parser("superset", help="Superset with the dashboards of superset_exports/ (up|down|status|import|screenshot)")
+    p = sub.add_parser("superset",
+                       help="Superset with the dashboards of superset_exports/ (up|down|status|import|screenshot)")
     act = p.add_subparsers(dest="superset_action", required=True)
     up = act.add_parser("up", help="install (own virtualenv), initialize, start on 127.0.0.1:8088, import the bundle")
     up.add_argument("--no-import", action="store_true", help="do not (re)import superset_exports/")
@@ -974,22 +1006,27 @@ def add_superset_parser(sub) -> None:
     sc.add_argument("--out", default="test-artifacts", help="directory for the PNG files (default: test-artifacts)")
 
 
+def superset_up(settings: Settings | None = None, import_bundle: bool = True,
+                progress: Callable[[str], None] = print) -> SupersetService:
+    """``tv-platform superset up`` as a function (the demo calls it): install, initialize, start, import. Idempotent."""
+    svc = SupersetService(settings or get_settings(), import_bundle=import_bundle)
+    t0 = time.monotonic()
+    svc.install(progress)
+    progress(f"superset: {'running' if svc.running() else 'starting'}")
+    svc.start()
+    progress(f"superset: up in {time.monotonic() - t0:.0f}s — {svc.conf.url} (user {svc.conf.admin_user!r})")
+    if import_bundle:
+        for d in SupersetClient(svc.conf).dashboards():
+            progress(f"  {d['dashboard_title']:<40} {svc.conf.url}/superset/dashboard/{d['slug'] or d['id']}/")
+    return svc
+
+
 def superset_command(args: argparse.Namespace) -> int:
     settings = get_settings()
     svc = SupersetService(settings)
     action = args.superset_action
     if action == "up":
-        svc.import_bundle = not args.no_import
-        t0 = time.monotonic()
-        svc.install(lambda m: print(m, flush=True))
-        state = "running" if svc.running() else "starting"
-        print(f"superset: {state}", flush=True)
-        svc.start()
-        print(f"superset: up in {time.monotonic() - t0:.0f}s — {svc.conf.url} (user {svc.conf.admin_user!r})")
-        if svc.import_bundle:
-            client = SupersetClient(svc.conf)
-            for d in client.dashboards():
-                print(f"  {d['dashboard_title']:<40} {svc.conf.url}/superset/dashboard/{d['slug'] or d['id']}/")
+        superset_up(settings, import_bundle=not args.no_import, progress=lambda m: print(m, flush=True))
         return 0
     if action == "down":
         print("superset: stopped" if svc.stop() else "superset: was not running")

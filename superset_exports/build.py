@@ -1,0 +1,647 @@
+"""Writes the Superset bundle in this directory: two mirror-image dashboards, one over Greenplum, one over ClickHouse.
+
+    python superset_exports/build.py           # rewrite the YAML files from the declarations below
+    python superset_exports/build.py --check   # exit 1 if the files differ from what this script writes
+
+The YAML files are the artifact — Superset's import/export format, what ``tv-platform superset up`` imports and what a
+reviewer reads in a diff. This script is how they are written, so the two dashboards stay mirror images (same charts,
+same filters; only the SQL dialect of a few expressions differs), every object keeps a stable uuid (uuid5 of its
+name), and the datasets list exactly the columns the marts declare (``tv_platform/assets/marts.py``). A change made in
+Superset's UI and exported belongs here too; ``test_superset_bundle.py`` fails while the files and this script
+disagree.
+
+No password is written: database URIs carry Superset's mask ``XXXXXXXXXX``; the real one is supplied at import.
+"""
+
+import argparse
+import json
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from tv_platform.assets.marts import MARTS  # noqa: E402
+
+NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/tv_platform/superset_exports")
+VERSION = "1.0.0"
+TIMESTAMP = "2026-11-26T00:00:00+00:00"  # fixed: the files change only when their content does
+
+
+def uid(*parts: str) -> str:
+    return str(uuid.uuid5(NAMESPACE, "/".join(parts)))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# databases
+# ---------------------------------------------------------------------------------------------------------------------
+WAREHOUSES: dict[str, dict[str, Any]] = {
+    "greenplum": {
+        "key": "tv_greenplum",
+        "database_name": "Greenplum (tv_marts)",
+        "title": "TV viewing — Greenplum",
+        "slug": "tv-greenplum",
+        # the read-only role of the stack; host, port, database and role are replaced from TVP_GP_* at import
+        "sqlalchemy_uri": "postgresql+psycopg2://tv_reader:XXXXXXXXXX@127.0.0.1:5432/tv_warehouse",
+        "schema": "tv_marts",
+        "engine": "PostgreSQL 15 playing Greenplum locally",
+    },
+    "clickhouse": {
+        "key": "tv_clickhouse",
+        "database_name": "ClickHouse (tv_marts)",
+        "title": "TV viewing — ClickHouse",
+        "slug": "tv-clickhouse",
+        # the embedded engine (chDB) through clickhouse-connect's SQLAlchemy dialect; replaced from TVP_CLICKHOUSE_URL
+        "sqlalchemy_uri": "clickhousedb:///tv_marts?interface=chdb&path=/root/.tv_platform/clickhouse",
+        "schema": "tv_marts",
+        "engine": "ClickHouse (embedded chDB locally)",
+    },
+}
+
+
+def database_yaml(wh: str) -> dict[str, Any]:
+    w = WAREHOUSES[wh]
+    return {
+        "database_name": w["database_name"],
+        "sqlalchemy_uri": w["sqlalchemy_uri"],
+        "cache_timeout": None,
+        "expose_in_sqllab": True,
+        "allow_run_async": False,
+        "allow_ctas": False,
+        "allow_cvas": False,
+        "allow_dml": False,
+        "allow_file_upload": False,
+        "extra": {
+            "allows_virtual_table_explore": True,
+            # one connection per query (Superset's default NullPool): chDB is released between queries
+            "engine_params": {},
+            "metadata_params": {},
+            "schemas_allowed_for_file_upload": [],
+        },
+        "uuid": uid("database", wh),
+        "version": VERSION,
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# datasets: the marts, plus calculated columns and saved metrics
+# ---------------------------------------------------------------------------------------------------------------------
+# (greenplum expression, clickhouse expression) — the only places where the dialects differ
+CALCULATED: dict[str, list[tuple[str, str, str, str]]] = {
+    # table -> [(column, verbose name, greenplum SQL, clickhouse SQL)]
+    "channel_weekday_hour": [
+        ("weekday_label", "Weekday", "weekday || ' ' || weekday_name",
+         "concat(toString(weekday), ' ', weekday_name)"),
+    ],
+    "duration_histogram": [
+        ("bucket_label", "Session length", "lpad(bucket_order::text, 2, '0') || ' ' || bucket",
+         "concat(leftPad(toString(bucket_order), 2, '0'), ' ', bucket)"),
+    ],
+}
+
+# Saved metrics. Names never equal a column name: ClickHouse resolves `SUM(views) AS views` into a cyclic alias.
+METRICS: dict[str, list[tuple[str, str, str, str, str]]] = {
+    # table -> [(metric, verbose name, greenplum SQL, clickhouse SQL, d3 format)]
+    "channel_rating": [
+        ("total_hours", "Hours", "SUM(hours)", "SUM(hours)", ",.1f"),
+        ("total_views", "Views", "SUM(views)", "SUM(views)", ",d"),
+        ("viewer_days", "Viewer-days", "SUM(viewers)", "SUM(viewers)", ",d"),
+        ("mean_view_minutes", "Minutes per view", "SUM(hours) * 60 / NULLIF(SUM(views), 0)",
+         "SUM(hours) * 60 / nullIf(SUM(views), 0)", ",.1f"),
+    ],
+    "daily_viewing": [
+        ("total_hours", "Hours watched", "SUM(hours_in_day)", "SUM(hours_in_day)", ",.0f"),
+        ("total_views", "Views", "SUM(views)", "SUM(views)", ",d"),
+        ("active_user_days", "Active users", "SUM(active_users)", "SUM(active_users)", ",d"),
+    ],
+    "hourly_activity": [
+        ("mean_concurrent_viewers", "Average concurrent viewers", "AVG(avg_concurrent)", "AVG(avg_concurrent)",
+         ",.0f"),
+        ("total_sessions_started", "Sessions started", "SUM(sessions_started)", "SUM(sessions_started)", ",d"),
+        ("total_hours", "Hours watched", "SUM(minutes) / 60", "SUM(minutes) / 60", ",.0f"),
+    ],
+    "channel_weekday_hour": [
+        ("total_hours", "Hours watched", "SUM(minutes) / 60", "SUM(minutes) / 60", ",.1f"),
+        ("viewer_hours", "Viewers (sum over hours)", "SUM(viewers)", "SUM(viewers)", ",d"),
+    ],
+    "duration_histogram": [
+        ("total_sessions", "Sessions", "SUM(sessions)", "SUM(sessions)", ",d"),
+        ("total_hours", "Hours", "SUM(hours)", "SUM(hours)", ",.0f"),
+    ],
+    "user_activity": [
+        ("distinct_users", "Active users", "COUNT(DISTINCT user_id)", "COUNT(DISTINCT user_id)", ",d"),
+        ("user_days", "User-days", "COUNT(*)", "COUNT(*)", ",d"),
+        ("total_sessions", "Sessions", "SUM(sessions)", "SUM(sessions)", ",d"),
+        ("total_hours", "Hours watched", "SUM(minutes_in_day) / 60", "SUM(minutes_in_day) / 60", ",.0f"),
+    ],
+    "sessions": [
+        ("session_count", "Sessions", "COUNT(*)", "COUNT(*)", ",d"),
+        ("total_hours", "Hours", "SUM(duration_s) / 3600.0", "SUM(duration_s) / 3600.0", ",.0f"),
+        ("distinct_viewers", "Viewers", "COUNT(DISTINCT user_id)", "COUNT(DISTINCT user_id)", ",d"),
+    ],
+}
+
+DATASET_TABLES = ["channel_rating", "daily_viewing", "hourly_activity", "channel_weekday_hour", "duration_histogram",
+                  "user_activity", "sessions"]
+
+VERBOSE = {  # column labels: every table, then per table
+    "*": {"dt": "Day", "channel_name": "Channel", "channel_id": "Channel id", "hour": "Hour of day",
+          "weekday_name": "Weekday", "user_name": "Subscriber", "avg_view_minutes": "Minutes per view"},
+    "daily_viewing": {"hours_in_day": "Hours watched", "views": "Views", "active_users": "Active users",
+                      "viewers": "Viewers"},
+    "channel_rating": {"hours": "Hours", "views": "Views", "viewers": "Viewers", "rank": "Rank"},
+    "duration_histogram": {"bucket": "Length", "sessions": "Sessions", "hours": "Hours"},
+    "user_activity": {"sessions": "Sessions in the day", "segment": "Main time of day"},
+    "sessions": {"duration_s": "Duration, s", "time_start": "Start", "time_end": "End"},
+}
+
+
+def _mart_table(name: str) -> str:
+    return name  # the sessions mart's table is `sessions`; every other mart's table has the lake table's name
+
+
+def dataset_yaml(wh: str, table: str) -> dict[str, Any]:
+    which = 0 if wh == "greenplum" else 1
+    mart = MARTS[table]
+    columns = []
+    for name, types in mart.columns.items():
+        typ = types[which].replace(" not null", "").upper() if which == 0 else types[which]
+        is_dttm = name in ("dt", "time_start", "time_end", "first_start", "last_end")
+        columns.append({
+            "column_name": name, "verbose_name": VERBOSE.get(table, {}).get(name, VERBOSE["*"].get(name)),
+            "is_dttm": is_dttm, "is_active": True,
+            "type": typ, "advanced_data_type": None, "groupby": True, "filterable": True, "expression": None,
+            "description": None, "python_date_format": None, "extra": {},
+        })
+    for name, verbose, gp_sql, ch_sql in CALCULATED.get(table, []):
+        columns.append({
+            "column_name": name, "verbose_name": verbose, "is_dttm": False, "is_active": True,
+            "type": "NUMERIC" if name == "duration_min" else ("TEXT" if which == 0 else "String"),
+            "advanced_data_type": None, "groupby": True, "filterable": True,
+            "expression": gp_sql if which == 0 else ch_sql, "description": None, "python_date_format": None,
+            "extra": {},
+        })
+    metrics = [{
+        "metric_name": name, "verbose_name": verbose, "metric_type": None,
+        "expression": gp_sql if which == 0 else ch_sql, "description": None, "d3format": fmt,
+        "currency": None, "extra": {}, "warning_text": None,
+    } for name, verbose, gp_sql, ch_sql, fmt in METRICS[table]]
+    return {
+        "table_name": _mart_table(table),
+        "main_dttm_col": "dt",
+        "description": f"Mart {table} ({WAREHOUSES[wh]['engine']}); see docs/marts.md",
+        "default_endpoint": None,
+        "offset": 0,
+        "cache_timeout": None,
+        "catalog": None,
+        "schema": WAREHOUSES[wh]["schema"],
+        "sql": None,
+        "params": None,
+        "template_params": None,
+        "filter_select_enabled": True,
+        "fetch_values_predicate": None,
+        "extra": None,
+        "normalize_columns": False,
+        "always_filter_main_dttm": False,
+        "uuid": uid("dataset", wh, table),
+        "metrics": metrics,
+        "columns": columns,
+        "version": VERSION,
+        "database_uuid": uid("database", wh),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# charts
+# ---------------------------------------------------------------------------------------------------------------------
+def time_filter() -> list[dict[str, Any]]:
+    """Every chart carries a "No filter" temporal filter on dt: the dashboard's date range replaces its value."""
+    return [{"clause": "WHERE", "comparator": "No filter", "expressionType": "SIMPLE", "operator": "TEMPORAL_RANGE",
+             "subject": "dt"}]
+
+
+def _common(viz: str) -> dict[str, Any]:
+    return {"viz_type": viz, "adhoc_filters": time_filter(), "extra_form_data": {}, "dashboards": [],
+            "annotation_layers": []}
+
+
+def timeseries(viz: str, x_axis: str, metrics: list[str], *, time_grain: str | None = "P1D", row_limit: int = 10000,
+               order_desc: bool = True, x_sort: str | None = None, x_sort_asc: bool = True, horizontal: bool = False,
+               x_title: str = "", y_title: str = "", show_legend: bool = True, show_values: bool = False,
+               y_format: str = "SMART_NUMBER") -> dict[str, Any]:
+    p = _common(viz)
+    p.update({
+        "x_axis": x_axis, "metrics": metrics, "groupby": [], "row_limit": row_limit, "order_desc": order_desc,
+        "truncate_metric": True, "show_empty_columns": True, "comparison_type": "values", "rich_tooltip": True,
+        "showTooltipTotal": False, "show_legend": show_legend, "legendType": "scroll", "legendOrientation": "top",
+        "x_axis_title": x_title, "x_axis_title_margin": 30 if x_title else 15, "y_axis_title": y_title,
+        "y_axis_title_margin": 40 if y_title else 15, "y_axis_title_position": "Left", "y_axis_format": y_format,
+        "x_axis_time_format": "smart_date", "truncateXAxis": True, "y_axis_bounds": [None, None],
+        "color_scheme": "supersetColors", "only_total": True, "show_value": show_values,
+    })
+    if time_grain:
+        p["time_grain_sqla"] = time_grain
+    if x_sort:
+        p["x_axis_sort"] = x_sort
+        p["x_axis_sort_asc"] = x_sort_asc
+    if viz == "echarts_timeseries_bar":
+        p["orientation"] = "horizontal" if horizontal else "vertical"
+    if viz == "echarts_timeseries_line":
+        p.update({"seriesType": "line", "markerEnabled": True, "markerSize": 6, "opacity": 0.2})
+    return p
+
+
+def table_chart(groupby: list[str], metrics: list[str], *, order_by: str, desc: bool = True, page_length: int = 20,
+                search: bool = True, row_limit: int = 1000, time_grain: str | None = None) -> dict[str, Any]:
+    p = _common("table")
+    p.update({
+        "query_mode": "aggregate", "groupby": groupby, "metrics": metrics, "all_columns": [], "percent_metrics": [],
+        "timeseries_limit_metric": order_by, "order_desc": desc, "row_limit": row_limit, "server_page_length": 10,
+        "server_pagination": False, "page_length": page_length, "include_search": search, "show_cell_bars": True,
+        "color_pn": True, "allow_rearrange_columns": False, "table_timestamp_format": "%Y-%m-%d",
+        "conditional_formatting": [], "column_config": {},
+    })
+    if time_grain:
+        p["time_grain_sqla"] = time_grain
+    return p
+
+
+def raw_table(columns: list[str], *, order_by: str, desc: bool, page_length: int = 20, search: bool = False,
+              row_limit: int = 1000) -> dict[str, Any]:
+    """A table of the rows themselves (daily_viewing has one row per day), newest first."""
+    p = _common("table")
+    p.update({
+        "query_mode": "raw", "groupby": [], "metrics": [], "all_columns": columns, "percent_metrics": [],
+        "order_by_cols": [json.dumps([order_by, not desc])], "row_limit": row_limit, "server_page_length": 10,
+        "server_pagination": False, "page_length": page_length, "include_search": search, "show_cell_bars": True,
+        "color_pn": True, "allow_rearrange_columns": False, "table_timestamp_format": "%Y-%m-%d",
+        "conditional_formatting": [],
+        "column_config": {"hours_in_day": {"d3NumberFormat": ",.0f"}, "views": {"d3NumberFormat": ",d"},
+                          "active_users": {"d3NumberFormat": ",d"}, "avg_view_minutes": {"d3NumberFormat": ",.1f"}},
+    })
+    return p
+
+
+def pie(groupby: str, metric: str, *, row_limit: int, donut: bool = True) -> dict[str, Any]:
+    p = _common("pie")
+    p.update({
+        "groupby": [groupby], "metric": metric, "row_limit": row_limit, "sort_by_metric": True,
+        "color_scheme": "supersetColors", "show_labels_threshold": 4, "show_legend": True, "legendType": "scroll",
+        "legendOrientation": "right", "label_type": "key_percent", "number_format": "SMART_NUMBER",
+        "date_format": "smart_date", "show_labels": True, "labels_outside": True, "outerRadius": 75,
+        "donut": donut, "innerRadius": 40, "show_total": True,
+    })
+    return p
+
+
+def big_number(metric: str, subheader: str) -> dict[str, Any]:
+    p = _common("big_number_total")
+    p.update({"metric": metric, "subheader": subheader, "header_font_size": 0.4, "subheader_font_size": 0.15,
+              "y_axis_format": "SMART_NUMBER", "time_format": "smart_date"})
+    return p
+
+
+def heatmap(x_axis: str, groupby: str, metric: str) -> dict[str, Any]:
+    p = _common("heatmap_v2")
+    p.update({
+        "x_axis": x_axis, "groupby": groupby, "metric": metric, "row_limit": 10000, "sort_x_axis": "alpha_asc",
+        "sort_y_axis": "alpha_asc", "normalize_across": "heatmap", "legend_type": "continuous",
+        "linear_color_scheme": "superset_seq_1", "xscale_interval": -1, "yscale_interval": -1, "left_margin": "auto",
+        "bottom_margin": "auto", "value_bounds": [None, None], "y_axis_format": "SMART_NUMBER",
+        "x_axis_time_format": "smart_date", "show_legend": True, "show_percentage": False, "show_values": False,
+    })
+    return p
+
+
+def histogram(label: str, sql: str, bins: int, *, row_limit: int = 100000) -> dict[str, Any]:
+    """A histogram of an SQL expression over the rows. The column is ad hoc (not a calculated column of the dataset):
+    Superset 6.1 looks a raw-mode column up by its sqlglot-requoted name, which misses calculated columns on
+    ClickHouse ("Unknown expression identifier")."""
+    p = _common("histogram_v2")
+    column = {"expressionType": "SQL", "sqlExpression": sql, "label": label}
+    p.update({"column": column, "groupby": [], "bins": bins, "normalize": False, "cumulative": False,
+              "row_limit": row_limit, "color_scheme": "supersetColors", "show_legend": False, "show_value": False,
+              "x_axis_title": "minutes", "y_axis_title": "sessions"})
+    return p
+
+
+# (key, title, dataset table, params, channel filter applies, width, description)
+CHARTS: list[tuple[str, str, str, dict[str, Any], bool, str]] = [
+    ("kpi_views", "Views", "daily_viewing", big_number("total_views", "views in the period"), False,
+     "Views (channel switches to a channel) in the date range."),
+    ("kpi_hours", "Hours watched", "daily_viewing", big_number("total_hours", "hours watched in the period"), False,
+     "Viewing hours inside the days of the date range (sessions crossing midnight split between the days)."),
+    ("kpi_users", "Active users", "user_activity", big_number("distinct_users", "distinct subscribers who watched"),
+     False, "Distinct subscribers with at least one session in the date range."),
+    ("channel_rating", "Channel rating", "channel_rating",
+     table_chart(["channel_name"], ["total_hours", "total_views", "viewer_days", "mean_view_minutes"],
+                 order_by="total_hours", page_length=25), True,
+     "Every channel by hours watched in the date range, with views, viewer-days and minutes per view; searchable."),
+    ("top10_pie", "Top-10 channels by hours", "channel_rating", pie("channel_name", "total_hours", row_limit=10), True,
+     "Share of hours of the ten most watched channels (among the ten)."),
+    ("daily_line", "Hours and views per day", "daily_viewing",
+     timeseries("echarts_timeseries_line", "dt", ["total_hours", "total_views"], x_title="", y_title=""), False,
+     "Hours watched (inside the day) and views, day by day."),
+    ("daily_table", "Hours and views per day (table)", "daily_viewing",
+     raw_table(["dt", "hours_in_day", "views", "active_users", "avg_view_minutes"], order_by="dt", desc=True,
+               page_length=10), False,
+     "The same numbers as the line chart, as a table."),
+    ("top20", "Top-20 channels", "channel_rating",
+     timeseries("echarts_timeseries_bar", "channel_name", ["total_hours"], time_grain=None, row_limit=20,
+                order_desc=True, x_sort="total_hours", x_sort_asc=True, horizontal=True, show_legend=False,
+                show_values=True), True,
+     "The twenty channels with the most hours watched in the date range."),
+    ("outsiders20", "Top-20 outsiders", "channel_rating",
+     timeseries("echarts_timeseries_bar", "channel_name", ["total_hours"], time_grain=None, row_limit=20,
+                order_desc=False, x_sort="total_hours", x_sort_asc=False, horizontal=True, show_legend=False,
+                show_values=True), True,
+     "The twenty channels with the fewest hours watched (among channels watched at all)."),
+    ("hourly_activity", "Activity by hour of day", "hourly_activity",
+     timeseries("echarts_timeseries_bar", "hour", ["mean_concurrent_viewers"], time_grain=None, row_limit=24,
+                x_sort="hour", x_sort_asc=True, x_title="hour of day", show_legend=False), False,
+     "Average number of concurrent viewers in each hour of the day, averaged over the days of the range."),
+    ("channel_heatmap", "Channel popularity by weekday × hour", "channel_weekday_hour",
+     heatmap("hour", "weekday_label", "total_hours"), True,
+     "Hours watched by weekday (1 = Monday) and hour of day; pick channels with the Channel filter."),
+    ("duration_buckets", "Session durations", "duration_histogram",
+     timeseries("echarts_timeseries_bar", "bucket_label", ["total_sessions"], time_grain=None, row_limit=100,
+                x_sort="bucket_label", x_sort_asc=True, show_legend=False, x_title="session length"), False,
+     "Sessions by length bucket (from the duration_histogram mart)."),
+    ("duration_histogram", "Session length histogram", "sessions",
+     histogram("duration_min", "least(duration_s, 14400) / 60.0", 48), True,
+     "Histogram of session lengths in minutes from the sessions mart (capped at 4 h); follows the Channel filter."),
+    ("active_users_daily", "Active users per day", "daily_viewing",
+     timeseries("echarts_timeseries_bar", "dt", ["active_user_days"], show_legend=False), False,
+     "Subscribers with at least one session, per day."),
+    ("sessions_per_user", "Sessions per user", "user_activity",
+     timeseries("echarts_timeseries_bar", "sessions", ["user_days"], time_grain=None, row_limit=200, x_sort="sessions",
+                x_sort_asc=True, show_legend=False, x_title="sessions in a day", y_title="users × days"), False,
+     "How many sessions a subscriber has in a day: user-days by number of sessions."),
+    ("segments", "Main time of day", "user_activity", pie("segment", "user_days", row_limit=10, donut=False), False,
+     "User-days by the part of the day with the most viewing (night 0–6, morning 6–12, afternoon 12–18, "
+     "evening 18–24)."),
+]
+
+# rows of the dashboard: (chart key or "markdown", width, height)
+LAYOUT: list[list[tuple[str, int, int]]] = [
+    [("markdown", 3, 24), ("kpi_views", 3, 24), ("kpi_hours", 3, 24), ("kpi_users", 3, 24)],
+    [("channel_rating", 7, 80), ("top10_pie", 5, 80)],
+    [("daily_line", 8, 56), ("daily_table", 4, 56)],
+    [("top20", 6, 80), ("outsiders20", 6, 80)],
+    [("hourly_activity", 6, 60), ("channel_heatmap", 6, 60)],
+    [("duration_buckets", 4, 56), ("duration_histogram", 4, 56), ("sessions_per_user", 4, 56)],
+    [("active_users_daily", 6, 56), ("segments", 6, 56)],
+]
+
+
+def query_context(params: dict[str, Any], dataset_id: int) -> dict[str, Any]:
+    """The query context Superset's frontend builds for these params (its ``buildQuery`` of each viz type, for the
+    controls used here), saved with the chart so ``GET /api/v1/chart/<id>/data`` answers too. The dashboards build
+    their own at runtime; ``test_superset.py`` checks that they equal these."""
+    viz = params["viz_type"]
+    q: dict[str, Any] = {
+        "filters": [{"col": f["subject"], "op": f["operator"], "val": f["comparator"]}
+                    for f in params["adhoc_filters"]],
+        "extras": {"having": "", "where": ""},
+        "applied_time_extras": {},
+        "annotation_layers": [],
+        "series_limit": 0,
+        "group_others_when_limit_reached": False,
+        "order_desc": params.get("order_desc", True),
+        "url_params": {},
+        "custom_params": {},
+        "custom_form_data": {},
+    }
+    if viz == "big_number_total":
+        q.update(columns=[], metrics=[params["metric"]])
+    elif viz == "pie":
+        m = params["metric"]
+        q.update(columns=params["groupby"], metrics=[m], orderby=[[m, False]], row_limit=params["row_limit"],
+                 post_processing=[{"operation": "contribution",
+                                   "options": {"columns": [m], "rename_columns": [f"{m}__contribution"]}}])
+    elif viz == "table" and params["query_mode"] == "aggregate":
+        q.update(columns=params["groupby"], metrics=params["metrics"],
+                 orderby=[[params["timeseries_limit_metric"], not params["order_desc"]]],
+                 row_limit=params["row_limit"], series_limit_metric=params["timeseries_limit_metric"],
+                 post_processing=[], time_offsets=[])
+        if params.get("time_grain_sqla"):
+            q["extras"]["time_grain_sqla"] = params["time_grain_sqla"]
+    elif viz == "table":
+        q.update(columns=params["all_columns"], orderby=[json.loads(c) for c in params["order_by_cols"]],
+                 row_limit=params["row_limit"], post_processing=[], time_offsets=[])
+    elif viz in ("echarts_timeseries_line", "echarts_timeseries_bar"):
+        x, metrics = params["x_axis"], params["metrics"]
+        axis: dict[str, Any] = {"columnType": "BASE_AXIS", "sqlExpression": x, "label": x, "expressionType": "SQL",
+                                "isColumnReference": True}
+        if params.get("time_grain_sqla"):
+            axis = {"timeGrain": params["time_grain_sqla"], **axis}
+            q["extras"]["time_grain_sqla"] = params["time_grain_sqla"]
+        post = [{"operation": "pivot", "options": {
+            "index": [x], "columns": [], "aggregates": {m: {"operator": "mean"} for m in metrics},
+            "drop_missing_columns": False}}]
+        if params.get("x_axis_sort") == x:
+            post.append({"operation": "sort", "options": {"is_sort_index": True,
+                                                          "ascending": params["x_axis_sort_asc"]}})
+        elif params.get("x_axis_sort"):
+            post.append({"operation": "sort", "options": {"by": params["x_axis_sort"],
+                                                          "ascending": params["x_axis_sort_asc"]}})
+        post.append({"operation": "flatten"})
+        q.update(columns=[axis], metrics=metrics, orderby=[[metrics[0], not params["order_desc"]]],
+                 row_limit=params["row_limit"], series_columns=[], time_offsets=[], post_processing=post)
+    elif viz == "heatmap_v2":
+        x, y, m = params["x_axis"], params["groupby"], params["metric"]
+        q.update(columns=[{"columnType": "BASE_AXIS", "sqlExpression": x, "label": x, "expressionType": "SQL",
+                           "isColumnReference": True}, y],
+                 metrics=[m], orderby=[[x, params["sort_x_axis"] == "alpha_asc"],
+                                       [y, params["sort_y_axis"] == "alpha_asc"]],
+                 row_limit=params["row_limit"], post_processing=[{"operation": "rank", "options": {"metric": m}}])
+    elif viz == "histogram_v2":
+        col = params["column"]
+        q.update(columns=[col], row_limit=params["row_limit"], post_processing=[{"operation": "histogram", "options": {
+            "column": col["label"] if isinstance(col, dict) else col, "groupby": params["groupby"],
+            "bins": params["bins"], "cumulative": params["cumulative"], "normalize": params["normalize"]}}])
+    else:
+        raise ValueError(f"no query context for viz type {viz!r}")
+    return {"datasource": {"id": dataset_id, "type": "table"}, "force": False, "queries": [q],
+            "form_data": {**params, "force": False, "result_format": "json", "result_type": "full"},
+            "result_format": "json", "result_type": "full"}
+
+
+def dataset_id(wh: str, table: str) -> int:
+    """The id a dataset has inside the bundle (Superset replaces it at import)."""
+    return (1 if wh == "greenplum" else 101) + DATASET_TABLES.index(table)
+
+
+def chart_id(wh: str, index: int) -> int:
+    """The id a chart has inside the bundle (Superset maps it to the real one at import)."""
+    return (1 if wh == "greenplum" else 101) + index
+
+
+def chart_yaml(wh: str, index: int) -> tuple[str, dict[str, Any]]:
+    key, title, table, params, _channel, description = CHARTS[index]
+    params = json.loads(json.dumps(params))
+    params["datasource"] = f"{dataset_id(wh, table)}__table"
+    params["slice_id"] = chart_id(wh, index)
+    doc = {
+        "slice_name": title,
+        "description": description,
+        "certified_by": None,
+        "certification_details": None,
+        "viz_type": params["viz_type"],
+        "params": params,
+        "query_context": json.dumps(query_context(params, dataset_id(wh, table)), ensure_ascii=False),
+        "cache_timeout": None,
+        "uuid": uid("chart", wh, key),
+        "version": VERSION,
+        "dataset_uuid": uid("dataset", wh, table),
+    }
+    return f"charts/{WAREHOUSES[wh]['key']}_{key}.yaml", doc
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# dashboards
+# ---------------------------------------------------------------------------------------------------------------------
+def markdown(wh: str) -> str:
+    w = WAREHOUSES[wh]
+    other = "clickhouse" if wh == "greenplum" else "greenplum"
+    return (f"### {w['title']}\n\n"
+            f"IPTV viewing marts in **{w['engine']}**, schema `tv_marts` (see `docs/marts.md`).\n\n"
+            f"Filters: **Date range** (every chart) and **Channel** (channel charts).\n\n"
+            f"Same charts over the other warehouse: [{WAREHOUSES[other]['title']}]"
+            f"(/superset/dashboard/{WAREHOUSES[other]['slug']}/)")
+
+
+def dashboard_yaml(wh: str) -> dict[str, Any]:
+    w = WAREHOUSES[wh]
+    index = {c[0]: i for i, c in enumerate(CHARTS)}
+    position: dict[str, Any] = {
+        "DASHBOARD_VERSION_KEY": "v2",
+        "ROOT_ID": {"children": ["GRID_ID"], "id": "ROOT_ID", "type": "ROOT"},
+        "GRID_ID": {"children": [], "id": "GRID_ID", "parents": ["ROOT_ID"], "type": "GRID"},
+        "HEADER_ID": {"id": "HEADER_ID", "meta": {"text": w["title"]}, "type": "HEADER"},
+    }
+    for r, row in enumerate(LAYOUT):
+        row_id = f"ROW-r{r}"
+        position["GRID_ID"]["children"].append(row_id)
+        position[row_id] = {"children": [], "id": row_id, "meta": {"background": "BACKGROUND_TRANSPARENT"},
+                            "parents": ["ROOT_ID", "GRID_ID"], "type": "ROW"}
+        for key, width, height in row:
+            if key == "markdown":
+                cid = f"MARKDOWN-r{r}"
+                position[cid] = {"children": [], "id": cid, "meta": {"code": markdown(wh), "height": height,
+                                                                      "width": width},
+                                 "parents": ["ROOT_ID", "GRID_ID", row_id], "type": "MARKDOWN"}
+            else:
+                i = index[key]
+                cid = f"CHART-{key}"
+                position[cid] = {"children": [], "id": cid, "meta": {
+                    "chartId": chart_id(wh, i), "height": height, "width": width, "sliceName": CHARTS[i][1],
+                    "uuid": uid("chart", wh, key)}, "parents": ["ROOT_ID", "GRID_ID", row_id], "type": "CHART"}
+            position[row_id]["children"].append(cid)
+    not_channel = [chart_id(wh, i) for i, c in enumerate(CHARTS) if not c[4]]
+    native_filters = [
+        {
+            "id": "NATIVE_FILTER-date_range",
+            "name": "Date range",
+            "filterType": "filter_time",
+            "type": "NATIVE_FILTER",
+            "targets": [{}],
+            "controlValues": {"enableEmptyFilter": False},
+            "defaultDataMask": {"extraFormData": {}, "filterState": {}, "ownState": {}},
+            "cascadeParentIds": [],
+            "scope": {"rootPath": ["ROOT_ID"], "excluded": []},
+            "description": "Days of the marts' dt column; applies to every chart.",
+        },
+        {
+            "id": "NATIVE_FILTER-channel",
+            "name": "Channel",
+            "filterType": "filter_select",
+            "type": "NATIVE_FILTER",
+            "targets": [{"column": {"name": "channel_name"}, "datasetUuid": uid("dataset", wh, "channel_rating")}],
+            "controlValues": {"enableEmptyFilter": False, "defaultToFirstItem": False, "multiSelect": True,
+                              "searchAllOptions": False, "inverseSelection": False, "sortAscending": True},
+            "defaultDataMask": {"extraFormData": {}, "filterState": {}, "ownState": {}},
+            "cascadeParentIds": [],
+            # charts over marts without a channel (daily totals, hourly activity, buckets, users) are out of scope
+            "scope": {"rootPath": ["ROOT_ID"], "excluded": not_channel},
+            "description": "Channels; applies to the charts over channel_rating, channel_weekday_hour and sessions.",
+        },
+    ]
+    return {
+        "dashboard_title": w["title"],
+        "description": None,
+        "css": "",
+        "slug": w["slug"],
+        "certified_by": "",
+        "certification_details": "",
+        "published": True,
+        "uuid": uid("dashboard", wh),
+        "position": position,
+        "metadata": {
+            "native_filter_configuration": native_filters,
+            "color_scheme": "supersetColors",
+            "cross_filters_enabled": False,
+            "refresh_frequency": 0,
+            "expanded_slices": {},
+            "timed_refresh_immune_slices": [],
+            "default_filters": "{}",
+            "label_colors": {},
+            "shared_label_colors": [],
+            "color_scheme_domain": [],
+        },
+        "version": VERSION,
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the files
+# ---------------------------------------------------------------------------------------------------------------------
+def bundle() -> dict[str, dict[str, Any]]:
+    files: dict[str, dict[str, Any]] = {"metadata.yaml": {"version": VERSION, "type": "Dashboard",
+                                                          "timestamp": TIMESTAMP}}
+    for wh, w in WAREHOUSES.items():
+        files[f"databases/{w['key']}.yaml"] = database_yaml(wh)
+        for table in DATASET_TABLES:
+            files[f"datasets/{w['key']}/{table}.yaml"] = dataset_yaml(wh, table)
+        for i in range(len(CHARTS)):
+            name, doc = chart_yaml(wh, i)
+            files[name] = doc
+        files[f"dashboards/{w['key']}.yaml"] = dashboard_yaml(wh)
+    return files
+
+
+def render(doc: dict[str, Any]) -> str:
+    return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=120)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--check", action="store_true", help="only compare; exit 1 when a file differs or is missing")
+    args = ap.parse_args(argv)
+    files = bundle()
+    wanted = {HERE / rel: render(doc) for rel, doc in files.items()}
+    existing = {p for p in HERE.rglob("*.yaml")}
+    stale = sorted(existing - set(wanted))
+    differ = sorted(p for p, text in wanted.items() if not p.exists() or p.read_text() != text)
+    if args.check:
+        for p in differ:
+            print(f"differs: {p.relative_to(HERE)}")
+        for p in stale:
+            print(f"not written by build.py: {p.relative_to(HERE)}")
+        return 1 if differ or stale else 0
+    for p in stale:
+        p.unlink()
+    for p, text in wanted.items():
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if not p.exists() or p.read_text() != text:
+            p.write_text(text)
+    print(f"{len(wanted)} files in {HERE} ({len(differ)} rewritten, {len(stale)} removed)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,342 @@
+"""Superset for real: the bundle of superset_exports/ imported into Superset 6.1 (its own virtualenv, started by
+``tv-platform superset up``'s code), every chart's data answered by both warehouses over real marts (the seed's stream
+day 2023-09-23 built through the lake), and both dashboards rendered by headless Chromium with no chart in error —
+screenshots in test-artifacts/."""
+
+import time
+import uuid
+
+import pandas as pd
+import pytest
+
+from tv_platform.engines import superset as S
+
+pytestmark = pytest.mark.services
+
+SEED_DAY = "2023-09-23"
+DASHBOARDS = {"greenplum": "tv-greenplum", "clickhouse": "tv-clickhouse"}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# fixtures: real marts for the seed day, a running Superset with the bundle imported, a browser
+# ---------------------------------------------------------------------------------------------------------------------
+def _mart_rows(settings, day: str) -> dict[str, int]:
+    """Rows of ``day`` in every mart of both warehouses (0 where the table is missing)."""
+    import psycopg2
+
+    from tv_platform.assets.marts import MARTS
+    from tv_platform.stack.clickhouse import clickhouse_client
+
+    tables = [m.metadata("greenplum")["table"] for m in MARTS.values()]
+    rows: dict[str, int] = {}
+    conn = psycopg2.connect(settings.gp_dsn("reader"))
+    try:
+        with conn.cursor() as cur:
+            for t in tables:
+                cur.execute("SELECT to_regclass(%s)", (f"{settings.gp_schema}.{t}",))
+                if cur.fetchone()[0] is None:
+                    rows[f"greenplum.{t}"] = 0
+                    continue
+                cur.execute(f'SELECT count(*) FROM "{settings.gp_schema}"."{t}" WHERE dt = %s', (day,))
+                rows[f"greenplum.{t}"] = cur.fetchone()[0]
+    finally:
+        conn.close()
+    with clickhouse_client(settings) as client:
+        existing = {r[0] for r in client.query(
+            "SELECT name FROM system.tables WHERE database = currentDatabase()").result_rows}
+        for t in tables:
+            rows[f"clickhouse.{t}"] = (
+                client.command(f"SELECT count() FROM `{t}` WHERE dt = toDate('{day}')") if t in existing else 0)
+    return rows
+
+
+def load_seed_day_into_marts(settings, spark, lake, day: str = SEED_DAY) -> None:
+    """The seed's stream day (fixtures/tv_stream.csv) through the lake graph into the *platform's* marts (schema
+    TVP_GP_SCHEMA, ClickHouse TVP_CLICKHOUSE_DATABASE) — the tables the dashboards read. The lake part runs in a Hive
+    database and lake directory of its own, dropped afterwards; the marts keep the day (a partition replace: re-running
+    never duplicates)."""
+    import dagster as dg
+
+    from tv_platform.assets import lake as L
+    from tv_platform.assets import marts as M
+    from tv_platform.engines.clickhouse import clickhouse_io_manager
+    from tv_platform.engines.greenplum import greenplum_io_manager
+    from tv_platform.engines.hdfs import frame_to_csv_bytes
+    from tv_platform.engines.spark import HiveIOManager, HiveResource
+    from tv_platform_tests.conftest import FIXTURES
+
+    suffix = uuid.uuid4().hex[:8]
+    root = f"/tv_platform_test_superset_{suffix}"
+    hive = HiveResource(spark_remote=settings.spark_remote, database=f"tv_test_superset_{suffix}",
+                        lake_url=settings.hdfs_url, lake_root=root, webhdfs_url=settings.webhdfs_url,
+                        hdfs_user=settings.hdfs_user)
+    resources = {
+        "hive": hive,
+        "hive_io_manager": HiveIOManager(spark_remote=settings.spark_remote, database=hive.database,
+                                         database_location=hive.resolved_database_location()),
+        "greenplum_io_manager": greenplum_io_manager(settings),
+        "clickhouse_io_manager": clickhouse_io_manager(settings),
+    }
+    events = pd.read_csv(FIXTURES / "tv_stream.csv", header=None,
+                         names=["session_id", "user_id", "channel_id", "timer", "status"])
+    events["timer"] = pd.to_datetime(events["timer"])
+    try:
+        for d, part in events.groupby(events["timer"].dt.date):
+            out = part.assign(timer=part["timer"].dt.strftime("%Y-%m-%d %H:%M:%S"))
+            lake.write_bytes(f"{root}/raw/tv_stream/dt={d}/p0-000000000000-000000020000.csv", frame_to_csv_bytes(out))
+        names = pd.read_csv(__import__("tv_platform").__path__[0] + "/data/tv_channels.csv")
+        channels = names.assign(time_rating=0.0, viewers_rating=0.0, rank=names["channel_id"])
+        lake.write_bytes(f"{root}/reference/channels/channels.csv", frame_to_csv_bytes(channels))
+        users = pd.DataFrame({"user_id": range(1, 10_001)})
+        users["user_name"] = "Абонент " + users["user_id"].astype(str)
+        lake.write_bytes(f"{root}/reference/users/users.csv", frame_to_csv_bytes(users))
+
+        assert dg.materialize([L.hive_channels, L.hive_users], resources=resources).success
+        lake_assets = [L.hive_tv_dataset, L.hive_tv_stream, L.sessionize_assets, *L.AGGREGATES]
+        assert dg.materialize(lake_assets, partition_key=day, resources=resources).success
+        result = dg.materialize([*lake_assets, *M.assets, *M.checks], partition_key=day, resources=resources,
+                                selection=dg.AssetSelection.groups("marts"))
+        assert result.success
+        assert all(e.passed for e in result.get_asset_check_evaluations())
+    finally:
+        try:
+            hive.catalog().drop_database()
+        finally:
+            lake.delete(root)
+
+
+@pytest.fixture(scope="session")
+def superset_marts(stack, spark, lake):
+    """The platform's marts hold the seed day in both warehouses (loaded through the lake when they do not)."""
+    t0 = time.monotonic()
+    rows = _mart_rows(stack, SEED_DAY)
+    if not all(rows.values()):
+        load_seed_day_into_marts(stack, spark, lake)
+        rows = _mart_rows(stack, SEED_DAY)
+    assert all(rows.values()), rows
+    print(f"marts for {SEED_DAY} ready in {time.monotonic() - t0:.0f}s: {rows}")
+    return rows
+
+
+@pytest.fixture(scope="session")
+def superset(stack, superset_marts):
+    """Superset up (installed on first use, started if needed) with the bundle imported; stopped at the end if this
+    session started it."""
+    svc = S.SupersetService(stack)
+    t0 = time.monotonic()
+    svc.install(print)
+    t_install = time.monotonic() - t0
+    started_here = not svc.running()
+    svc.start()  # imports the bundle (after_ready), also when it was already running
+    print(f"superset: install {t_install:.0f}s, up + import {time.monotonic() - t0 - t_install:.0f}s")
+    yield S.SupersetClient(svc.conf)
+    if started_here:
+        svc.stop()
+
+
+@pytest.fixture(scope="session")
+def browser(superset):
+    S.ensure_chromium(print)
+    with S.Chromium() as b:
+        yield b
+
+
+@pytest.fixture(scope="session")
+def chart_keys(superset) -> dict[int, tuple[str, str]]:
+    """Superset chart id -> (warehouse, key in superset_exports/build.py's CHARTS), through the stable uuids."""
+    from superset_exports.build import CHARTS, WAREHOUSES, uid
+
+    by_uuid = {uid("chart", wh, c[0]): (wh, c[0]) for wh in WAREHOUSES for c in CHARTS}
+    return {c["id"]: by_uuid[c["uuid"]] for c in superset.charts() if c["uuid"] in by_uuid}
+
+
+def _charts_by_dashboard(client) -> dict[str, list[dict]]:
+    return {wh: client.dashboard_charts(slug) for wh, slug in DASHBOARDS.items()}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the bundle in Superset
+# ---------------------------------------------------------------------------------------------------------------------
+def test_bundle_imports_both_dashboards_databases_and_datasets(superset, stack):
+    from superset_exports.build import CHARTS, DATASET_TABLES, WAREHOUSES
+
+    dashboards = {d["slug"]: d for d in superset.dashboards()}
+    assert set(DASHBOARDS.values()) <= set(dashboards)
+    for wh, charts in _charts_by_dashboard(superset).items():
+        assert sorted(c["slice_name"] for c in charts) == sorted(c[1] for c in CHARTS), wh
+    databases = {d["database_name"]: d for d in superset.get("/api/v1/database/", q="(page_size:100)")["result"]}
+    for wh, w in WAREHOUSES.items():
+        assert w["database_name"] in databases
+        uri = superset.get(f"/api/v1/database/{databases[w['database_name']]['id']}/connection")["result"][
+            "sqlalchemy_uri"]
+        if wh == "greenplum":  # the URI from the settings, the password (sent at import) masked
+            assert uri == (f"postgresql+psycopg2://{stack.gp_reader_user}:XXXXXXXXXX@{stack.gp_host}:{stack.gp_port}/"
+                           f"{stack.gp_database}")
+        else:
+            assert uri.startswith("clickhousedb://")
+    datasets = superset.get("/api/v1/dataset/",
+                            q="(page_size:100,columns:!(table_name,schema,database.database_name))")["result"]
+    have = {(d["database"]["database_name"], d["schema"], d["table_name"]) for d in datasets}
+    for wh, w in WAREHOUSES.items():
+        schema = stack.gp_schema if wh == "greenplum" else stack.clickhouse_database
+        for table in DATASET_TABLES:
+            assert (w["database_name"], schema, table) in have
+
+
+def test_import_is_idempotent(superset, stack):
+    before = {c["uuid"]: c["id"] for c in superset.charts()}
+    S.import_bundle(stack)
+    after = {c["uuid"]: c["id"] for c in superset.charts()}
+    assert before == after  # overwritten in place: the same objects, nothing duplicated
+    assert sorted(d["slug"] for d in superset.dashboards() if d["slug"] in DASHBOARDS.values()) == sorted(
+        DASHBOARDS.values())
+
+
+def test_sql_lab_reads_both_warehouses(superset, stack):
+    """SQL Lab through each registered database (Greenplum as the read-only role — the URI above — ClickHouse
+    through the embedded engine); DML is refused by the database settings (allow_dml false)."""
+    from superset_exports.build import WAREHOUSES
+
+    ids = {d["database_name"]: d["id"] for d in superset.get("/api/v1/database/", q="(page_size:100)")["result"]}
+    for wh, w in WAREHOUSES.items():
+        schema = stack.gp_schema if wh == "greenplum" else stack.clickhouse_database
+        res = superset.post("/api/v1/sqllab/execute/", {
+            "database_id": ids[w["database_name"]], "sql": f"SELECT count(*) AS n FROM {schema}.channel_rating",
+            "runAsync": False, "schema": schema, "tab": "test"})
+        assert res["status"] == "success", res
+        assert res["data"][0]["n"] > 0, wh
+        with pytest.raises(S.StackError, match="(?i)dml|not allowed|read"):
+            superset.post("/api/v1/sqllab/execute/", {
+                "database_id": ids[w["database_name"]], "sql": f"DELETE FROM {schema}.channel_rating WHERE 1 = 0",
+                "runAsync": False, "schema": schema, "tab": "test"})
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# every chart's data, through its saved query context
+# ---------------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("warehouse", list(DASHBOARDS))
+def test_every_chart_returns_rows(superset, warehouse):
+    failures = {}
+    for chart in _charts_by_dashboard(superset)[warehouse]:
+        res = superset.chart_data(chart["id"])  # GET /api/v1/chart/<id>/data: the query context saved in the bundle
+        rows = [r.get("rowcount", 0) for r in res["result"]]
+        errors = [r["error"] for r in res["result"] if r.get("error")]
+        if errors or not any(rows):
+            failures[chart["slice_name"]] = errors or "no rows"
+    assert not failures, failures
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the dashboards in a browser
+# ---------------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def rendered(superset, browser, artifacts_dir) -> dict[str, S.DashboardRender]:
+    out = {}
+    for wh, slug in DASHBOARDS.items():
+        out[wh] = S.render_dashboard(slug, artifacts_dir / f"superset-{slug}.png", browser=browser)
+        print(f"{slug}: {len(out[wh].charts)} charts rendered in {out[wh].seconds:.1f}s -> {out[wh].screenshot}")
+    return out
+
+
+@pytest.mark.parametrize("warehouse", list(DASHBOARDS))
+def test_dashboard_renders_every_chart_without_error(rendered, superset, warehouse):
+    res = rendered[warehouse]
+    assert not res.problems, res.problems
+    charts = {c["id"] for c in superset.dashboard_charts(DASHBOARDS[warehouse])}
+    assert {c["chart_id"] for c in res.charts} == charts
+    assert all(c["drawn"] and not c["error"] for c in res.charts)
+    # every chart asked for its data and got rows (200, no error), as the browser saw it
+    answered = {d.get("slice_id") for d in res.data if d["status"] == 200 and any(d["rows"]) and not d["errors"]}
+    assert charts <= answered
+    assert res.screenshot is not None and res.screenshot.stat().st_size > 50_000
+
+
+@pytest.mark.parametrize("warehouse", list(DASHBOARDS))
+def test_saved_query_contexts_are_what_the_dashboard_sends(rendered, superset, warehouse):
+    """The query context saved with each chart (written by superset_exports/build.py) equals the one Superset's
+    frontend builds for the dashboard — so GET /chart/<id>/data answers exactly what the dashboard shows."""
+    import json
+
+    res = rendered[warehouse]
+    for chart in superset.dashboard_charts(DASHBOARDS[warehouse]):
+        saved = json.loads(superset.get(f"/api/v1/chart/{chart['id']}")["result"]["query_context"])
+        sent = res.query_contexts[chart["id"]]
+        assert saved["datasource"] == sent["datasource"], chart["slice_name"]
+        assert saved["queries"] == sent["queries"], chart["slice_name"]
+
+
+@pytest.mark.parametrize("warehouse", list(DASHBOARDS))
+def test_date_range_filter_acts_on_every_chart(superset, browser, chart_keys, artifacts_dir, warehouse):
+    empty = "2000-01-01 : 2000-01-02"  # no data: every chart but the big numbers comes back empty
+    res = S.render_dashboard(DASHBOARDS[warehouse], None, browser=browser,
+                             data_mask=S.filter_state({"NATIVE_FILTER-date_range": empty}))
+    charts = {c["id"] for c in superset.dashboard_charts(DASHBOARDS[warehouse])}
+    assert set(res.query_contexts) == charts
+    for cid, qc in res.query_contexts.items():
+        assert qc["queries"][0]["time_range"] == empty, chart_keys[cid]
+    for d in res.data:
+        if d.get("slice_id") in charts and d["viz_type"] != "big_number_total":
+            assert d["status"] == 200 and not d["errors"] and not any(d["rows"]), d
+    errors = [c for c in res.charts if c["error"]]
+    assert not errors, errors
+
+    seed = f"{SEED_DAY} : 2023-09-24"
+    res = S.render_dashboard(DASHBOARDS[warehouse], artifacts_dir / f"superset-{DASHBOARDS[warehouse]}-{SEED_DAY}.png",
+                             browser=browser, data_mask=S.filter_state({"NATIVE_FILTER-date_range": seed}))
+    assert not res.problems, res.problems
+    assert all(qc["queries"][0]["time_range"] == seed for qc in res.query_contexts.values())
+
+
+@pytest.mark.parametrize("warehouse", list(DASHBOARDS))
+def test_channel_filter_acts_on_the_channel_charts(superset, browser, chart_keys, artifacts_dir, warehouse):
+    from superset_exports.build import CHARTS
+
+    applies = {c[0]: c[4] for c in CHARTS}
+    top = superset.chart_data(next(c["id"] for c in superset.dashboard_charts(DASHBOARDS[warehouse])
+                                   if chart_keys[c["id"]][1] == "channel_rating"))["result"][0]["data"][0]
+    channel = top["channel_name"]
+    res = S.render_dashboard(DASHBOARDS[warehouse], artifacts_dir / f"superset-{DASHBOARDS[warehouse]}-channel.png",
+                             browser=browser, data_mask=S.filter_state({"NATIVE_FILTER-channel": [channel]}))
+    assert not res.problems, res.problems
+    rows = {d["slice_id"]: d["rows"][0] for d in res.data if d.get("slice_id")}
+    in_scope = set()
+    for cid, qc in res.query_contexts.items():
+        key = chart_keys[cid][1]
+        has = {"col": "channel_name", "op": "IN", "val": [channel]} in qc["queries"][0]["filters"]
+        assert has == applies[key], key
+        if has:
+            in_scope.add(key)
+    assert in_scope == {k for k, v in applies.items() if v}
+    by_key = {chart_keys[cid][1]: n for cid, n in rows.items()}
+    assert by_key["channel_rating"] == by_key["top20"] == by_key["outsiders20"] == by_key["top10_pie"] == 1
+    assert by_key["hourly_activity"] == 24  # out of scope: unchanged
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the embedded ClickHouse: one process at a time
+# ---------------------------------------------------------------------------------------------------------------------
+def test_superset_releases_the_embedded_clickhouse_and_waits_for_a_load(superset, stack):
+    import threading
+
+    from tv_platform.stack.clickhouse import chdb_locked_by_other, chdb_path, clickhouse_client, is_chdb
+
+    if not is_chdb(stack.clickhouse_url):
+        pytest.skip("ClickHouse is a server here")
+    chart = next(c for c in superset.dashboard_charts(DASHBOARDS["clickhouse"]) if c["slice_name"] == "Channel rating")
+    assert superset.chart_data(chart["id"])["result"][0]["rowcount"] > 0
+    assert not chdb_locked_by_other(chdb_path(stack.clickhouse_url))  # Superset let go after its query
+    with clickhouse_client(stack, timeout=10) as client:  # a "load" takes the engine (within 10 s, or this fails)
+        client.command("SELECT 1")
+        result: dict = {}
+
+        def query():
+            t0 = time.monotonic()
+            result["rows"] = superset.chart_data(chart["id"])["result"][0]["rowcount"]
+            result["seconds"] = time.monotonic() - t0
+
+        thread = threading.Thread(target=query)
+        thread.start()
+        time.sleep(2.0)  # meanwhile Superset's query waits for the engine
+        assert thread.is_alive()
+    thread.join(timeout=60)
+    assert result["rows"] > 0 and result["seconds"] >= 1.5, result
