@@ -47,6 +47,7 @@ import pyarrow.compute as pc
 
 from tv_platform.engines.greenplum import (
     ARROW_TYPES,
+    columns_to_add,
     Column,
     TableSpec,
     WarehouseError,
@@ -218,34 +219,14 @@ class ClickHouseIOManager(dg.ConfigurableIOManager):
             return [f"created table {self.database}.{spec.name}"]
         table = f"{self.database}.{spec.name}"
         self._check_keys(client, spec, columns)
-        declared = {c.name: c for c in columns}
-        stale = [n for n in existing if n not in declared]
-        if stale:
-            raise WarehouseError(
-                f"table {table} has column(s) {stale} that the asset no longer declares: declare them again, or drop "
-                f"them (ALTER TABLE {table} DROP COLUMN ...) before loading"
-            )
-        for name, typ in existing.items():
-            if typ != declared[name].type:
-                raise WarehouseError(
-                    f"column {name!r} of {table} is {typ} but the asset declares {declared[name].type}: migrate the "
-                    f"table (ALTER TABLE {table} MODIFY COLUMN {name} {declared[name].type}) or fix the declaration"
-                )
         actions = []
-        for col in columns:
-            if col.name in existing:
-                continue
-            if not self.allow_add_columns:
-                raise WarehouseError(
-                    f"table {table} lacks the declared column {col.name!r} ({col.type}) and adding columns is switched "
-                    f"off (allow_add_columns=False): ALTER TABLE {table} ADD COLUMN {col.name} {col.type}"
-                )
-            if not col.nullable:
-                raise WarehouseError(
-                    f"table {table} lacks the declared column {col.name!r} ({col.type}): a non-Nullable column cannot "
-                    "be added to a table whose earlier rows have no value for it (they would read 0 or '') — declare "
-                    "it Nullable(...), or migrate the table first"
-                )
+        for col in columns_to_add(
+            table, existing, columns, self.allow_add_columns,
+            retype_sql="ALTER TABLE {table} MODIFY COLUMN {name} {type}",
+            required_label="",
+            required_hint="a non-Nullable column cannot be added to a table whose earlier rows have no value for it "
+                          "(they would read 0 or '') — declare it Nullable(...), or migrate the table first",
+        ):
             client.command(f"ALTER TABLE {self._table(spec.name)} ADD COLUMN IF NOT EXISTS {_bq(col.name)} {col.type}")
             actions.append(f"added column {col.name} {col.type}")
         return actions

@@ -288,6 +288,42 @@ _PG_VARCHAR = re.compile(r"^(?:varchar|character varying)\((\d{1,5})\)$")
 DIALECTS = ("postgres", "greenplum")
 
 
+def columns_to_add(table: str, existing_types: dict[str, str], columns: Sequence[Column], allow_add: bool,
+                   retype_sql: str, required_label: str, required_hint: str) -> list[Column]:
+    """The schema-evolution policy both warehouses share: the declared columns a table lacks and may gain.
+
+    Refused with a message naming the column and the migration: a table column no longer declared, a column whose
+    type differs from the declaration (``retype_sql`` is the dialect's statement, formatted with table/name/type), a
+    missing column when ``allow_add`` is off, and a missing required column (``required_label``/``required_hint``
+    word it per dialect: NOT NULL here, non-Nullable in ClickHouse) — earlier rows would have no value for it."""
+    declared = {c.name: c for c in columns}
+    stale = [name for name in existing_types if name not in declared]
+    if stale:
+        raise WarehouseError(
+            f"table {table} has column(s) {stale} that the asset no longer declares: declare them again, or drop "
+            f"them (ALTER TABLE {table} DROP COLUMN ...) before loading"
+        )
+    for name, typ in existing_types.items():
+        if typ != declared[name].type:
+            fix = retype_sql.format(table=table, name=name, type=declared[name].type)
+            raise WarehouseError(
+                f"column {name!r} of {table} is {typ} but the asset declares {declared[name].type}: migrate the "
+                f"table ({fix}) or fix the declaration"
+            )
+    missing = [c for c in columns if c.name not in existing_types]
+    for col in missing:
+        if not allow_add:
+            raise WarehouseError(
+                f"table {table} lacks the declared column {col.name!r} ({col.type}) and adding columns is switched "
+                f"off (allow_add_columns=False): ALTER TABLE {table} ADD COLUMN {col.name} {col.type}"
+            )
+        if not col.nullable:
+            raise WarehouseError(
+                f"table {table} lacks the declared column {col.name!r} ({col.type}{required_label}): {required_hint}"
+            )
+    return missing
+
+
 def parse_pg_type(name: str, declared: str) -> Column:
     """A declared PostgreSQL/Greenplum column type from the allow-list, optionally followed by ``not null``."""
     text = " ".join(str(declared).lower().split())
@@ -537,35 +573,15 @@ class GreenplumIOManager(dg.ConfigurableIOManager):
             "WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
             (self._qualified(spec),),
         )
-        existing = {name: (typ, notnull) for name, typ, notnull in cur.fetchall()}
-        declared = {c.name: c for c in columns}
-        stale = [name for name in existing if name not in declared]
-        if stale:
-            raise WarehouseError(
-                f"table {table} has column(s) {stale} that the asset no longer declares: declare them again, or drop "
-                f"them (ALTER TABLE {table} DROP COLUMN ...) before loading"
-            )
-        for name, (typ, _) in existing.items():
-            if typ != declared[name].type:
-                raise WarehouseError(
-                    f"column {name!r} of {table} is {typ} but the asset declares {declared[name].type}: migrate the "
-                    f"table (ALTER TABLE {table} ALTER COLUMN {name} TYPE {declared[name].type}) or fix the declaration"
-                )
+        existing = {name: typ for name, typ, _notnull in cur.fetchall()}
         actions = []
-        for col in columns:
-            if col.name in existing:
-                continue
-            if not self.allow_add_columns:
-                raise WarehouseError(
-                    f"table {table} lacks the declared column {col.name!r} ({col.type}) and adding columns is switched "
-                    f"off (allow_add_columns=False): ALTER TABLE {table} ADD COLUMN {col.name} {col.type}"
-                )
-            if not col.nullable:
-                raise WarehouseError(
-                    f"table {table} lacks the declared column {col.name!r} ({col.type} NOT NULL): a NOT NULL column "
-                    "cannot be added to a table whose earlier rows have no value for it — declare it nullable, or "
-                    "migrate the table (add it with a default) first"
-                )
+        for col in columns_to_add(
+            table, existing, columns, self.allow_add_columns,
+            retype_sql="ALTER TABLE {table} ALTER COLUMN {name} TYPE {type}",
+            required_label=" NOT NULL",
+            required_hint="a NOT NULL column cannot be added to a table whose earlier rows have no value for it — "
+                          "declare it nullable, or migrate the table (add it with a default) first",
+        ):
             cur.execute(f"ALTER TABLE {self._qualified(spec)} ADD COLUMN IF NOT EXISTS {_q(col.name)} {col.type}")
             actions.append(f"added column {col.name} {col.type}")
         return actions
