@@ -1,0 +1,178 @@
+"""The Dagster UI, as a user opens it: ``dagster dev`` on the PostgreSQL-backed instance serves the asset graph (GraphQL
+and the rendered pages in headless Chromium) and shows a materialized partition of ``tv_dataset``.
+
+The partition is written to a lake root of this module only (the platform's lake is left alone); the run is recorded
+in the platform's instance (DAGSTER_HOME), which is what the UI reads."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+import uuid
+
+import pytest
+import requests
+
+pytestmark = pytest.mark.services
+
+DAY = "2023-09-16"
+LINEAGE = ["kafka/tv_events", "tv_stream_snapshot", "hive_tv_stream", "viewing_sessions", "daily_viewing"]
+MARTS = ["clickhouse/daily_viewing", "greenplum/daily_viewing"]
+
+
+def _free_port() -> int:
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port != 3000:
+            return port
+
+
+@pytest.fixture(scope="module")
+def dagster_ui(stack, lake):
+    """``dagster dev`` on a free port, with one partition of tv_dataset materialized in its instance."""
+    import dagster as dg
+
+    from tv_platform.cli import dagster_env
+    from tv_platform.demo import start_dagster
+    from tv_platform.engines.hdfs import HdfsCsvIOManager
+    from tv_platform.resources import hdfs_io_manager
+
+    port = _free_port()
+    root = f"/tests/dagster_ui_{uuid.uuid4().hex[:8]}"
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in dagster_env().items():
+            if os.environ.get(key) != value:
+                mp.setenv(key, value)
+        proc = start_dagster(port)
+        try:
+            from tv_platform.assets import ingest
+
+            io = HdfsCsvIOManager(**{**hdfs_io_manager(stack).model_dump(), "lake_root": root})
+            with dg.DagsterInstance.get() as instance:
+                result = dg.materialize([ingest.tv_dataset], partition_key=DAY, instance=instance,
+                                        resources={"hdfs_io_manager": io},
+                                        run_config={"ops": {"tv_dataset": {"config": {"users": 500}}}},
+                                        tags={"tv_platform/launched_by": "test_dagster_ui"})
+            assert result.success
+            yield f"http://127.0.0.1:{port}", root
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(timeout=30)
+            lake.delete(root)
+
+
+def _graphql(url: str, query: str, variables: dict | None = None) -> dict:
+    r = requests.post(f"{url}/graphql", json={"query": query, "variables": variables or {}}, timeout=60)
+    r.raise_for_status()
+    body = r.json()
+    assert not body.get("errors"), body["errors"]
+    return body["data"]
+
+
+def test_graphql_lists_the_asset_lineage_from_kafka_to_the_marts(dagster_ui):
+    url, _ = dagster_ui
+    data = _graphql(url, "{ assetNodes { assetKey { path } dependencyKeys { path } } }")
+    parents = {"/".join(n["assetKey"]["path"]): {"/".join(d["path"]) for d in n["dependencyKeys"]}
+               for n in data["assetNodes"]}
+    for name in [*LINEAGE, *MARTS, "tv_dataset", "hive_tv_dataset"]:
+        assert name in parents, f"{name} is not an asset node of the UI"
+    for parent, child in zip(LINEAGE, LINEAGE[1:]):
+        assert parent in parents[child], f"{child} does not depend on {parent}: {sorted(parents[child])}"
+    for mart in MARTS:
+        assert "daily_viewing" in parents[mart], f"{mart} does not depend on daily_viewing: {sorted(parents[mart])}"
+
+
+def test_graphql_knows_the_materialized_partition(dagster_ui):
+    url, _ = dagster_ui
+    data = _graphql(url, """
+        query ($key: AssetKeyInput!, $pk: String!) {
+          assetNodeOrError(assetKey: $key) {
+            ... on AssetNode { assetMaterializations(partitions: [$pk]) { partition runId } }
+          }
+        }""", {"key": {"path": ["tv_dataset"]}, "pk": DAY})
+    assert DAY in {m["partition"] for m in data["assetNodeOrError"]["assetMaterializations"]}
+
+
+def _wait_for_text(page, texts: list[str], timeout: float = 90) -> str:
+    """Poll the page's visible text until it contains every one of ``texts``; returns the text."""
+    deadline = time.monotonic() + timeout
+    body = ""
+    while time.monotonic() < deadline:
+        body = page.evaluate("document.body ? document.body.innerText : ''") or ""
+        if all(t in body for t in texts):
+            return body
+        time.sleep(1)
+    missing = [t for t in texts if t not in body]
+    raise AssertionError(f"the page never showed {missing} within {timeout:.0f} s; it shows:\n{body[:2000]}")
+
+
+def _dismiss_newsletter(page, seconds: float = 8) -> None:
+    """Close Dagster's "Join the Dagster community" dialog (shown once per browser profile) if it comes up."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        clicked = page.evaluate("""(() => {
+            const b = [...document.querySelectorAll('button')].find(b => b.innerText.trim() === 'Skip');
+            if (b) { b.click(); return true; } return false; })()""")
+        if clicked:
+            time.sleep(1)
+            return
+        time.sleep(1)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from tv_platform.engines.superset import Chromium
+
+    with Chromium() as b:
+        yield b
+
+
+def _render(browser, url: str, texts: list[str], shot) -> str:
+    page = browser.new_page(width=1800, height=1100)
+    try:
+        page.navigate(url)
+        body = _wait_for_text(page, texts)
+        _dismiss_newsletter(page)
+        body = _wait_for_text(page, texts)
+        time.sleep(2)  # let the graph's layout settle before the picture
+        page.screenshot(shot, full_page=False)
+        assert shot.stat().st_size > 10_000
+        return body
+    finally:
+        try:
+            browser.send("Target.closeTarget", {"targetId": page.target_id}, timeout=10)
+        except Exception:  # noqa: BLE001 - closing a tab is best effort
+            pass
+
+
+def test_ui_renders_the_global_asset_lineage(dagster_ui, browser, artifacts_dir):
+    url, _ = dagster_ui
+    # the global lineage starts with the asset groups collapsed: every group of the platform is drawn
+    _render(browser, f"{url}/asset-groups",
+            ["Global asset lineage", "ingest", "lake", "programmes", "marts", "analytics"],
+            artifacts_dir / "dagster_asset_graph.png")
+
+
+def test_ui_renders_the_lineage_around_viewing_sessions(dagster_ui, browser, artifacts_dir):
+    url, _ = dagster_ui
+    _render(browser, f"{url}/assets/viewing_sessions?view=lineage",
+            ["hive_tv_dataset", "hive_tv_stream", "viewing_sessions", "daily_viewing"],
+            artifacts_dir / "dagster_viewing_sessions_lineage.png")
+
+
+def test_ui_shows_the_materialized_partition_of_tv_dataset(dagster_ui, browser, artifacts_dir):
+    url, root = dagster_ui
+    # the selected partition's latest materialization is the one of this module (its lake path names the root)
+    _render(browser, f"{url}/assets/tv_dataset?view=partitions&partition={DAY}",
+            ["tv_dataset", DAY, "Latest materialization", f"{root}/raw/tv_dataset/dt={DAY}"],
+            artifacts_dir / "dagster_tv_dataset_partitions.png")
