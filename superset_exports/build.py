@@ -56,7 +56,7 @@ WAREHOUSES: dict[str, dict[str, Any]] = {
         "title": "TV viewing — ClickHouse",
         "slug": "tv-clickhouse",
         # the embedded engine (chDB) through clickhouse-connect's SQLAlchemy dialect; replaced from TVP_CLICKHOUSE_URL
-        "sqlalchemy_uri": "clickhousedb:///tv_marts?interface=chdb&path=/root/.tv_platform/clickhouse",
+        "sqlalchemy_uri": "clickhousedb:///tv_marts?interface=chdb&path=<TVP_STATE_DIR>/clickhouse",
         "schema": "tv_marts",
         "engine": "ClickHouse (embedded chDB locally)",
     },
