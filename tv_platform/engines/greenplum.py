@@ -532,6 +532,10 @@ class GreenplumIOManager(dg.ConfigurableIOManager):
         schema = check_identifier(self.schema_name, "schema")
         actions: list[str] = []
         with conn.cursor() as cur:
+            # one preparer per schema at a time (until this short transaction commits): two loaders creating,
+            # altering or granting at once — on one table, or GRANT USAGE on the schema — would fail with
+            # "tuple concurrently updated" in the catalog
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"ddl:{self.database}.{schema}",))
             cur.execute("SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = %s", (schema,))
             row = cur.fetchone()
             if row is None:
