@@ -118,13 +118,20 @@ def run_demo(args) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        if ui.poll() is None:
-            os.killpg(ui.pid, signal.SIGTERM)
-            try:
-                ui.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(ui.pid, signal.SIGKILL)
+        stop_dagster(ui)
     return 0
+
+
+def stop_dagster(proc: subprocess.Popen, timeout: float = 60) -> None:
+    """Stop a `dagster dev` started by :func:`start_dagster` (its whole process group: webserver, daemon, runs)."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
 
 
 def wait_for_landing(lake, days: set[str], session_ids: set[str], expected: int, timeout: float) -> int:

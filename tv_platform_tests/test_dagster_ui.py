@@ -7,9 +7,7 @@ in the platform's instance (DAGSTER_HOME), which is what the UI reads."""
 from __future__ import annotations
 
 import os
-import signal
 import socket
-import subprocess
 import time
 import uuid
 
@@ -38,7 +36,7 @@ def dagster_ui(stack, lake):
     import dagster as dg
 
     from tv_platform.cli import dagster_env
-    from tv_platform.demo import start_dagster
+    from tv_platform.demo import start_dagster, stop_dagster
     from tv_platform.engines.hdfs import HdfsCsvIOManager
     from tv_platform.resources import hdfs_io_manager
 
@@ -61,13 +59,7 @@ def dagster_ui(stack, lake):
             assert result.success
             yield f"http://127.0.0.1:{port}", root
         finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(timeout=30)
+            stop_dagster(proc)
             lake.delete(root)
 
 
