@@ -3,7 +3,8 @@
     ingest      reference data + simulator + Kafka topic ─► raw CSV in HDFS          (sensor: kafka_events_sensor)
     lake        Hive tables over the raw data ─► viewing sessions ─► daily aggregates (Spark Connect + Hive metastore)
     programmes  programme guide (synthetic or XMLTV) ─► viewing split by programme ─► show / series popularity
-    marts       aggregates ─► Greenplum (PostgreSQL locally) and ClickHouse (chdb locally), checked against the lake
+    marts       aggregates ─► Greenplum (PostgreSQL locally) and ClickHouse (chdb locally), checked against the lake;
+                the forecast against the actuals likewise (unpartitioned)
     analytics   leaders and outsiders, retention, segments, audience measures, a 7-day forecast (charts in the UI)
     operation   a nightly schedule for yesterday, automation that follows the live stream, backfills from the CLI
 
@@ -24,8 +25,10 @@ defs = dg.Definitions(
         *follows_stream(programmes.assets),
         *follows_stream(fresh_marts([*marts.assets, *programmes.mart_assets])),
         *analytics.assets,
+        *marts.forecast_assets,  # the forecast against the actuals, replaced whole (group analytics, unpartitioned)
     ],
-    asset_checks=[*ingest.checks, *lake.checks, *programmes.checks, *marts.checks, *programmes.mart_checks],
+    asset_checks=[*ingest.checks, *lake.checks, *programmes.checks, *marts.checks, *programmes.mart_checks,
+                  *marts.forecast_checks],
     jobs=[*sensors.jobs, *schedules.jobs],
     schedules=[*schedules.schedules],
     sensors=[*sensors.sensors, *schedules.sensors],

@@ -129,6 +129,28 @@ def test_monthly_partitions_replace_only_the_day(io):
         DAY1: 10, DAY2: 40}
 
 
+def test_unpartitioned_asset_is_replaced_whole(io):
+    """An unpartitioned Dagster asset (no partition_column): every materialization swaps the table whole (EXCHANGE
+    TABLES), so a smaller second frame leaves nothing of the first."""
+    meta = {k: v for k, v in CH_CHANNEL_DAILY.items() if k not in ("partition_column", "partition_by")}
+    frames = [channel_daily_frame(DAY1, seed=1), channel_daily_frame(DAY2, seed=2).iloc[:7]]
+    calls = iter(frames)
+
+    @dg.asset(key=["clickhouse", meta["table"]], io_manager_key="clickhouse_io_manager", metadata=meta)
+    def whole():
+        return next(calls)
+
+    first = dg.materialize([whole], resources={"clickhouse_io_manager": io})
+    assert output_meta(first, "channel_daily")["rows"] == 40
+    second = dg.materialize([whole], resources={"clickhouse_io_manager": io})
+    out = output_meta(second, "channel_daily")
+    assert out["rows"] == 7 and out["swap"] == "EXCHANGE TABLES" and "partitions" not in out
+    spec = TableSpec.from_metadata(None, meta)
+    back = io.read_frame(spec, None)
+    assert_same_rows(back, frames[1], ["channel_id"])
+    assert io.partition_stats(spec, None)["sums"]["hours"] == pytest.approx(frames[1]["hours"].sum(), rel=1e-12)
+
+
 def test_load_input_and_unpartitioned_swap(io):
     frames = {d: channel_daily_frame(d, seed=8) for d in (DAY1, DAY2)}
     upstream = mart_asset(CH_CHANNEL_DAILY, lambda d: frames[d])

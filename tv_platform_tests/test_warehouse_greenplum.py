@@ -135,6 +135,30 @@ def test_load_input_reads_the_partition_back(stack, schema, unique):
     assert str(seen["frame"]["dt"].dtype) == "datetime64[s]" and seen["frame"]["channel_id"].dtype == "int32"
 
 
+def test_unpartitioned_asset_is_replaced_whole(stack, schema, unique):
+    """An unpartitioned asset (no partition_column, no partitions): every materialization replaces the table whole —
+    DELETE of every row and COPY in one transaction — so a smaller second frame leaves nothing of the first."""
+    io = make_io(stack, schema, unique)
+    meta = {k: v for k, v in GP_CHANNEL_DAILY.items() if k != "partition_column"}
+    frames = [channel_daily_frame(DAY1, seed=1), channel_daily_frame(DAY2, seed=2).iloc[:7]]
+    calls = iter(frames)
+
+    @dg.asset(key=["greenplum", meta["table"]], io_manager_key="greenplum_io_manager", metadata=meta)
+    def whole():
+        return next(calls)
+
+    first = dg.materialize([whole], resources={"greenplum_io_manager": io})
+    assert output_meta(first, "channel_daily")["rows"] == 40 and "partitions" not in output_meta(first, "channel_daily")
+    second = dg.materialize([whole], resources={"greenplum_io_manager": io})
+    out = output_meta(second, "channel_daily")
+    assert out["rows"] == 7 and out["deleted_rows"] == 40
+    assert query(stack, f'SELECT dt::text, count(*), sum(hours) FROM "{schema}".channel_daily GROUP BY dt',
+                 role="reader") == [(DAY2, 7, pytest.approx(frames[1]["hours"].sum(), rel=1e-12))]
+    spec = TableSpec.from_metadata(None, meta)
+    assert_same_rows(io.read_frame(spec, None), frames[1], ["channel_id"])
+    assert io.partition_stats(spec, None)["rows"] == 7
+
+
 def test_reader_role_reads_but_cannot_write(stack, schema, unique):
     materialize(mart_asset(GP_CHANNEL_DAILY, channel_daily_frame), make_io(stack, schema, unique), DAY1)
     assert query(stack, f'SELECT count(*) FROM "{schema}".channel_daily', role="reader") == [(40,)]

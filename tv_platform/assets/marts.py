@@ -9,6 +9,7 @@ lake.
     channel_weekday_hour             ──►  greenplum/channel_weekday_hour     clickhouse/channel_weekday_hour
     duration_histogram               ──►  greenplum/duration_histogram       clickhouse/duration_histogram
     user_activity                    ──►  greenplum/user_activity            clickhouse/user_activity
+    forecast_daily (viewing_forecast) ─► greenplum/forecast_daily           clickhouse/forecast_daily   (unpartitioned)
 
 Each mart is a daily-partitioned asset whose input is the lake asset's partition (a Spark DataFrame from the
 ``hive_io_manager``); it selects the declared columns in Spark, converts them with ``toPandas()`` (Arrow) and returns
@@ -19,6 +20,11 @@ has the tables.
 Each mart has the asset check ``agrees_with_lake`` per partition: the warehouse's row count and the sums of the mart's
 measures (its "views" and "hours" columns) equal those of the lake table's partition, recounted through Spark (the
 ``hive_io_manager``'s catalog — the one resource of the lake the marts need besides their own IO managers).
+
+``forecast_daily`` (the analytics' forecast against the actuals, ``FORECAST``) is the one unpartitioned mart: its
+assets read the Hive table through the ``hive`` resource, each materialization replaces the warehouse table whole, and
+its check ``agrees_with_hive`` compares the row count and Σ hours with the Hive table. They belong to the group
+``analytics`` (they run in the analytics job, after the forecast), not to the daily ``marts``.
 """
 
 import math
@@ -69,6 +75,7 @@ class Mart:
     order_by: tuple[str, ...]  # ClickHouse sorting key
     partition_by: str = "month"  # ClickHouse partitions: daily aggregates are small -> months
     description: str = ""
+    partition_column: str | None = "dt"  # None: an unpartitioned table, replaced whole by every materialization
 
     def metadata(self, warehouse: str) -> dict[str, Any]:
         which = 0 if warehouse == "greenplum" else 1
@@ -76,12 +83,13 @@ class Mart:
         meta: dict[str, Any] = {
             "table": self.source if self.source != "viewing_sessions" else "sessions",
             "columns": columns,
-            "partition_column": "dt",
             "sum_columns": list(self.sums),
             "lake_table": self.source,
             "dagster/column_schema": dg.TableSchema(
                 columns=[dg.TableColumn(name, typ) for name, typ in columns.items()]),
         }
+        if self.partition_column:
+            meta["partition_column"] = self.partition_column
         if warehouse == "greenplum":
             meta["distributed_by"] = list(self.distributed_by)
         else:
@@ -291,3 +299,97 @@ def build(declarations: dict[str, Mart]) -> tuple[list, list]:
 
 
 assets, checks = build(MARTS)
+
+
+# ---- the forecast against the actuals ----------------------------------------------------------------------------------
+FORECAST = Mart(
+    source="forecast_daily",
+    columns={"day": DT, "series": TEXT, "kind": LABEL, "model": LABEL, "hours": FLOAT},
+    sums=("hours",),
+    distributed_by=("series",),
+    order_by=("series", "kind", "model", "day"),
+    partition_column=None,
+    description="The viewing forecast against the actuals (the analytics' `viewing_forecast`): per day and series "
+                "('total', 'channel:<name>', 'hour:HH') the actual hours, each model's backtest over the held-out week "
+                "and its forecast of the next days",
+)
+"""``forecast_daily``: not partitioned (the forecast asset rewrites its Hive table whole), so each materialization
+replaces the warehouse table whole too — ``DELETE`` + ``COPY`` in one transaction in Greenplum, ``EXCHANGE TABLES`` in
+ClickHouse."""
+
+FORECAST_GROUP = "analytics"
+"""The forecast's marts run with the analytics (the ``analytics`` job, after ``viewing_forecast``), not with the daily
+partitions of the ``marts`` group (a daily job cannot hold unpartitioned assets)."""
+
+
+def hive_forecast_stats(catalog, table: str = FORECAST.source) -> dict[str, Any]:
+    """Rows and Σ hours of the Hive table (0 when it does not exist), after REFRESH."""
+    if not catalog.table_exists(table):
+        return {"rows": 0, "sums": {c: 0.0 for c in FORECAST.sums}, "table_exists": False}
+    catalog.refresh(table)
+    stats = catalog.stats(table, None, list(FORECAST.sums))
+    return {"rows": int(stats["rows"]), "sums": {c: float(stats[f"sum_{c}"]) for c in FORECAST.sums},
+            "table_exists": True}
+
+
+def _forecast_asset(warehouse: str) -> dg.AssetsDefinition:
+    where = "Greenplum (PostgreSQL locally)" if warehouse == "greenplum" else "ClickHouse (chDB locally)"
+
+    @dg.asset(
+        key=mart_key(warehouse, FORECAST.source),
+        group_name=FORECAST_GROUP,
+        kinds=KINDS[warehouse],
+        io_manager_key=IO_MANAGER_KEYS[warehouse],
+        deps=[dg.AssetKey("viewing_forecast")],
+        metadata=FORECAST.metadata(warehouse),
+        required_resource_keys={"hive"},
+        pool=POOLS[warehouse],
+        description=f"{FORECAST.description} — in {where}, for dashboards. Unpartitioned: a materialization replaces "
+                    "the table whole, atomically.",
+    )
+    def _asset(context: dg.AssetExecutionContext) -> pd.DataFrame:
+        cat = context.resources.hive.catalog()
+        if not cat.table_exists(FORECAST.source):
+            raise dg.Failure(f"{cat.database}.{FORECAST.source} does not exist: materialize `viewing_forecast` first")
+        frame = cat.read(FORECAST.source).select(*FORECAST.columns).toPandas()
+        context.log.info(f"{FORECAST.source}: {len(frame)} rows -> {warehouse}")
+        return frame
+
+    return _asset
+
+
+def check_forecast(warehouse_io, catalog, warehouse: str) -> dg.AssetCheckResult:
+    """The warehouse's ``forecast_daily`` against the Hive table: same row count, same Σ hours."""
+    spec = TableSpec.from_metadata(mart_key(warehouse, FORECAST.source), FORECAST.metadata(warehouse))
+    in_warehouse = warehouse_io.partition_stats(spec, None)
+    in_hive = hive_forecast_stats(catalog)
+    ok, meta = compare(in_warehouse, in_hive)
+    ok = ok and in_hive["table_exists"] and in_warehouse["table_exists"]
+    if not in_hive["table_exists"]:
+        meta["note"] = f"the Hive table {FORECAST.source} does not exist"
+    if not in_warehouse["table_exists"]:
+        meta["note"] = f"the {warehouse} table {spec.name} does not exist"
+    return dg.AssetCheckResult(asset_key=mart_key(warehouse, FORECAST.source), check_name="agrees_with_hive",
+                               passed=ok, metadata=meta)
+
+
+def _forecast_check(warehouse: str) -> dg.AssetChecksDefinition:
+    io_key = IO_MANAGER_KEYS[warehouse]
+
+    @dg.asset_check(
+        asset=mart_key(warehouse, FORECAST.source),
+        name="agrees_with_hive",
+        additional_deps=[dg.AssetKey("viewing_forecast")],
+        required_resource_keys={io_key, "hive"},
+        pool=POOLS[warehouse],
+        description=f"The {warehouse} table has the Hive table {FORECAST.source}'s row count and Σ hours (recounted "
+                    "through Spark).",
+    )
+    def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        return check_forecast(getattr(context.resources, io_key), context.resources.hive.catalog(), warehouse)
+
+    return _check
+
+
+forecast_assets = [_forecast_asset(w) for w in WAREHOUSES]
+forecast_checks = [_forecast_check(w) for w in WAREHOUSES]
