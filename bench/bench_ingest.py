@@ -1,34 +1,58 @@
 """Benchmark: producer events/s into the local Kafka, and sensor-to-HDFS landing events/s.
 
-    python bench/bench_ingest.py [--events 200000] [--users 100000]
+    python bench/bench_ingest.py [--events 200000] [--users 100000] [--workers N] [--runners 2]
 
 Needs the local stack (`tv-platform stack up`). Uses a fresh topic per run; results go to stdout — copy them into
 docs/benchmarks.md with the date.
+
+* producer: ``publish_frame`` (JSON built column-wise, murmur2 partitions computed up front, one producer process
+  per core), ``acks=all``;
+* landing: one sensor tick (it reads every new message once to cut the offset ranges by event date), then the
+  landing runs it requests — first one after the other in this process, then again (a re-run: the same files are
+  rewritten) with ``--runners`` runs at a time in separate processes, as the Dagster daemon launches them.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
 import time
 import uuid
+from concurrent.futures import ProcessPoolExecutor
 from datetime import date
 
 import dagster as dg
+
+
+def _land(args) -> int:
+    """One landing run (in a worker process): the number of events it landed."""
+    from tv_platform.assets import ingest
+    from tv_platform.resources import kafka_resource, lake_resource
+    from tv_platform.settings import get_settings
+
+    topic, partition_key, run_config = args
+    kafka, lake = kafka_resource(get_settings()).with_topic(topic), lake_resource(get_settings())
+    res = dg.materialize([ingest.tv_stream_snapshot], partition_key=partition_key, run_config=run_config,
+                         resources={"kafka": kafka, "lake": lake}, instance=dg.DagsterInstance.ephemeral(),
+                         raise_on_error=True)
+    return res.asset_materializations_for_node("tv_stream_snapshot")[0].metadata["events_landed"].value
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--users", type=int, default=100_000)
-    ap.add_argument("--partitions", type=int, default=3)
+    ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--workers", type=int, default=None, help="producer processes (default: one per core)")
+    ap.add_argument("--runners", type=int, default=2, help="landing runs at a time for the parallel measurement")
     args = ap.parse_args()
 
     from tv_platform.assets import ingest
-    from tv_platform.engines.kafka import publish
+    from tv_platform.engines.kafka import publish_frame
     from tv_platform.resources import hdfs_io_manager, kafka_resource, lake_resource
     from tv_platform.sensors import kafka_events_sensor
     from tv_platform.settings import get_settings
-    from tv_platform.simulator.live import live_events
+    from tv_platform.simulator.live import live_frame
     from tv_platform.simulator.model import SimulationParams
 
     settings = get_settings()
@@ -38,25 +62,41 @@ def main() -> None:
     dg.materialize([ingest.channels, ingest.users], resources={"hdfs_io_manager": hdfs_io_manager(settings)},
                    run_config={"ops": {"users": {"config": {"users": args.users}}}})
 
-    events = list(live_events(date(2023, 10, 10), SimulationParams(users=args.users), count=args.events))
+    # a busy evening's worth of events: the day repeats until there are enough (new session ids each time)
+    frames, seed = [], 0
+    while sum(len(f) for f in frames) < args.events:
+        frames.append(live_frame(date(2023, 10, 10), SimulationParams(users=args.users, seed=seed)))
+        seed += 1
+    import pandas as pd
+
+    events = pd.concat(frames, ignore_index=True).sort_values("timer", kind="stable").iloc[:args.events]
     t0 = time.monotonic()
-    sent = publish(kafka, events, total=len(events))
+    sent = publish_frame(kafka, events, workers=args.workers)
     produce_s = time.monotonic() - t0
 
     t0 = time.monotonic()
     instance = dg.DagsterInstance.ephemeral()
     result = kafka_events_sensor(dg.build_sensor_context(instance=instance, resources={"kafka": kafka}))
     tick_s = time.monotonic() - t0
-    landed = 0
-    for rr in result.run_requests:
-        res = dg.materialize([ingest.tv_stream_snapshot], partition_key=rr.partition_key, run_config=rr.run_config,
-                             resources={"kafka": kafka, "lake": lake}, instance=instance)
-        landed += res.asset_materializations_for_node("tv_stream_snapshot")[0].metadata["events_landed"].value
-    land_s = time.monotonic() - t0
+    jobs = [(kafka.topic, rr.partition_key, rr.run_config) for rr in result.run_requests]
 
-    print(f"\nproducer: {sent:,} events in {produce_s:.1f} s = {sent / produce_s:,.0f} events/s (acks=all, JSON)")
-    print(f"sensor tick: {tick_s:.1f} s for {len(result.run_requests)} run requests")
-    print(f"landing (tick + runs, in-process): {landed:,} events in {land_s:.1f} s = {landed / land_s:,.0f} events/s")
+    t0 = time.monotonic()
+    landed = sum(_land(job) for job in jobs)
+    serial_s = time.monotonic() - t0
+
+    t0 = time.monotonic()
+    with ProcessPoolExecutor(args.runners, mp_context=mp.get_context("fork")) as pool:
+        landed_again = sum(pool.map(_land, jobs))
+    parallel_s = time.monotonic() - t0
+    assert landed_again == landed, (landed, landed_again)
+
+    print(f"\nproducer: {sent:,} events in {produce_s:.1f} s = {sent / produce_s:,.0f} events/s "
+          f"(acks=all, JSON, {args.partitions} partitions)")
+    print(f"sensor tick: {tick_s:.1f} s for {len(jobs)} run requests = {sent / tick_s:,.0f} events/s read and dated")
+    print(f"landing runs one by one: {landed:,} events in {serial_s:.1f} s = {landed / serial_s:,.0f} events/s; "
+          f"with the tick: {landed / (tick_s + serial_s):,.0f} events/s")
+    print(f"landing runs {args.runners} at a time: {parallel_s:.1f} s = {landed / parallel_s:,.0f} events/s; "
+          f"with the tick: {landed / (tick_s + parallel_s):,.0f} events/s")
 
 
 if __name__ == "__main__":

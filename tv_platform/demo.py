@@ -78,19 +78,19 @@ def run_demo(args) -> int:
         materialize_partitions(defs, instance, ["tv_dataset"], days)
 
         _say(f"\n== 4/6 {args.events:,} live events for {today} through Kafka; the sensor lands them")
-        from tv_platform.engines.kafka import publish
+        from tv_platform.engines.kafka import publish_frame
         from tv_platform.resources import kafka_resource, lake_resource
-        from tv_platform.simulator.live import live_events
+        from tv_platform.simulator.live import live_frame
         from tv_platform.simulator.model import SimulationParams
 
         kafka = kafka_resource(settings)
         kafka.ensure_topic()
         t_produce = time.monotonic()
-        events = list(live_events(today, SimulationParams(users=settings.sim_users, seed=settings.sim_seed),
-                                  count=args.events, until=None))
-        sent = publish(kafka, events, total=len(events))
-        landed = wait_for_landing(lake_resource(settings), {e["timer"][:10] for e in events}, {e["session_id"] for e in events},
-                                  sent, timeout=300)
+        events = live_frame(today, SimulationParams(users=settings.sim_users, seed=settings.sim_seed),
+                            count=args.events)
+        sent = publish_frame(kafka, events)
+        landed = wait_for_landing(lake_resource(settings), set(events["timer"].dt.strftime("%Y-%m-%d")),
+                                  set(events["session_id"]), sent, timeout=300)
         freshness = time.monotonic() - t_produce
         _say(f"landed {landed:,} of {sent:,} events in {freshness:.0f} s (produce -> HDFS)")
 

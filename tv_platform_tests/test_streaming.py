@@ -70,3 +70,69 @@ def test_all_dateless_batch_needs_a_fallback():
     with pytest.raises(ValueError):
         cut_by_date(0, [Message(0, 0, b"x")], end=1)
     assert cut_by_date(0, [Message(0, 0, b"x")], end=1, fallback_day="2023-09-23")[0].day == "2023-09-23"
+
+
+def _one_by_one(messages, day, channel_ids, user_ids):
+    """The reference: every message through parse_event, then the same checks in the same order."""
+    good, bad = [], []
+    for m in messages:
+        try:
+            ev = parse_event(m.value)
+        except ValueError as exc:
+            bad.append((m.offset, str(exc)))
+            continue
+        if ev.channel_id not in channel_ids:
+            bad.append((m.offset, f"unknown channel_id {ev.channel_id}"))
+        elif ev.user_id not in user_ids:
+            bad.append((m.offset, f"unknown user_id {ev.user_id}"))
+        elif ev.timer.date().isoformat() != day:
+            bad.append((m.offset, f"event date {ev.timer.date().isoformat()} is outside the partition {day}"))
+        else:
+            good.append([str(x) for x in ev.row()])
+    return good, bad
+
+
+def test_bulk_validation_decides_every_message_as_parse_event_does():
+    import random
+
+    rng = random.Random(5)
+    tricky = [
+        b'{"session_id": "' + SID.encode() + b'", "user_id": 7, "channel_id": 3, "timer": "2023-09-23 20:00:00", '
+        b'"status": "enabled"}',  # the seed producer's separators
+        b' {"session_id":"' + SID.encode() + b'","user_id":7,"channel_id":3,"timer":"2023-09-23 20:00:00",'
+        b'"status":"enabled"}\n',
+        b'{"session_id":"' + SID.encode() + b'","user_id":007,"channel_id":3,"timer":"2023-09-23 20:00:00",'
+        b'"status":"enabled"}',  # leading zeros: not JSON
+        b'{"session_id":"' + SID.encode() + b'","user_id":-0,"channel_id":3,"timer":"2023-09-23 20:00:00",'
+        b'"status":"enabled"}',
+        b'{"session_id":"' + SID.encode() + b'","user_id":7,"channel_id":3,"timer":"2023-09-23 20:00:00",'
+        b'"status":"enabled"}\x0c',  # form feed is not JSON whitespace
+        b'{"status":"enabled","session_id":"' + SID.encode() + b'","user_id":7,"channel_id":3,'
+        b'"timer":"2023-09-23 20:00:00"}',  # another field order
+        msg(0, timer="2023-02-30 10:00:00").value,  # Arrow would roll this over to March
+        msg(0, timer="2023-09-23 24:00:00").value,
+        msg(0, user_id="12").value, msg(0, channel_id=True).value, msg(0, user_id=10**20).value,
+        msg(0, session_id=SID.upper()).value, msg(0, status="enabled\\u0000").value,
+        "{\"session_id\":\"é\"}".encode(), b"\xff", b"", b"null",
+    ]
+    messages = []
+    for offset in range(3000):
+        if rng.random() < 0.2:
+            value = rng.choice(tricky)
+        else:
+            value = msg(0, user_id=rng.choice([1, 7, 10_000, 10_001, 0, -3]), channel_id=rng.choice([1, 148, 149, 55]),
+                        timer=rng.choice(["2023-09-23 00:00:00", "2023-09-23 23:59:59", "2023-09-24 00:00:00",
+                                          "2023-09-22 12:00:00"]),
+                        status=rng.choice(["enabled", "disabled"])).value
+            if rng.random() < 0.3:
+                value = json.dumps(json.loads(value), separators=(",", ":")).encode()
+        messages.append(Message(0, offset, value))
+    channels, users = set(range(1, 149)), range(1, 10_001)
+    landing = validate(messages, "2023-09-23", channels, users)
+    want_good, want_bad = _one_by_one(messages, "2023-09-23", channels, users)
+    assert [[str(x) for x in row] for row in landing.rows] == want_good
+    assert [(x.message.offset, x.reason) for x in landing.rejected] == want_bad
+    assert landing.read == len(messages) and len(want_good) > 400 and len(want_bad) > 1000
+    # a set of user ids (not a range) decides the same
+    again = validate(messages, "2023-09-23", channels, set(users))
+    assert again.good.equals(landing.good)

@@ -150,7 +150,7 @@ def tv_stream_snapshot(context: dg.AssetExecutionContext, config: StreamRangesCo
         messages = [Message(rec.partition, rec.offset, rec.value, rec.timestamp) for rec in records]
         result = validate(messages, day, channel_ids, user_ids)
         name = layout.range_file_name(r.partition, r.start, r.end)
-        good = pd.DataFrame(result.rows, columns=layout.EVENT_COLUMNS)
+        good = result.good
         good_path = f"{layout.partition_dir(layout.raw_dir('tv_stream', lake.lake_root), day)}/{name}"
         fs.write_bytes(good_path, frame_to_csv_bytes(good))
         files.append(good_path)
@@ -168,9 +168,9 @@ def tv_stream_snapshot(context: dg.AssetExecutionContext, config: StreamRangesCo
         elif fs.exists(bad_path):
             fs.delete(bad_path)  # a re-run that finds the range clean leaves no stale quarantine
         read += len(messages)
-        landed += len(result.rows)
+        landed += len(good)
         quarantined += len(result.rejected)
-        context.log.info(f"{config.topic}[{r.partition}] {r.start}..{r.end}: {len(result.rows)} landed, "
+        context.log.info(f"{config.topic}[{r.partition}] {r.start}..{r.end}: {len(good)} landed, "
                          f"{len(result.rejected)} quarantined -> {good_path}")
 
     # the check recounts from what is now in the lake, not from the counters above

@@ -137,6 +137,178 @@ class KafkaResource(dg.ConfigurableResource):
 # ---------------------------------------------------------------------------------------------------------------------
 # producer
 # ---------------------------------------------------------------------------------------------------------------------
+# kafka-python does everything per record in Python; what can be done for all records at once is done here instead:
+# the JSON values and keys are built column-wise (Arrow string kernels), the partition of every key is computed with a
+# vectorised murmur2 (the same function as Kafka's default partitioner, Java's and kafka-python's), and the records are
+# sent by one producer process per core, each owning a share of the partitions — so a partition's events still come
+# from one producer, in order, and both events of a session (same key) still land in one partition.
+
+_MURMUR_SEED = 0x9747B28C
+_MURMUR_M = 0x5BD1E995
+
+
+def murmur2_partitions(keys: "list[bytes]", partitions: int):
+    """The partition Kafka's default partitioner picks for each key: ``(murmur2(key) & 0x7fffffff) % partitions``.
+
+    Vectorised over keys of equal length (one numpy pass per distinct length)."""
+    import numpy as np
+
+    out = np.empty(len(keys), dtype=np.int64)
+    if not keys:
+        return out
+    lengths = np.fromiter((len(k) for k in keys), dtype=np.int64, count=len(keys))
+    m = np.uint32(_MURMUR_M)
+    for length in np.unique(lengths):
+        idx = np.flatnonzero(lengths == length)
+        length = int(length)
+        data = np.frombuffer(b"".join(keys[i] for i in idx), dtype=np.uint8).reshape(len(idx), length)
+        h = np.full(len(idx), (_MURMUR_SEED ^ length) & 0xFFFFFFFF, dtype=np.uint32)
+        words = length // 4
+        if words:
+            blocks = np.ascontiguousarray(data[:, : words * 4]).view("<u4")
+            for w in range(words):
+                k = blocks[:, w] * m
+                k ^= k >> np.uint32(24)
+                k *= m
+                h *= m
+                h ^= k
+        tail = data[:, words * 4:].astype(np.uint32)
+        extra = length % 4
+        if extra >= 3:
+            h ^= tail[:, 2] << np.uint32(16)
+        if extra >= 2:
+            h ^= tail[:, 1] << np.uint32(8)
+        if extra >= 1:
+            h ^= tail[:, 0]
+            h *= m
+        h ^= h >> np.uint32(13)
+        h *= m
+        h ^= h >> np.uint32(15)
+        out[idx] = (h & np.uint32(0x7FFFFFFF)).astype(np.int64) % partitions
+    return out
+
+
+def encode_events(frame) -> "tuple[list[bytes], list[bytes]]":
+    """(keys, values) of an event frame (``simulate_day``/``live_frame``/``read_recorded`` columns): the key is the
+    session id, the value compact JSON ``{"session_id":…,"user_id":…,"channel_id":…,"timer":"YYYY-MM-DD HH:MM:SS",
+    "status":…}`` — byte for byte what ``json.dumps`` of ``event_to_json`` gives, built column-wise."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    missing = [c for c in EVENT_FIELDS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"event frame lacks columns {missing}")
+    def text(column):
+        return pa.array(frame[column].astype(str).to_numpy(dtype=object), type=pa.string())
+
+    sid, status = text("session_id"), text("status")
+    timer = frame["timer"]
+    if pd.api.types.is_datetime64_any_dtype(timer):
+        timers = pc.strftime(pa.array(timer.to_numpy().astype("datetime64[s]")), format="%Y-%m-%d %H:%M:%S")
+    else:
+        timers = text("timer")
+    ints = {c: pa.array(frame[c].astype("int64").to_numpy()).cast(pa.string()) for c in ("user_id", "channel_id")}
+    parts = ['{"session_id":"', sid, '","user_id":', ints["user_id"], ',"channel_id":', ints["channel_id"],
+             ',"timer":"', timers, '","status":"', status, '"}']
+    values = pc.binary_join_element_wise(*parts, "").cast(pa.binary()).to_pylist()
+    # strings that JSON must escape (quotes, backslashes, control characters) are rare: those rows go through json
+    plain = r'^[^"\\\x00-\x1f]*$'
+    unsafe = pc.invert(pc.and_(pc.and_(pc.match_substring_regex(sid, plain), pc.match_substring_regex(status, plain)),
+                               pc.match_substring_regex(timers, plain)))
+    for i in pc.indices_nonzero(unsafe).to_pylist():
+        row = frame.iloc[i]
+        values[i] = JsonSerializer().serialize(None, None, event_to_json(row.to_dict()))
+    return [k.encode("utf-8") for k in sid.to_pylist()], values
+
+
+def _send_share(kafka: "KafkaResource", topic: str, keys, values, parts, rate, deadline, counter, errors) -> None:
+    """One producer process: send its records (already keyed and partitioned), counting acknowledged sends."""
+    producer = kafka.producer(key_serializer=None, value_serializer=None)
+    t0 = time.monotonic()
+    done = 0
+    failures: list[Exception] = []
+    step = int(min(2000, max(1, rate / 20))) if rate else 2000  # a throttled producer looks at the clock 20 times/s
+    try:
+        for key, value, part in zip(keys, values, parts):
+            producer.send(topic, key=key, value=value, partition=part).add_errback(failures.append)
+            done += 1
+            if done % step == 0:
+                with counter.get_lock():
+                    counter.value += step
+                if rate:
+                    ahead = done / rate - (time.monotonic() - t0)
+                    if ahead > 0:
+                        time.sleep(ahead)
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+        producer.flush(timeout=120)
+        if failures:
+            raise RuntimeError(f"{len(failures)} of {done} sends to {topic} failed, first: {failures[0]!r}")
+        with counter.get_lock():
+            counter.value += done % step
+    except Exception as exc:  # noqa: BLE001 - reported by the parent with the worker's reason
+        errors.put(f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        producer.close(timeout=30)
+
+
+def publish_frame(kafka: "KafkaResource", frame, rate: float | None = None, workers: int | None = None,
+                  progress: bool = True, duration: float | None = None) -> int:
+    """Send an event frame to the topic, in frame order per partition, with ``workers`` producer processes (default:
+    one per core, at most one per partition); ``rate`` limits the total events/s, ``duration`` (seconds) stops early.
+    Returns how many were sent and flushed (``acks=all``); raises if any producer failed."""
+    import multiprocessing as mp
+    import os
+
+    import numpy as np
+    from tqdm import tqdm
+
+    keys, values = encode_events(frame)
+    if not keys:
+        return 0
+    with kafka.consumer() as consumer:
+        n_parts = len(consumer.partitions_for_topic(kafka.topic) or ())
+    if not n_parts:
+        raise RuntimeError(f"topic {kafka.topic} does not exist (kafka.ensure_topic() first)")
+    parts = murmur2_partitions(keys, n_parts)
+    workers = max(1, min(workers or os.cpu_count() or 1, n_parts, max(1, len(keys) // 20_000)))
+    owner = parts % workers
+    shares = []
+    for w in range(workers):
+        idx = np.flatnonzero(owner == w)
+        shares.append(([keys[i] for i in idx], [values[i] for i in idx], parts[idx].tolist()))
+    deadline = time.monotonic() + duration if duration else None
+    ctx = mp.get_context("fork")
+    counter, errors = ctx.Value("q", 0), ctx.Queue()
+    bar = tqdm(total=len(keys), unit="ev", disable=not progress, desc=f"produce {kafka.topic}")
+    try:
+        if workers == 1 and (not progress or len(keys) < 50_000):
+            _send_share(kafka, kafka.topic, *shares[0], rate, deadline, counter, errors)
+        else:
+            procs = [ctx.Process(target=_send_share, daemon=True,
+                                 args=(kafka, kafka.topic, *share, rate * len(share[0]) / len(keys) if rate else None,
+                                       deadline, counter, errors))
+                     for share in shares]
+            for proc in procs:
+                proc.start()
+            while any(proc.is_alive() for proc in procs):
+                bar.update(counter.value - bar.n)
+                time.sleep(0.2)
+            failed = [proc.exitcode for proc in procs if proc.exitcode]
+            if failed:
+                reasons = []
+                while not errors.empty():
+                    reasons.append(errors.get())
+                raise RuntimeError(f"{len(failed)} of {workers} producer processes failed: "
+                                   f"{'; '.join(reasons) or failed}")
+        bar.update(counter.value - bar.n)
+    finally:
+        bar.close()
+    return int(counter.value)
+
+
 def event_to_json(event: dict) -> dict:
     """Normalise one event for the wire: timer as 'YYYY-MM-DD HH:MM:SS', ints as ints."""
     timer = event["timer"]
@@ -152,30 +324,29 @@ def event_to_json(event: dict) -> dict:
 
 
 def publish(kafka: KafkaResource, events: Iterable[dict], total: int | None = None, rate: float | None = None,
-            progress: bool = True, raw: bool = False) -> int:
+            progress: bool = True, raw: bool = False, workers: int | None = None) -> int:
     """Send events (dicts) to the topic; ``rate`` limits events/s. Returns how many were acknowledged.
 
-    ``raw=True`` sends the dicts as they are (tests use it to publish malformed events)."""
+    Well-formed events go through ``publish_frame``; ``raw=True`` sends the dicts as they are, one by one, through
+    the JSON serializer (tests use it to publish malformed events)."""
+    if not raw:
+        import pandas as pd
+
+        frame = pd.DataFrame([event_to_json(e) for e in events], columns=list(EVENT_FIELDS))
+        return publish_frame(kafka, frame, rate=rate, workers=workers, progress=progress)
+
     from tqdm import tqdm
 
     producer = kafka.producer()
     sent = 0
-    t0 = time.monotonic()
     bar = tqdm(total=total, unit="ev", disable=not progress, desc=f"produce {kafka.topic}")
     try:
-        for event in events:
-            value = event if raw else event_to_json(event)
+        for value in events:
             key = str(value.get("session_id", "")) if isinstance(value, dict) else ""
             producer.send(kafka.topic, key=key, value=value)
             sent += 1
-            if sent % 1000 == 0:
-                bar.update(1000)
-                if rate:
-                    ahead = sent / rate - (time.monotonic() - t0)
-                    if ahead > 0:
-                        time.sleep(ahead)
         producer.flush(timeout=120)
-        bar.update(sent % 1000)
+        bar.update(sent)
     finally:
         bar.close()
         producer.close(timeout=30)
@@ -192,15 +363,15 @@ def add_produce_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=None, help="simulator seed (default: TVP_SIM_SEED)")
     p.add_argument("--topic", default=None, help="topic (default: TVP_KAFKA_TOPIC)")
     p.add_argument("--replay", metavar="FILE.csv", help="publish a recorded CSV (session_id,user_id,channel_id,timer,status) in timer order")
+    p.add_argument("--workers", type=int, default=None,
+                   help="producer processes, each owning a share of the partitions (default: one per core)")
     p.add_argument("--no-progress", action="store_true")
 
 
 def produce_command(args: argparse.Namespace) -> int:
-    from itertools import islice
-
     from tv_platform.resources import kafka_resource
     from tv_platform.settings import get_settings
-    from tv_platform.simulator.live import live_events, read_recorded
+    from tv_platform.simulator.live import live_frame, read_recorded
     from tv_platform.simulator.model import SimulationParams
 
     settings = get_settings()
@@ -210,27 +381,15 @@ def produce_command(args: argparse.Namespace) -> int:
     kafka.ensure_topic()
     if args.replay:
         frame = read_recorded(args.replay)
-        events: Iterable[dict] = frame.to_dict("records")
-        total = len(frame)
+        if args.count is not None:
+            frame = frame.iloc[:args.count]
     else:
-        params = SimulationParams(users=args.users or settings.sim_users, seed=args.seed if args.seed is not None else settings.sim_seed)
-        events = live_events(args.date or date.today(), params, count=args.count)
-        total = args.count
-    if args.count:
-        events = islice(events, args.count)
-        total = min(total, args.count) if total else args.count
-    if args.duration:
-        events = _for_seconds(events, args.duration)
+        params = SimulationParams(users=args.users or settings.sim_users,
+                                  seed=args.seed if args.seed is not None else settings.sim_seed)
+        frame = live_frame(args.date or date.today(), params, count=args.count)
     t0 = time.monotonic()
-    sent = publish(kafka, events, total=total, rate=args.rate, progress=not args.no_progress)
+    sent = publish_frame(kafka, frame, rate=args.rate, workers=args.workers, progress=not args.no_progress,
+                         duration=args.duration)
     elapsed = time.monotonic() - t0
     print(f"produced {sent} events to {kafka.topic} in {elapsed:.1f}s ({sent / max(elapsed, 1e-9):,.0f} events/s)")
     return 0
-
-
-def _for_seconds(events: Iterable[dict], seconds: float) -> Iterator[dict]:
-    stop = time.monotonic() + seconds
-    for event in events:
-        if time.monotonic() > stop:
-            return
-        yield event
