@@ -47,38 +47,69 @@ def stages(defs: dg.Definitions, keys: list[dg.AssetKey]) -> list[list[dg.AssetK
     return [s for s in out if s]
 
 
+def contiguous_ranges(days: Iterable[str]) -> list[tuple[str, str]]:
+    """Sorted ISO days as (first, last) runs of consecutive days: ['09-01', '09-02', '09-05'] -> two ranges."""
+    from datetime import date, timedelta
+
+    out: list[list[str]] = []
+    for day in sorted(set(days)):
+        if out and date.fromisoformat(out[-1][1]) + timedelta(days=1) == date.fromisoformat(day):
+            out[-1][1] = day
+        else:
+            out.append([day, day])
+    return [(first, last) for first, last in out]
+
+
+def _runs(graph, chosen: list[dg.AssetKey], pkeys: list[str], ranges: bool) -> list[tuple[list, str | None, dict]]:
+    """(assets, partition key, tags) of each run for one group of assets at one level: assets whose backfill policy
+    is a single run (the Spark ones) get one run per range of consecutive days, the others one run per day."""
+    partitioned = [k for k in chosen if graph.get(k).partitions_def is not None]
+    plain = [k for k in chosen if graph.get(k).partitions_def is None]
+    single = [k for k in partitioned if ranges and graph.get(k).backfill_policy is not None
+              and graph.get(k).backfill_policy.max_partitions_per_run is None]
+    per_day = [k for k in partitioned if k not in single]
+    runs: list[tuple[list, str | None, dict]] = [(plain, None, {})] if plain else []
+    for first, last in contiguous_ranges(pkeys) if single else []:
+        if first == last:
+            runs.append((single, first, {}))
+        else:
+            runs.append((single, None, {"dagster/asset_partition_range_start": first,
+                                        "dagster/asset_partition_range_end": last}))
+    runs += [(per_day, pk, {}) for pk in pkeys] if per_day else []
+    return runs
+
+
 def materialize_partitions(defs: dg.Definitions, instance: dg.DagsterInstance, selection,
-                           partition_keys: Iterable[str] | None, progress: bool = True) -> int:
+                           partition_keys: Iterable[str] | None, progress: bool = True, ranges: bool = True) -> int:
     """Materialize the selection for the given days, level by level (see :func:`stages`), recording every run in
-    ``instance`` so it shows in the Dagster UI. Unpartitioned assets run once. Returns asset partitions materialized.
-    Re-running is harmless: every IO manager replaces exactly the partitions it writes."""
+    ``instance`` so it shows in the Dagster UI. Unpartitioned assets run once; Spark assets (backfill policy: a single
+    run) once per range of consecutive days, unless ``ranges=False``; the others once per day. Returns asset
+    partitions materialized. Re-running is harmless: every IO manager replaces exactly the partitions it writes."""
     keys = resolve_selection(defs, selection)
     if not keys:
         return 0
     graph = defs.resolve_asset_graph()
     all_assets = [*(defs.assets or []), *(defs.asset_checks or [])]
     resources = defs.resources or {}
-    pkeys = list(partition_keys or [])
+    pkeys = sorted(set(partition_keys or []))
+    plan = [_runs(graph, stage, pkeys, ranges) for stage in stages(defs, keys)]
     done = 0
-    plan = stages(defs, keys)
-    total = sum((len(pkeys) if any(graph.get(k).partitions_def for k in s) else 0)
-                + (1 if any(graph.get(k).partitions_def is None for k in s) else 0) for s in plan)
-    with tqdm(total=total, desc="materialize", unit="run", disable=not progress) as bar:
-        for stage in plan:
-            for partitioned in (False, True):
-                chosen = [k for k in stage if (graph.get(k).partitions_def is not None) == partitioned]
-                if not chosen:
-                    continue
-                for pk in (pkeys if partitioned else [None]):
-                    bar.set_postfix_str(f"{', '.join(k.to_user_string() for k in chosen)[:60]} {pk or ''}")
-                    result = dg.materialize(all_assets, selection=chosen, instance=instance, resources=resources,
-                                            partition_key=pk, tags={"tv_platform/launched_by": "cli"},
-                                            raise_on_error=False, run_config=QUIET)
-                    if not result.success:
-                        raise RuntimeError(f"materializing {[k.to_user_string() for k in chosen]} "
-                                           f"{pk or ''} failed (run {result.run_id})")
-                    done += len(chosen)
-                    bar.update()
+    with tqdm(total=sum(len(runs) for runs in plan), desc="materialize", unit="run", disable=not progress) as bar:
+        for runs in plan:
+            for chosen, pk, range_tags in runs:
+                days = (f"{range_tags['dagster/asset_partition_range_start']}..."
+                        f"{range_tags['dagster/asset_partition_range_end']}") if range_tags else (pk or "")
+                bar.set_postfix_str(f"{', '.join(k.to_user_string() for k in chosen)[:60]} {days}")
+                result = dg.materialize(all_assets, selection=chosen, instance=instance, resources=resources,
+                                        partition_key=pk, tags={"tv_platform/launched_by": "cli", **range_tags},
+                                        raise_on_error=False, run_config=QUIET)
+                if not result.success:
+                    raise RuntimeError(f"materializing {[k.to_user_string() for k in chosen]} {days} failed "
+                                       f"(run {result.run_id})")
+                n_days = len([d for d in pkeys if range_tags['dagster/asset_partition_range_start'] <= d
+                              <= range_tags['dagster/asset_partition_range_end']]) if range_tags else 1
+                done += len(chosen) * n_days
+                bar.update()
     return done
 
 

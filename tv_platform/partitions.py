@@ -9,3 +9,9 @@ from tv_platform.settings import get_settings
 
 daily = dg.DailyPartitionsDefinition(start_date=get_settings().start_date, end_offset=1)
 """One partition per calendar day of events; ``end_offset=1`` includes today, so the live stream lands as it comes."""
+
+spark_range = dg.BackfillPolicy.single_run()
+"""How a backfill runs a Spark asset: the whole range of days in one run (one Spark job over all days, partitions
+overwritten exactly), not one run per day. The Spark assets read ``context.partition_keys`` and their checks cover
+every day of the range. Python assets that write one CSV per day (``tv_dataset``, ``programme_guide``) and the
+warehouse marts (one day replaced per load, checked per day) keep Dagster's default: one run per partition."""

@@ -72,13 +72,33 @@ def _state(spark, lake, root: str, db: str) -> dict:
 
 
 def test_backfilling_the_same_days_twice_changes_nothing(isolated_defs, spark, lake):
+    """The first backfill runs day by day; the second runs each Spark asset once over both days (its backfill
+    policy, as a UI backfill does): same raw files, same sessions and aggregates."""
     defs, root, db = isolated_defs
     instance = dg.DagsterInstance.ephemeral()
 
-    first_count = materialize_partitions(defs, instance, SELECTION, DAYS, progress=False)
+    first_count = materialize_partitions(defs, instance, SELECTION, DAYS, progress=False, ranges=False)
     first = _state(spark, lake, root, db)
+    runs_before = len(instance.get_runs())
     second_count = materialize_partitions(defs, instance, SELECTION, DAYS, progress=False)
     second = _state(spark, lake, root, db)
+
+    # the ranged pass: one run over both days for each Spark asset; the raw history still one run per day
+    ranged = {r.run_id for r in instance.get_runs()[: len(instance.get_runs()) - runs_before]
+              if r.tags.get("dagster/asset_partition_range_start") == DAYS[0]
+              and r.tags.get("dagster/asset_partition_range_end") == DAYS[-1]}
+
+    def latest_runs(asset: str) -> set[str]:
+        records = instance.fetch_materializations(dg.AssetKey(asset), limit=100).records
+        latest = {}
+        for rec in records:  # newest first
+            latest.setdefault(rec.partition_key, rec.run_id)
+        return {latest[d] for d in DAYS}
+
+    for asset in ("hive_tv_dataset", "viewing_sessions", "session_anomalies", "daily_viewing"):
+        runs = latest_runs(asset)
+        assert len(runs) == 1 and runs <= ranged, asset
+    assert len(latest_runs("tv_dataset")) == 2 and not latest_runs("tv_dataset") & ranged
 
     assert first_count == second_count > 0
     # something was built: both days have aggregates and sessions

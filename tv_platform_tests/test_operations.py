@@ -32,6 +32,43 @@ def test_backfill_runs_days_level_by_level():
                 assert position[parent.to_user_string()] < position[key.to_user_string()], (parent, key)
 
 
+def test_contiguous_ranges():
+    from tv_platform.ops import contiguous_ranges
+
+    assert contiguous_ranges(["2023-09-02", "2023-09-01", "2023-09-05", "2023-09-03", "2023-09-05"]) == [
+        ("2023-09-01", "2023-09-03"), ("2023-09-05", "2023-09-05")]
+    assert contiguous_ranges(["2023-12-31", "2024-01-01"]) == [("2023-12-31", "2024-01-01")]
+    assert contiguous_ranges([]) == []
+
+
+def test_spark_assets_backfill_a_range_in_one_run_and_the_rest_day_by_day():
+    """UI backfills follow each asset's backfill policy: the Spark assets (lake, programmes) take a whole range in one
+    run; the per-day CSV writers and the warehouse marts one run per day. The CLI backfill plans the same way."""
+    from tv_platform.definitions import defs
+    from tv_platform.ops import _runs, backfill_selection, resolve_selection, stages
+
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        if node.partitions_def is None or not node.is_materializable:
+            continue
+        single = node.backfill_policy is not None and node.backfill_policy.max_partitions_per_run is None
+        assert single == ("spark" in node.kinds), key
+
+    week = [f"2023-09-{d:02d}" for d in range(4, 11)]
+    runs = [run for stage in stages(defs, resolve_selection(defs, backfill_selection(defs)))
+            for run in _runs(graph, stage, week, ranges=True)]
+    by_asset: dict[str, list] = {}
+    for assets, pk, tags in runs:
+        for key in assets:
+            by_asset.setdefault(key.to_user_string(), []).append(
+                pk or (tags["dagster/asset_partition_range_start"], tags["dagster/asset_partition_range_end"]))
+    assert by_asset["viewing_sessions"] == [("2023-09-04", "2023-09-10")]
+    assert by_asset["daily_viewing"] == [("2023-09-04", "2023-09-10")]
+    assert by_asset["tv_dataset"] == week
+    assert by_asset["greenplum/daily_viewing"] == week
+
+
 def test_lake_and_marts_follow_a_newly_landed_stream_partition():
     """The sensor lands a range of today -> the Hive partition is registered -> sessions -> aggregates -> marts."""
     from tv_platform.definitions import defs

@@ -23,7 +23,7 @@ from tv_platform.lake import aggregates as A
 from tv_platform.lake import queries as Q
 from tv_platform.lake import tables as T
 from tv_platform.lake.sessions import REASONS, SESSION, read_window, sessionize, union_sources
-from tv_platform.partitions import daily
+from tv_platform.partitions import daily, spark_range
 
 GROUP = "lake"
 KINDS = {"hive", "spark"}
@@ -76,6 +76,7 @@ def _events_asset(table: str, upstream: str, what: str):
         group_name=GROUP,
         kinds=KINDS | {"csv"},
         partitions_def=daily,
+        backfill_policy=spark_range,
         deps=[upstream],
         description=(
             f"Hive external table `{table}` ({what}) over `raw/{table}/dt=…` in the lake, partitioned by `dt`: "
@@ -147,6 +148,7 @@ def read_events(cat: HiveCatalog, days: list[str]):
     name="sessionize",
     group_name=GROUP,
     partitions_def=daily,
+    backfill_policy=spark_range,
     outs={
         "viewing_sessions": dg.AssetOut(
             io_manager_key="hive_io_manager",
@@ -309,6 +311,7 @@ def _aggregate_asset(name: str):
         group_name=GROUP,
         kinds=KINDS | {"parquet"},
         partitions_def=daily,
+        backfill_policy=spark_range,
         io_manager_key="hive_io_manager",
         ins={"viewing_sessions": dg.AssetIn(partition_mapping=PREVIOUS_DAY if previous else None)},
         metadata={"hive/sums": _SUMS[name], "columns": dict(T.DERIVED_TABLES[name])},

@@ -25,7 +25,7 @@ from tv_platform.epg.guide import GUIDE_COLUMNS, coverage_problems, normalize_da
 from tv_platform.epg.xmltv import parse_xmltv
 from tv_platform.lake.queries import session_totals_sql
 from tv_platform.lake.sessions import as_date
-from tv_platform.partitions import daily
+from tv_platform.partitions import daily, spark_range
 from tv_platform.settings import get_settings
 
 GROUP = "programmes"
@@ -133,6 +133,7 @@ FROM (
     group_name=GROUP,
     kinds=KINDS | {"csv"},
     partitions_def=daily,
+    backfill_policy=spark_range,
     deps=["programme_guide"],
     metadata={"hive/table": ET.GUIDE_TABLE, "columns": dict(ET.GUIDE_COLUMNS)},
     description="Hive external table `programme_guide` over `raw/epg/dt=…` in the lake, partitioned by `dt`: created "
@@ -186,6 +187,7 @@ FROM vs FULL OUTER JOIN pv ON vs.session_id = pv.session_id
     group_name=GROUP,
     kinds=KINDS | {"parquet"},
     partitions_def=daily,
+    backfill_policy=spark_range,
     io_manager_key="hive_io_manager",
     ins={"viewing_sessions": dg.AssetIn(partition_mapping=PREVIOUS_DAY)},
     deps=["hive_programme_guide"],
@@ -238,6 +240,7 @@ _DESCRIPTIONS = {
     name="programme_aggregates",
     group_name=GROUP,
     partitions_def=daily,
+    backfill_policy=spark_range,
     outs={
         name: dg.AssetOut(io_manager_key="hive_io_manager", kinds=KINDS | {"parquet"},
                           description=" ".join((_DESCRIPTIONS[name] or name).split()),
