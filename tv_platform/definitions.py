@@ -16,7 +16,7 @@ import dagster as dg
 from tv_platform import schedules, sensors
 from tv_platform.assets import analytics, ingest, lake, marts, programmes
 from tv_platform.automation import follows_stream, fresh_marts
-from tv_platform.resources import get_resources
+from tv_platform.resources import get_executor, get_resources
 
 defs = dg.Definitions(
     assets=[
@@ -33,4 +33,5 @@ defs = dg.Definitions(
     schedules=[*schedules.schedules],
     sensors=[*sensors.sensors, *schedules.sensors],
     resources=get_resources(),
+    executor=get_executor(),
 )
