@@ -6,8 +6,8 @@
 The YAML files are the artifact — Superset's import/export format, what ``tv-platform superset up`` imports and what a
 reviewer reads in a diff. This script is how they are written, so the two dashboards stay mirror images (same charts,
 same filters; only the SQL dialect of a few expressions differs), every object keeps a stable uuid (uuid5 of its
-name), and the datasets list exactly the columns the marts declare (``tv_platform/assets/marts.py``). A change made in
-Superset's UI and exported belongs here too; ``test_superset_bundle.py`` fails while the files and this script
+name), and the datasets list exactly the columns the marts declare (``tv_platform/assets/marts.py``: ``MARTS`` and
+``FORECAST``; ``tv_platform/epg/marts.py``: ``PROGRAMME_MARTS``). A change made in Superset's UI and exported belongs here too; ``test_superset_bundle.py`` fails while the files and this script
 disagree.
 
 No password is written: database URIs carry Superset's mask ``XXXXXXXXXX``; the real one is supplied at import.
@@ -25,7 +25,11 @@ import yaml
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from tv_platform.assets.marts import MARTS  # noqa: E402
+from tv_platform.assets.marts import FORECAST, MARTS  # noqa: E402
+from tv_platform.epg.marts import PROGRAMME_MARTS  # noqa: E402
+
+ALL_MARTS = {**MARTS, **PROGRAMME_MARTS, FORECAST.source: FORECAST}
+"""Every mart a dataset can be over: the lake's, the programme guide's and the forecast against the actuals."""
 
 NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/tv_platform/superset_exports")
 VERSION = "1.0.0"
@@ -101,7 +105,18 @@ CALCULATED: dict[str, list[tuple[str, str, str, str]]] = {
         ("bucket_label", "Session length", "lpad(bucket_order::text, 2, '0') || ' ' || bucket",
          "concat(leftPad(toString(bucket_order), 2, '0'), ' ', bucket)"),
     ],
+    "series_weekday_hour": [
+        ("weekday_label", "Weekday", "weekday || ' ' || weekday_name",
+         "concat(toString(weekday), ' ', weekday_name)"),
+    ],
+    "programme_popularity": [
+        ("start_hour", "Start hour", "CAST(extract(hour FROM programme_start) AS integer)",
+         "toUInt8(toHour(programme_start))"),
+        ("programme_label", "Programme", "title || ' — ' || coalesce(channel_name, '?')",
+         "concat(title, ' — ', ifNull(channel_name, '?'))"),
+    ],
 }
+NUMERIC_CALCULATED = {"duration_min", "start_hour"}
 
 # Saved metrics. Names never equal a column name: ClickHouse resolves `SUM(views) AS views` into a cyclic alias.
 METRICS: dict[str, list[tuple[str, str, str, str, str]]] = {
@@ -138,6 +153,27 @@ METRICS: dict[str, list[tuple[str, str, str, str, str]]] = {
         ("total_sessions", "Sessions", "SUM(sessions)", "SUM(sessions)", ",d"),
         ("total_hours", "Hours watched", "SUM(minutes_in_day) / 60", "SUM(minutes_in_day) / 60", ",.0f"),
     ],
+    "series_weekday_hour": [
+        ("total_hours", "Hours watched", "SUM(minutes) / 60", "SUM(minutes) / 60", ",.1f"),
+        ("total_sessions", "Sessions", "SUM(sessions)", "SUM(sessions)", ",d"),
+    ],
+    "programme_popularity": [
+        ("total_hours", "Hours watched", "SUM(minutes) / 60", "SUM(minutes) / 60", ",.1f"),
+        ("total_sessions", "Sessions", "SUM(sessions)", "SUM(sessions)", ",d"),
+    ],
+    "series_popularity": [
+        ("total_hours", "Hours watched", "SUM(minutes) / 60", "SUM(minutes) / 60", ",.1f"),
+        ("total_airings", "Airings", "SUM(airings)", "SUM(airings)", ",d"),
+        ("viewer_days", "Viewer-days", "SUM(viewers)", "SUM(viewers)", ",d"),
+        ("mean_minute_audience", "Average minute audience", "SUM(minutes) / NULLIF(SUM(airtime_min), 0)",
+         "SUM(minutes) / nullIf(SUM(airtime_min), 0)", ",.2f"),
+    ],
+    "top_programmes": [
+        ("total_hours", "Hours watched", "SUM(minutes) / 60", "SUM(minutes) / 60", ",.1f"),
+    ],
+    "forecast_daily": [
+        ("forecast_hours", "Hours watched", "SUM(hours)", "SUM(hours)", ",.0f"),
+    ],
     "sessions": [
         ("session_count", "Sessions", "COUNT(*)", "COUNT(*)", ",d"),
         ("total_hours", "Hours", "SUM(duration_s) / 3600.0", "SUM(duration_s) / 3600.0", ",.0f"),
@@ -146,7 +182,13 @@ METRICS: dict[str, list[tuple[str, str, str, str, str]]] = {
 }
 
 DATASET_TABLES = ["channel_rating", "daily_viewing", "hourly_activity", "channel_weekday_hour", "duration_histogram",
-                  "user_activity", "sessions"]
+                  "user_activity", "sessions", "series_weekday_hour", "programme_popularity", "series_popularity",
+                  "forecast_daily", "top_programmes"]
+TIME_COLUMN = {"forecast_daily": "day"}  # the dataset's time column (the Date range filter's), default dt
+SERIES_TABLES = ("series_weekday_hour", "series_popularity")
+"""The Series filter's scope: the charts about series. Not programme_popularity (its charts rank programmes — mostly
+one-offs: films, sport, news — so a series filter would usually empty them) nor forecast_daily (its ``series`` is
+another thing: 'total', 'channel:…', 'hour:…')."""
 
 VERBOSE = {  # column labels: every table, then per table
     "*": {"dt": "Day", "channel_name": "Channel", "channel_id": "Channel id", "hour": "Hour of day",
@@ -157,7 +199,19 @@ VERBOSE = {  # column labels: every table, then per table
     "duration_histogram": {"bucket": "Length", "sessions": "Sessions", "hours": "Hours"},
     "user_activity": {"sessions": "Sessions in the day", "segment": "Main time of day"},
     "sessions": {"duration_s": "Duration, s", "time_start": "Start", "time_end": "End"},
+    "series_weekday_hour": {"series": "Series", "kind": "Kind", "minutes": "Minutes", "sessions": "Sessions",
+                            "viewers": "Viewers", "avg_audience": "Average audience"},
+    "programme_popularity": {"title": "Title", "series": "Series", "kind": "Kind", "genre": "Genre",
+                             "programme_start": "Start", "programme_end": "End", "minutes": "Minutes",
+                             "viewers": "Viewers", "sessions": "Sessions", "rank": "Rank of the day"},
+    "series_popularity": {"series": "Series", "kind": "Kind", "genre": "Genre", "airings": "Airings",
+                          "airtime_min": "Airtime, min", "minutes": "Minutes", "viewers": "Viewers",
+                          "rank": "Rank of the day"},
+    "forecast_daily": {"day": "Day", "series": "Series", "kind": "Kind", "model": "Model", "hours": "Hours"},
+    "top_programmes": {"chart": "Chart", "rank": "Rank", "name": "Programme", "kind": "Kind", "minutes": "Minutes",
+                       "viewers": "Viewers", "first_start": "Start"},
 }
+DTTM_COLUMNS = {"dt", "day", "time_start", "time_end", "first_start", "last_end", "programme_start", "programme_end"}
 
 
 def _mart_table(name: str) -> str:
@@ -166,11 +220,11 @@ def _mart_table(name: str) -> str:
 
 def dataset_yaml(wh: str, table: str) -> dict[str, Any]:
     which = 0 if wh == "greenplum" else 1
-    mart = MARTS[table]
+    mart = ALL_MARTS[table]
     columns = []
     for name, types in mart.columns.items():
         typ = types[which].replace(" not null", "").upper() if which == 0 else types[which]
-        is_dttm = name in ("dt", "time_start", "time_end", "first_start", "last_end")
+        is_dttm = name in DTTM_COLUMNS
         columns.append({
             "column_name": name, "verbose_name": VERBOSE.get(table, {}).get(name, VERBOSE["*"].get(name)),
             "is_dttm": is_dttm, "is_active": True,
@@ -180,7 +234,7 @@ def dataset_yaml(wh: str, table: str) -> dict[str, Any]:
     for name, verbose, gp_sql, ch_sql in CALCULATED.get(table, []):
         columns.append({
             "column_name": name, "verbose_name": verbose, "is_dttm": False, "is_active": True,
-            "type": "NUMERIC" if name == "duration_min" else ("TEXT" if which == 0 else "String"),
+            "type": "NUMERIC" if name in NUMERIC_CALCULATED else ("TEXT" if which == 0 else "String"),
             "advanced_data_type": None, "groupby": True, "filterable": True,
             "expression": gp_sql if which == 0 else ch_sql, "description": None, "python_date_format": None,
             "extra": {},
@@ -192,7 +246,7 @@ def dataset_yaml(wh: str, table: str) -> dict[str, Any]:
     } for name, verbose, gp_sql, ch_sql, fmt in METRICS[table]]
     return {
         "table_name": _mart_table(table),
-        "main_dttm_col": "dt",
+        "main_dttm_col": TIME_COLUMN.get(table, "dt"),
         "description": f"Mart {table} ({WAREHOUSES[wh]['engine']}); see docs/marts.md",
         "default_endpoint": None,
         "offset": 0,
@@ -218,10 +272,18 @@ def dataset_yaml(wh: str, table: str) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------------------------------
 # charts
 # ---------------------------------------------------------------------------------------------------------------------
-def time_filter() -> list[dict[str, Any]]:
-    """Every chart carries a "No filter" temporal filter on dt: the dashboard's date range replaces its value."""
+def time_filter(column: str = "dt") -> list[dict[str, Any]]:
+    """Every chart carries a "No filter" temporal filter on its dataset's time column (dt; day for the forecast): the
+    dashboard's date range replaces its value."""
     return [{"clause": "WHERE", "comparator": "No filter", "expressionType": "SIMPLE", "operator": "TEMPORAL_RANGE",
-             "subject": "dt"}]
+             "subject": column}]
+
+
+def where(params: dict[str, Any], column: str, operator: str, value: Any) -> dict[str, Any]:
+    """The chart's params with one more (simple) WHERE condition, e.g. ``rank <= 30``."""
+    params["adhoc_filters"] = params["adhoc_filters"] + [
+        {"clause": "WHERE", "comparator": value, "expressionType": "SIMPLE", "operator": operator, "subject": column}]
+    return params
 
 
 def _common(viz: str) -> dict[str, Any]:
@@ -232,10 +294,11 @@ def _common(viz: str) -> dict[str, Any]:
 def timeseries(viz: str, x_axis: str, metrics: list[str], *, time_grain: str | None = "P1D", row_limit: int = 10000,
                order_desc: bool = True, x_sort: str | None = None, x_sort_asc: bool = True, horizontal: bool = False,
                x_title: str = "", y_title: str = "", show_legend: bool = True, show_values: bool = False,
-               y_format: str = "SMART_NUMBER") -> dict[str, Any]:
+               y_format: str = "SMART_NUMBER", groupby: list[str] | None = None) -> dict[str, Any]:
     p = _common(viz)
     p.update({
-        "x_axis": x_axis, "metrics": metrics, "groupby": [], "row_limit": row_limit, "order_desc": order_desc,
+        "x_axis": x_axis, "metrics": metrics, "groupby": groupby or [], "row_limit": row_limit,
+        "order_desc": order_desc,
         "truncate_metric": True, "show_empty_columns": True, "comparison_type": "values", "rich_tooltip": True,
         "showTooltipTotal": False, "show_legend": show_legend, "legendType": "scroll", "legendOrientation": "top",
         "x_axis_title": x_title, "x_axis_title_margin": 30 if x_title else 15, "y_axis_title": y_title,
@@ -271,17 +334,19 @@ def table_chart(groupby: list[str], metrics: list[str], *, order_by: str, desc: 
 
 
 def raw_table(columns: list[str], *, order_by: str, desc: bool, page_length: int = 20, search: bool = False,
-              row_limit: int = 1000) -> dict[str, Any]:
+              row_limit: int = 1000, then_by: str | None = None) -> dict[str, Any]:
     """A table of the rows themselves (daily_viewing has one row per day), newest first."""
     p = _common("table")
     p.update({
         "query_mode": "raw", "groupby": [], "metrics": [], "all_columns": columns, "percent_metrics": [],
-        "order_by_cols": [json.dumps([order_by, not desc])], "row_limit": row_limit, "server_page_length": 10,
+        "order_by_cols": [json.dumps([order_by, not desc])] + ([json.dumps([then_by, True])] if then_by else []),
+        "row_limit": row_limit, "server_page_length": 10,
         "server_pagination": False, "page_length": page_length, "include_search": search, "show_cell_bars": True,
         "color_pn": True, "allow_rearrange_columns": False, "table_timestamp_format": "%Y-%m-%d",
         "conditional_formatting": [],
         "column_config": {"hours_in_day": {"d3NumberFormat": ",.0f"}, "views": {"d3NumberFormat": ",d"},
-                          "active_users": {"d3NumberFormat": ",d"}, "avg_view_minutes": {"d3NumberFormat": ",.1f"}},
+                          "active_users": {"d3NumberFormat": ",d"}, "avg_view_minutes": {"d3NumberFormat": ",.1f"},
+                          "minutes": {"d3NumberFormat": ",.0f"}, "viewers": {"d3NumberFormat": ",d"}},
     })
     return p
 
@@ -305,11 +370,12 @@ def big_number(metric: str, subheader: str) -> dict[str, Any]:
     return p
 
 
-def heatmap(x_axis: str, groupby: str, metric: str) -> dict[str, Any]:
+def heatmap(x_axis: str, groupby: str, metric: str, *, sort_y: str = "alpha_asc") -> dict[str, Any]:
+    """``sort_y``: ``alpha_asc`` (labels in order) or ``value_desc`` (the rows with the biggest cells first)."""
     p = _common("heatmap_v2")
     p.update({
         "x_axis": x_axis, "groupby": groupby, "metric": metric, "row_limit": 10000, "sort_x_axis": "alpha_asc",
-        "sort_y_axis": "alpha_asc", "normalize_across": "heatmap", "legend_type": "continuous",
+        "sort_y_axis": sort_y, "normalize_across": "heatmap", "legend_type": "continuous",
         "linear_color_scheme": "superset_seq_1", "xscale_interval": -1, "yscale_interval": -1, "left_margin": "auto",
         "bottom_margin": "auto", "value_bounds": [None, None], "y_axis_format": "SMART_NUMBER",
         "x_axis_time_format": "smart_date", "show_legend": True, "show_percentage": False, "show_values": False,
@@ -384,6 +450,35 @@ CHARTS: list[tuple[str, str, str, dict[str, Any], bool, str]] = [
     ("segments", "Main time of day", "user_activity", pie("segment", "user_days", row_limit=10, donut=False), False,
      "User-days by the part of the day with the most viewing (night 0–6, morning 6–12, afternoon 12–18, "
      "evening 18–24)."),
+    # the programme guide (docs/programmes.md): viewing attributed to programmes and series
+    ("series_hour_heatmap", "Series by hour of day", "series_weekday_hour",
+     heatmap("hour", "series", "total_hours", sort_y="value_desc"), False,
+     "Hours of each series or recurring strand (TV series, shows, documentaries, kids, music) watched in each clock "
+     "hour, the most watched at the bottom; pick series with the Series filter."),
+    ("series_weekday_heatmap", "Series by weekday × hour", "series_weekday_hour",
+     heatmap("hour", "weekday_label", "total_hours"), False,
+     "Hours of series and other recurring strands watched by weekday (1 = Monday) and hour of day — all strands, or "
+     "the ones picked with the Series filter."),
+    ("top_shows_heatmap", "Top shows by start hour", "programme_popularity",
+     where(heatmap("start_hour", "programme_label", "total_hours", sort_y="value_desc"), "rank", "<=", 30), True,
+     "Hours watched of the day's 30 most watched programmes (rank of the day ≤ 30), by the hour they started; "
+     "follows the Channel filter (a channel's programmes among the day's top 30)."),
+    ("series_table", "Series popularity", "series_popularity",
+     table_chart(["series", "kind"], ["total_hours", "viewer_days", "total_airings", "mean_minute_audience"],
+                 order_by="total_hours", page_length=15), False,
+     "Every series and recurring strand by hours watched in the date range, with viewer-days, airings and the "
+     "average minute audience during its airings; searchable."),
+    ("top_programmes_table", "Top 10 programmes of the day", "top_programmes",
+     where(raw_table(["dt", "rank", "name", "kind", "channel_name", "first_start", "minutes", "viewers"],
+                     order_by="dt", desc=True, then_by="rank", page_length=10), "chart", "==", "programme"), True,
+     "Each day's ten most watched programmes (minutes watched, distinct viewers), newest day first; follows the "
+     "Channel filter (a channel's programmes among each day's top 10)."),
+    # the forecast (docs/analytics.md)
+    ("forecast_line", "Forecast against actual (total hours per day)", "forecast_daily",
+     where(timeseries("echarts_timeseries_line", "day", ["forecast_hours"], groupby=["model"]), "series", "==",
+           "total"), False,
+     "Total hours watched per day: the actuals, and each model's backtest over the held-out week and forecast of "
+     "the next 7 days (viewing_forecast: seasonal naive vs calendar ridge)."),
 ]
 
 # rows of the dashboard: (chart key or "markdown", width, height)
@@ -395,6 +490,9 @@ LAYOUT: list[list[tuple[str, int, int]]] = [
     [("hourly_activity", 6, 60), ("channel_heatmap", 6, 60)],
     [("duration_buckets", 4, 56), ("duration_histogram", 4, 56), ("sessions_per_user", 4, 56)],
     [("active_users_daily", 6, 56), ("segments", 6, 56)],
+    [("series_hour_heatmap", 7, 150), ("series_weekday_heatmap", 5, 150)],
+    [("top_shows_heatmap", 7, 110), ("series_table", 5, 110)],
+    [("forecast_line", 8, 64), ("top_programmes_table", 4, 64)],
 ]
 
 
@@ -449,15 +547,22 @@ def query_context(params: dict[str, Any], dataset_id: int) -> dict[str, Any]:
         elif params.get("x_axis_sort"):
             post.append({"operation": "sort", "options": {"by": params["x_axis_sort"],
                                                           "ascending": params["x_axis_sort_asc"]}})
+        groupby = params["groupby"]
+        post[0]["options"]["columns"] = list(groupby)
+        if groupby and len(metrics) == 1 and params.get("truncate_metric"):
+            # one metric split by a dimension: the series are named by the dimension's values alone
+            post.insert(1, {"operation": "rename", "options": {"columns": {metrics[0]: None}, "level": 0,
+                                                               "inplace": True}})
         post.append({"operation": "flatten"})
-        q.update(columns=[axis], metrics=metrics, orderby=[[metrics[0], not params["order_desc"]]],
-                 row_limit=params["row_limit"], series_columns=[], time_offsets=[], post_processing=post)
+        q.update(columns=[axis, *groupby], metrics=metrics, orderby=[[metrics[0], not params["order_desc"]]],
+                 row_limit=params["row_limit"], series_columns=list(groupby), time_offsets=[],
+                 post_processing=post)
     elif viz == "heatmap_v2":
         x, y, m = params["x_axis"], params["groupby"], params["metric"]
         q.update(columns=[{"columnType": "BASE_AXIS", "sqlExpression": x, "label": x, "expressionType": "SQL",
                            "isColumnReference": True}, y],
-                 metrics=[m], orderby=[[x, params["sort_x_axis"] == "alpha_asc"],
-                                       [y, params["sort_y_axis"] == "alpha_asc"]],
+                 metrics=[m], orderby=[[m if "value" in params["sort_x_axis"] else x, "asc" in params["sort_x_axis"]],
+                                       [m if "value" in params["sort_y_axis"] else y, "asc" in params["sort_y_axis"]]],
                  row_limit=params["row_limit"], post_processing=[{"operation": "rank", "options": {"metric": m}}])
     elif viz == "histogram_v2":
         col = params["column"]
@@ -484,6 +589,9 @@ def chart_id(wh: str, index: int) -> int:
 def chart_yaml(wh: str, index: int) -> tuple[str, dict[str, Any]]:
     key, title, table, params, _channel, description = CHARTS[index]
     params = json.loads(json.dumps(params))
+    for f in params["adhoc_filters"]:  # the Date range acts on the dataset's time column
+        if f["operator"] == "TEMPORAL_RANGE":
+            f["subject"] = TIME_COLUMN.get(table, "dt")
     params["datasource"] = f"{dataset_id(wh, table)}__table"
     params["slice_id"] = chart_id(wh, index)
     doc = {
@@ -510,7 +618,8 @@ def markdown(wh: str) -> str:
     other = "clickhouse" if wh == "greenplum" else "greenplum"
     return (f"### {w['title']}\n\n"
             f"IPTV viewing marts in **{w['engine']}**, schema `tv_marts` (see `docs/marts.md`).\n\n"
-            f"Filters: **Date range** (every chart) and **Channel** (channel charts).\n\n"
+            f"Filters: **Date range** (every chart), **Channel** (channel charts) and **Series** (programme "
+            f"guide charts).\n\n"
             f"Same charts over the other warehouse: [{WAREHOUSES[other]['title']}]"
             f"(/superset/dashboard/{WAREHOUSES[other]['slug']}/)")
 
@@ -543,6 +652,7 @@ def dashboard_yaml(wh: str) -> dict[str, Any]:
                     "uuid": uid("chart", wh, key)}, "parents": ["ROOT_ID", "GRID_ID", row_id], "type": "CHART"}
             position[row_id]["children"].append(cid)
     not_channel = [chart_id(wh, i) for i, c in enumerate(CHARTS) if not c[4]]
+    not_series = [chart_id(wh, i) for i, c in enumerate(CHARTS) if c[2] not in SERIES_TABLES]
     native_filters = [
         {
             "id": "NATIVE_FILTER-date_range",
@@ -568,7 +678,23 @@ def dashboard_yaml(wh: str) -> dict[str, Any]:
             "cascadeParentIds": [],
             # charts over marts without a channel (daily totals, hourly activity, buckets, users) are out of scope
             "scope": {"rootPath": ["ROOT_ID"], "excluded": not_channel},
-            "description": "Channels; applies to the charts over channel_rating, channel_weekday_hour and sessions.",
+            "description": "Channels; applies to the charts over channel_rating, channel_weekday_hour, sessions and "
+                           "programme_popularity and top_programmes.",
+        },
+        {
+            "id": "NATIVE_FILTER-series",
+            "name": "Series",
+            "filterType": "filter_select",
+            "type": "NATIVE_FILTER",
+            "targets": [{"column": {"name": "series"}, "datasetUuid": uid("dataset", wh, "series_popularity")}],
+            "controlValues": {"enableEmptyFilter": False, "defaultToFirstItem": False, "multiSelect": True,
+                              "searchAllOptions": True, "inverseSelection": False, "sortAscending": True},
+            "defaultDataMask": {"extraFormData": {}, "filterState": {}, "ownState": {}},
+            "cascadeParentIds": [],
+            # the series charts only (see SERIES_TABLES)
+            "scope": {"rootPath": ["ROOT_ID"], "excluded": not_series},
+            "description": "Series and recurring strands of the programme guide; applies to the charts over "
+                           "series_weekday_hour and series_popularity.",
         },
     ]
     return {

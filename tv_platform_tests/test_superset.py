@@ -1,10 +1,12 @@
 """Superset for real: the bundle of superset_exports/ imported into Superset 6.1 (its own virtualenv, started by
 ``tv-platform superset up``'s code), every chart's data answered by both warehouses over real marts (the seed's stream
-day 2023-09-23 built through the lake), and both dashboards rendered by headless Chromium with no chart in error —
+day 2023-09-23 built through the lake and the programme guide; the forecast computed by ``viewing_forecast`` over a
+simulated 21-day history ending that day), and both dashboards rendered by headless Chromium with no chart in error —
 screenshots in test-artifacts/."""
 
 import time
 import uuid
+from datetime import date
 
 import pandas as pd
 import pytest
@@ -20,34 +22,61 @@ DASHBOARDS = {"greenplum": "tv-greenplum", "clickhouse": "tv-clickhouse"}
 # ---------------------------------------------------------------------------------------------------------------------
 # fixtures: real marts for the seed day, a running Superset with the bundle imported, a browser
 # ---------------------------------------------------------------------------------------------------------------------
-def _mart_rows(settings, day: str) -> dict[str, int]:
-    """Rows of ``day`` in every mart of both warehouses (0 where the table is missing)."""
+def _warehouse_values(settings, queries: dict[str, tuple[str, str]]) -> dict[str, float]:
+    """``{name: (table, SQL)}`` -> ``{"greenplum.<name>": value, "clickhouse.<name>": value}``: one number per query
+    in each warehouse, 0 where the table is missing. ``{t}`` in the SQL stands for the table."""
     import psycopg2
 
-    from tv_platform.assets.marts import MARTS
     from tv_platform.stack.clickhouse import clickhouse_client
 
-    tables = [m.metadata("greenplum")["table"] for m in MARTS.values()]
-    rows: dict[str, int] = {}
+    out: dict[str, float] = {}
     conn = psycopg2.connect(settings.gp_dsn("reader"))
     try:
         with conn.cursor() as cur:
-            for t in tables:
-                cur.execute("SELECT to_regclass(%s)", (f"{settings.gp_schema}.{t}",))
+            for name, (table, sql) in queries.items():
+                cur.execute("SELECT to_regclass(%s)", (f"{settings.gp_schema}.{table}",))
                 if cur.fetchone()[0] is None:
-                    rows[f"greenplum.{t}"] = 0
+                    out[f"greenplum.{name}"] = 0
                     continue
-                cur.execute(f'SELECT count(*) FROM "{settings.gp_schema}"."{t}" WHERE dt = %s', (day,))
-                rows[f"greenplum.{t}"] = cur.fetchone()[0]
+                cur.execute(sql.format(t=f'"{settings.gp_schema}"."{table}"'))
+                out[f"greenplum.{name}"] = float(cur.fetchone()[0] or 0)
     finally:
         conn.close()
     with clickhouse_client(settings) as client:
         existing = {r[0] for r in client.query(
             "SELECT name FROM system.tables WHERE database = currentDatabase()").result_rows}
-        for t in tables:
-            rows[f"clickhouse.{t}"] = (
-                client.command(f"SELECT count() FROM `{t}` WHERE dt = toDate('{day}')") if t in existing else 0)
-    return rows
+        for name, (table, sql) in queries.items():
+            out[f"clickhouse.{name}"] = float(client.command(sql.format(t=f"`{table}`")) or 0) if table in existing else 0
+    return out
+
+
+def _mart_rows(settings, day: str) -> dict[str, int]:
+    """Rows of ``day`` in every mart of both warehouses, the lake's and the programme guide's (0 where the table is
+    missing)."""
+    from tv_platform.assets.marts import MARTS
+    from tv_platform.epg.marts import PROGRAMME_MARTS
+
+    tables = [m.metadata("greenplum")["table"] for m in {**MARTS, **PROGRAMME_MARTS}.values()]
+    return {k: int(v) for k, v in _warehouse_values(
+        settings, {t: (t, f"SELECT count(*) FROM {{t}} WHERE dt = '{day}'") for t in tables}).items()}
+
+
+def _programmes_match_sessions(settings, day: str) -> bool:
+    """The programme marts of ``day`` come from the same sessions as the lake's marts: the minutes attributed to
+    programmes equal the day's in-day viewing hours × 60 in both warehouses (another test may have loaded the day's
+    programme marts from sessions of its own)."""
+    v = _warehouse_values(settings, {
+        "programme_minutes": ("programme_popularity", f"SELECT sum(minutes) FROM {{t}} WHERE dt = '{day}'"),
+        "day_minutes": ("daily_viewing", f"SELECT sum(hours_in_day) * 60 FROM {{t}} WHERE dt = '{day}'"),
+    })
+    return all(v[f"{wh}.day_minutes"] > 0 and abs(v[f"{wh}.programme_minutes"] - v[f"{wh}.day_minutes"])
+               <= 1e-6 * v[f"{wh}.day_minutes"] for wh in ("greenplum", "clickhouse"))
+
+
+def _forecast_rows(settings, day: str) -> dict[str, float]:
+    """The forecast mart's actual total of ``day`` (rows), per warehouse."""
+    return _warehouse_values(settings, {"forecast_daily": (
+        "forecast_daily", f"SELECT count(*) FROM {{t}} WHERE series = 'total' AND kind = 'actual' AND day = '{day}'")})
 
 
 def load_seed_day_into_marts(settings, spark, lake, day: str = SEED_DAY) -> None:
@@ -59,9 +88,10 @@ def load_seed_day_into_marts(settings, spark, lake, day: str = SEED_DAY) -> None
 
     from tv_platform.assets import lake as L
     from tv_platform.assets import marts as M
+    from tv_platform.assets import programmes as PR
     from tv_platform.engines.clickhouse import clickhouse_io_manager
     from tv_platform.engines.greenplum import greenplum_io_manager
-    from tv_platform.engines.hdfs import frame_to_csv_bytes
+    from tv_platform.engines.hdfs import HdfsCsvIOManager, frame_to_csv_bytes
     from tv_platform.engines.spark import HiveIOManager, HiveResource
     from tv_platform_tests.conftest import FIXTURES
 
@@ -76,6 +106,8 @@ def load_seed_day_into_marts(settings, spark, lake, day: str = SEED_DAY) -> None
                                          database_location=hive.resolved_database_location()),
         "greenplum_io_manager": greenplum_io_manager(settings),
         "clickhouse_io_manager": clickhouse_io_manager(settings),
+        "hdfs_io_manager": HdfsCsvIOManager(hdfs_url=settings.hdfs_url, webhdfs_url=settings.webhdfs_url,
+                                            user=settings.hdfs_user, lake_root=root),
     }
     events = pd.read_csv(FIXTURES / "tv_stream.csv", header=None,
                          names=["session_id", "user_id", "channel_id", "timer", "status"])
@@ -94,10 +126,14 @@ def load_seed_day_into_marts(settings, spark, lake, day: str = SEED_DAY) -> None
         assert dg.materialize([L.hive_channels, L.hive_users], resources=resources).success
         lake_assets = [L.hive_tv_dataset, L.hive_tv_stream, L.sessionize_assets, *L.AGGREGATES]
         assert dg.materialize(lake_assets, partition_key=day, resources=resources).success
-        result = dg.materialize([*lake_assets, *M.assets, *M.checks], partition_key=day, resources=resources,
-                                selection=dg.AssetSelection.groups("marts"))
+        # the marts, and the programme guide of the day -> viewing by programme -> popularity -> its marts
+        result = dg.materialize([*lake_assets, *M.assets, *M.checks, *PR.assets, *PR.checks, *PR.mart_assets,
+                                 *PR.mart_checks], partition_key=day, resources=resources,
+                                selection=dg.AssetSelection.groups("marts", "programmes"))
         assert result.success
-        assert all(e.passed for e in result.get_asset_check_evaluations())
+        checks = result.get_asset_check_evaluations()
+        assert len(checks) == len(M.checks) + len(PR.mart_checks) + 4  # + the programme layer's own four
+        assert all(e.passed for e in checks), [e.metadata for e in checks if not e.passed]
     finally:
         try:
             hive.catalog().drop_database()
@@ -105,16 +141,44 @@ def load_seed_day_into_marts(settings, spark, lake, day: str = SEED_DAY) -> None
             lake.delete(root)
 
 
+def load_forecast_into_marts(settings, spark, last: str = SEED_DAY) -> None:
+    """The real forecast (``viewing_forecast``) over a simulated 21-day history ending on ``last`` (a Hive database of
+    its own, dropped afterwards), then the forecast marts of the *platform's* warehouses replaced by it, checked
+    against the Hive table."""
+    import dagster as dg
+
+    from tv_platform.assets import marts as M
+    from tv_platform.engines.clickhouse import clickhouse_io_manager
+    from tv_platform.engines.greenplum import greenplum_io_manager
+    from tv_platform_tests.forecast_history import build_forecast_history
+
+    history = build_forecast_history(settings, spark, date.fromisoformat(last), prefix="superset_forecast")
+    try:
+        result = dg.materialize([*M.forecast_assets, *M.forecast_checks], resources={
+            "hive": history.hive, "greenplum_io_manager": greenplum_io_manager(settings),
+            "clickhouse_io_manager": clickhouse_io_manager(settings)})
+        assert result.success
+        assert all(e.passed for e in result.get_asset_check_evaluations())
+    finally:
+        history.cleanup()
+
+
 @pytest.fixture(scope="session")
 def superset_marts(stack, spark, lake):
-    """The platform's marts hold the seed day in both warehouses (loaded through the lake when they do not)."""
+    """The platform's marts hold the seed day in both warehouses — the lake's and the programme guide's, built from
+    the same sessions — and the forecast mart a forecast whose history ends on it (loaded when they do not)."""
     t0 = time.monotonic()
     rows = _mart_rows(stack, SEED_DAY)
-    if not all(rows.values()):
+    if not all(rows.values()) or not _programmes_match_sessions(stack, SEED_DAY):
         load_seed_day_into_marts(stack, spark, lake)
         rows = _mart_rows(stack, SEED_DAY)
     assert all(rows.values()), rows
-    print(f"marts for {SEED_DAY} ready in {time.monotonic() - t0:.0f}s: {rows}")
+    assert _programmes_match_sessions(stack, SEED_DAY)
+    if not all(_forecast_rows(stack, SEED_DAY).values()):
+        load_forecast_into_marts(stack, spark)
+    forecast = _forecast_rows(stack, SEED_DAY)
+    assert all(v == 1 for v in forecast.values()), forecast
+    print(f"marts for {SEED_DAY} ready in {time.monotonic() - t0:.0f}s: {rows}, {forecast}")
     return rows
 
 
@@ -287,14 +351,25 @@ def test_date_range_filter_acts_on_every_chart(superset, browser, chart_keys, ar
     assert all(qc["queries"][0]["time_range"] == seed for qc in res.query_contexts.values())
 
 
+def _top_channel_with_a_top_programme(settings) -> str:
+    """The most watched channel of the seed day among those with a programme in the day's top 10 (so every chart in
+    the Channel filter's scope — "Top shows by start hour" and "Top 10 programmes of the day" too — has rows)."""
+    import psycopg2
+
+    s = settings.gp_schema
+    with psycopg2.connect(settings.gp_dsn("reader")) as conn, conn.cursor() as cur:
+        cur.execute(f"SELECT c.channel_name FROM {s}.channel_rating c JOIN {s}.top_programmes p "
+                    f"ON p.dt = c.dt AND p.channel_name = c.channel_name WHERE c.dt = %s AND p.chart = 'programme' "
+                    f"GROUP BY c.channel_name ORDER BY max(c.hours) DESC LIMIT 1", (SEED_DAY,))
+        return cur.fetchone()[0]
+
+
 @pytest.mark.parametrize("warehouse", list(DASHBOARDS))
-def test_channel_filter_acts_on_the_channel_charts(superset, browser, chart_keys, artifacts_dir, warehouse):
+def test_channel_filter_acts_on_the_channel_charts(superset, browser, chart_keys, artifacts_dir, warehouse, stack):
     from superset_exports.build import CHARTS
 
     applies = {c[0]: c[4] for c in CHARTS}
-    top = superset.chart_data(next(c["id"] for c in superset.dashboard_charts(DASHBOARDS[warehouse])
-                                   if chart_keys[c["id"]][1] == "channel_rating"))["result"][0]["data"][0]
-    channel = top["channel_name"]
+    channel = _top_channel_with_a_top_programme(stack)
     res = S.render_dashboard(DASHBOARDS[warehouse], artifacts_dir / f"superset-{DASHBOARDS[warehouse]}-channel.png",
                              browser=browser, data_mask=S.filter_state({"NATIVE_FILTER-channel": [channel]}))
     assert not res.problems, res.problems
@@ -310,6 +385,74 @@ def test_channel_filter_acts_on_the_channel_charts(superset, browser, chart_keys
     by_key = {chart_keys[cid][1]: n for cid, n in rows.items()}
     assert by_key["channel_rating"] == by_key["top20"] == by_key["outsiders20"] == by_key["top10_pie"] == 1
     assert by_key["hourly_activity"] == 24  # out of scope: unchanged
+    assert by_key["top_shows_heatmap"] >= 1 and by_key["top_programmes_table"] >= 1  # the channel's top programmes
+
+
+@pytest.mark.parametrize("warehouse", list(DASHBOARDS))
+def test_series_filter_acts_on_the_programme_guide_charts(superset, browser, chart_keys, artifacts_dir, warehouse,
+                                                          stack):
+    """The Series filter reaches exactly the charts over series_weekday_hour and series_popularity (not the top
+    programmes, nor the forecast, whose 'series' column is another thing); picking a series leaves one row in the
+    series table and one series in the series × hour heatmap."""
+    from superset_exports.build import CHARTS, SERIES_TABLES
+
+    series = _warehouse_series(stack)
+    res = S.render_dashboard(DASHBOARDS[warehouse], artifacts_dir / f"superset-{DASHBOARDS[warehouse]}-series.png",
+                             browser=browser, data_mask=S.filter_state({"NATIVE_FILTER-series": [series]}))
+    assert not res.problems, res.problems
+    tables = {c[0]: c[2] for c in CHARTS}
+    for cid, qc in res.query_contexts.items():
+        key = chart_keys[cid][1]
+        has = {"col": "series", "op": "IN", "val": [series]} in qc["queries"][0]["filters"]
+        assert has == (tables[key] in SERIES_TABLES), key
+    rows = {chart_keys[d["slice_id"]][1]: d["rows"][0] for d in res.data if d.get("slice_id")}
+    assert rows["series_table"] == 1
+    assert 1 <= rows["series_hour_heatmap"] <= 24  # one series: at most a cell per hour
+    assert rows["forecast_line"] > 1 and rows["top_shows_heatmap"] > 1  # out of scope: unchanged
+
+
+def _warehouse_series(settings) -> str:
+    """The seed day's most watched series (recurring strand)."""
+    import psycopg2
+
+    with psycopg2.connect(settings.gp_dsn("reader")) as conn, conn.cursor() as cur:
+        cur.execute(f"SELECT series FROM {settings.gp_schema}.series_popularity WHERE dt = %s "
+                    f"ORDER BY minutes DESC LIMIT 1", (SEED_DAY,))
+        return cur.fetchone()[0]
+
+
+@pytest.mark.parametrize("warehouse", list(DASHBOARDS))
+def test_programme_and_forecast_charts_show_the_marts_values(superset, chart_keys, stack, warehouse):
+    """The new charts' data (their saved query contexts, through Superset) against SQL on the warehouse itself."""
+    by_key = {chart_keys[c["id"]][1]: c["id"] for c in superset.dashboard_charts(DASHBOARDS[warehouse])}
+
+    def data(key):
+        return pd.DataFrame(superset.chart_data(by_key[key])["result"][0]["data"])
+
+    want = _warehouse_values(stack, {
+        "series_hours": ("series_weekday_hour", "SELECT sum(minutes) / 60 FROM {t}"),
+        "top_hours": ("programme_popularity", "SELECT sum(minutes) / 60 FROM {t} WHERE rank <= 30"),
+        "top_rows": ("programme_popularity", "SELECT count(*) FROM {t} WHERE rank <= 30"),
+        "all_series_hours": ("series_popularity", "SELECT sum(minutes) / 60 FROM {t}"),
+        "actual_hours": ("forecast_daily", "SELECT sum(hours) FROM {t} WHERE series = 'total' AND kind = 'actual'"),
+        "ridge_hours": ("forecast_daily",
+                        "SELECT sum(hours) FROM {t} WHERE series = 'total' AND model = 'calendar_ridge'"),
+        "forecast_days": ("forecast_daily", "SELECT count(DISTINCT day) FROM {t} WHERE series = 'total'"),
+    })
+    want = {k.split(".", 1)[1]: v for k, v in want.items() if k.startswith(warehouse + ".")}
+
+    heat = data("series_hour_heatmap")
+    assert heat["total_hours"].sum() == pytest.approx(want["series_hours"], rel=1e-9)
+    top = data("top_shows_heatmap")
+    assert top["total_hours"].sum() == pytest.approx(want["top_hours"], rel=1e-9)
+    assert 0 < top["programme_label"].nunique() <= want["top_rows"]  # rank <= 30 of each day
+    assert set(top["start_hour"]) <= set(range(24))
+    assert data("series_table")["total_hours"].sum() == pytest.approx(want["all_series_hours"], rel=1e-9)
+    line = data("forecast_line")  # one column per model after the pivot
+    assert {"actual", "seasonal_naive", "calendar_ridge"} <= set(line.columns)
+    assert len(line) == want["forecast_days"]  # a point per day: the history and the forecast days
+    assert line["actual"].sum() == pytest.approx(want["actual_hours"], rel=1e-9)
+    assert line["calendar_ridge"].sum() == pytest.approx(want["ridge_hours"], rel=1e-9)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

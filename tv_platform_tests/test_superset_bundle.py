@@ -101,17 +101,24 @@ def test_charts_use_current_viz_types_and_resolvable_names(files):
                 assert c in columns, (chart["slice_name"], c)
         qc = json.loads(chart["query_context"])
         assert qc["datasource"] == {"id": int(p["datasource"].split("__")[0]), "type": "table"}
-        assert qc["queries"][0]["filters"] == [{"col": "dt", "op": "TEMPORAL_RANGE", "val": "No filter"}]
+        time_column = ds["main_dttm_col"]
+        assert qc["queries"][0]["filters"][0] == {"col": time_column, "op": "TEMPORAL_RANGE", "val": "No filter"}
+        assert qc["queries"][0]["filters"][1:] == [{"col": f["subject"], "op": f["operator"], "val": f["comparator"]}
+                                                   for f in p["adhoc_filters"][1:]]
 
 
 def test_datasets_declare_the_marts_columns(files):
-    from tv_platform.assets.marts import MARTS
+    from tv_platform.assets.marts import FORECAST, MARTS
+    from tv_platform.epg.marts import PROGRAMME_MARTS
 
+    marts = {**MARTS, **PROGRAMME_MARTS, "forecast_daily": FORECAST}
+    assert set(B.DATASET_TABLES) == set(marts)  # every mart has a dataset
     for rel, ds in files.items():
         if rel.startswith("datasets/"):
             physical = [c["column_name"] for c in ds["columns"] if not c["expression"]]
-            assert physical == list(MARTS[ds["table_name"]].columns), rel
-            assert ds["main_dttm_col"] == "dt"
+            assert physical == list(marts[ds["table_name"]].columns), rel
+            assert ds["main_dttm_col"] == ("day" if ds["table_name"] == "forecast_daily" else "dt")
+            assert {c["column_name"] for c in ds["columns"] if c["is_dttm"]} >= {ds["main_dttm_col"]}
             assert ds["schema"] == "tv_marts" and ds["sql"] is None  # physical datasets over the marts
 
 
@@ -134,13 +141,13 @@ def test_dashboards_mirror_each_other_and_stay_on_their_warehouse(files):
     assert titles[0] == titles[1]
 
 
-def test_native_filters_date_range_everywhere_channel_where_there_is_a_channel(files):
+def test_native_filters_date_range_everywhere_channel_and_series_where_the_dataset_has_them(files):
     datasets, _, charts = _index(files)
     for rel, dash in files.items():
         if not rel.startswith("dashboards/"):
             continue
         filters = {f["name"]: f for f in dash["metadata"]["native_filter_configuration"]}
-        assert set(filters) == {"Date range", "Channel"}
+        assert set(filters) == {"Date range", "Channel", "Series"}
         assert filters["Date range"]["filterType"] == "filter_time"
         assert filters["Date range"]["scope"] == {"rootPath": ["ROOT_ID"], "excluded": []}
         channel = filters["Channel"]
@@ -153,6 +160,17 @@ def test_native_filters_date_range_everywhere_channel_where_there_is_a_channel(f
             ds = datasets[charts[meta["uuid"]]["dataset_uuid"]]
             has_channel = "channel_name" in {c["column_name"] for c in ds["columns"]}
             assert (meta["chartId"] not in excluded) == has_channel, meta["sliceName"]
+        # Series: the series charts (B.SERIES_TABLES, all with a series column)
+        series = filters["Series"]
+        target = series["targets"][0]
+        assert series["filterType"] == "filter_select" and target["column"]["name"] == "series"
+        assert datasets[target["datasetUuid"]]["table_name"] == "series_popularity"
+        excluded = set(series["scope"]["excluded"])
+        for meta in (v["meta"] for v in dash["position"].values() if isinstance(v, dict) and v.get("type") == "CHART"):
+            ds = datasets[charts[meta["uuid"]]["dataset_uuid"]]
+            in_scope = ds["table_name"] in B.SERIES_TABLES
+            assert (meta["chartId"] not in excluded) == in_scope, meta["sliceName"]
+            assert not in_scope or "series" in {c["column_name"] for c in ds["columns"]}
 
 
 def _settings(monkeypatch, tmp_path, **env) -> Settings:

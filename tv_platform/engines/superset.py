@@ -900,16 +900,20 @@ class DashboardRender:
         return out
 
 
+SELECT_FILTER_COLUMNS = {"NATIVE_FILTER-channel": "channel_name", "NATIVE_FILTER-series": "series"}
+
+
 def filter_state(filters: dict[str, Any]) -> dict[str, Any]:
     """A dashboard ``dataMask`` setting native filter values: ``{"NATIVE_FILTER-channel": ["A", "B"]}`` for a select
-    filter on ``channel_name``, ``{"NATIVE_FILTER-date_range": "2023-09-23 : 2023-09-24"}`` for the time range."""
+    filter on ``channel_name`` (``NATIVE_FILTER-series``: on ``series``), ``{"NATIVE_FILTER-date_range": "2023-09-23 :
+    2023-09-24"}`` for the time range."""
     mask: dict[str, Any] = {}
     for fid, value in filters.items():
         if isinstance(value, str):  # a time range
             extra: dict[str, Any] = {"time_range": value}
             state: dict[str, Any] = {"value": value}
         else:
-            column = "channel_name"
+            column = SELECT_FILTER_COLUMNS.get(fid, "channel_name")
             extra = {"filters": [{"col": column, "op": "IN", "val": list(value)}]}
             state = {"value": list(value), "label": ", ".join(value)}
         mask[fid] = {"id": fid, "extraFormData": extra, "filterState": state, "ownState": {}}
