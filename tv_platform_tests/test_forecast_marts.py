@@ -112,3 +112,12 @@ def test_a_new_forecast_replaces_the_marts_whole_and_a_drift_fails_the_check(sta
     assert not check.passed
     assert check.metadata["warehouse_rows"].value == len(hive_total) - 1
     assert check.metadata["lake_rows"].value == len(hive_total)
+
+
+def test_docs_list_the_forecast_mart_columns():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "marts.md").read_text()
+    assert "#### `forecast_daily` ← Hive `forecast_daily`" in doc
+    for column, (gp, ch) in M.FORECAST.columns.items():
+        assert f"| `{column}` | `{gp}` | `{ch}` |" in doc, column
