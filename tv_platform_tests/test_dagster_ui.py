@@ -41,11 +41,17 @@ def dagster_ui(stack, lake):
     from tv_platform.resources import hdfs_io_manager
 
     port = _free_port()
-    root = f"/tests/dagster_ui_{uuid.uuid4().hex[:8]}"
+    suffix = uuid.uuid4().hex[:8]
+    root = f"/tests/dagster_ui_{suffix}"
+    database = f"tv_ui_{suffix}"
     with pytest.MonkeyPatch.context() as mp:
         for key, value in dagster_env().items():
             if os.environ.get(key) != value:
                 mp.setenv(key, value)
+        # what the UI launches (the backfill test) writes to this module's lake root and Hive database
+        mp.setenv("TVP_LAKE_ROOT", root)
+        mp.setenv("TVP_HIVE_DATABASE", database)
+        mp.setenv("TVP_SIM_USERS", "500")
         proc = start_dagster(port)
         try:
             from tv_platform.assets import ingest
@@ -61,6 +67,10 @@ def dagster_ui(stack, lake):
         finally:
             stop_dagster(proc)
             lake.delete(root)
+            from pyspark.sql import SparkSession
+
+            SparkSession.builder.remote(stack.spark_remote).getOrCreate().sql(
+                f"DROP DATABASE IF EXISTS {database} CASCADE")
 
 
 def _graphql(url: str, query: str, variables: dict | None = None) -> dict:
@@ -168,3 +178,58 @@ def test_ui_shows_the_materialized_partition_of_tv_dataset(dagster_ui, browser, 
     _render(browser, f"{url}/assets/tv_dataset?view=partitions&partition={DAY}",
             ["tv_dataset", DAY, "Latest materialization", f"{root}/raw/tv_dataset/dt={DAY}"],
             artifacts_dir / "dagster_tv_dataset_partitions.png")
+
+
+def test_a_backfill_launched_from_the_ui_runs_spark_assets_once_per_range(dagster_ui):
+    """What the UI's "Launch backfill" sends (GraphQL ``launchPartitionBackfill``), run by the daemon of ``dagster dev``:
+    the simulated history one run per day, its Hive table (a Spark asset, ``BackfillPolicy.single_run``) one run for
+    both days."""
+    url, root = dagster_ui
+    days = ["2023-09-20", "2023-09-21"]
+    launched = _graphql(url, """
+        mutation ($params: LaunchBackfillParams!) {
+          launchPartitionBackfill(backfillParams: $params) {
+            __typename
+            ... on LaunchBackfillSuccess { backfillId }
+            ... on PythonError { message }
+          }
+        }""", {"params": {"assetSelection": [{"path": ["tv_dataset"]}, {"path": ["hive_tv_dataset"]}],
+                          "partitionNames": days, "title": "test_dagster_ui"}})["launchPartitionBackfill"]
+    assert launched["__typename"] == "LaunchBackfillSuccess", launched
+    backfill_id = launched["backfillId"]
+
+    deadline = time.monotonic() + 420
+    while True:
+        data = _graphql(url, """
+            query ($id: String!) {
+              partitionBackfillOrError(backfillId: $id) {
+                ... on PartitionBackfill { status runs(limit: 20) { runId status tags { key value } } }
+                ... on PythonError { message }
+              }
+            }""", {"id": backfill_id})["partitionBackfillOrError"]
+        assert "status" in data, data
+        if data["status"] in ("COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"):
+            break
+        assert time.monotonic() < deadline, f"backfill {backfill_id} still {data['status']} after 420 s"
+        time.sleep(3)
+    runs = data["runs"]
+    assert data["status"] in ("COMPLETED", "COMPLETED_SUCCESS"), data
+    assert all(r["status"] == "SUCCESS" for r in runs), runs
+    tags = [{t["key"]: t["value"] for t in r["tags"]} for r in runs]
+    per_day = sorted(t["dagster/partition"] for t in tags if "dagster/partition" in t)
+    ranges = [(t["dagster/asset_partition_range_start"], t["dagster/asset_partition_range_end"])
+              for t in tags if "dagster/asset_partition_range_start" in t]
+    assert per_day == days  # tv_dataset: one run per day
+    assert ranges == [(days[0], days[-1])]  # hive_tv_dataset: one run for the range
+    assert len(runs) == 3
+
+    # and the Spark asset really registered both days, in this module's database
+    data = _graphql(url, """
+        query ($key: AssetKeyInput!) {
+          assetNodeOrError(assetKey: $key) {
+            ... on AssetNode { assetMaterializations(partitions: ["2023-09-20", "2023-09-21"]) { partition runId } }
+          }
+        }""", {"key": {"path": ["hive_tv_dataset"]}})
+    range_run = next(r["runId"] for r, t in zip(runs, tags) if "dagster/asset_partition_range_start" in t)
+    mats = data["assetNodeOrError"]["assetMaterializations"]
+    assert sorted(m["partition"] for m in mats if m["runId"] == range_run) == days
