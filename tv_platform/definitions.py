@@ -25,7 +25,7 @@ defs = dg.Definitions(
         *follows_stream(programmes.assets),
         *follows_stream(fresh_marts([*marts.assets, *programmes.mart_assets])),
         *analytics.assets,
-        *marts.forecast_assets,  # the forecast against the actuals, replaced whole (group analytics, unpartitioned)
+        *fresh_marts(marts.forecast_assets),  # the forecast against the actuals, replaced whole (unpartitioned)
     ],
     asset_checks=[*ingest.checks, *lake.checks, *programmes.checks, *marts.checks, *programmes.mart_checks,
                   *marts.forecast_checks],
