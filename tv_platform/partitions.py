@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import dagster as dg
 
 from tv_platform.settings import get_settings
@@ -10,6 +12,8 @@ from tv_platform.settings import get_settings
 daily = dg.DailyPartitionsDefinition(start_date=get_settings().start_date, end_offset=1)
 """One partition per calendar day of events; ``end_offset=1`` includes today, so the live stream lands as it comes."""
 
+# backfill policies are a beta parameter of @asset; we rely on it knowingly (tested in test_backfill / test_dagster_ui)
+warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", category=dg.BetaWarning)
 spark_range = dg.BackfillPolicy.single_run()
 """How a backfill runs a Spark asset: the whole range of days in one run (one Spark job over all days, partitions
 overwritten exactly), not one run per day. The Spark assets read ``context.partition_keys`` and their checks cover

@@ -29,11 +29,16 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+import warnings
 from typing import Any, Iterable, Sequence
 
 import dagster as dg
 
 from tv_platform.lake import tables as T
+
+# pyspark 4.3 warns on every toPandas() that it does not fully support pandas 3; what we use of it (Arrow conversion of
+# declared column types) is tested against pandas 3.1 in every mart and analytics test
+warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
 
 
 class HiveError(RuntimeError):
@@ -99,7 +104,7 @@ class HiveCatalog:
             self._database_ready = True
 
     def table_exists(self, table: str) -> bool:
-        return bool(self.spark.catalog.tableExists(table, self.database))
+        return bool(self.spark.catalog.tableExists(f"{self.database}.{table}"))
 
     def table_columns(self, table: str) -> list[tuple[str, str]]:
         return [(f.name, f.dataType.simpleString()) for f in self.spark.table(self.qualified(table)).schema.fields]
