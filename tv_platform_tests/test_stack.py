@@ -48,28 +48,6 @@ def test_hdfs_file_through_webhdfs_and_spark(stack, lake, spark, unique):
     assert not lake.exists(f"/tmp/tests/{unique}")
 
 
-def test_hive_table_on_hdfs_survives_spark_restart(stack, spark, unique):
-    from tv_platform.stack.spark import SparkConnectService
-
-    table = f"default.restart_{unique}"
-    spark.sql(f"create table {table} (id int, name string) stored as parquet partitioned by (dt string)")
-    spark.sql(f"insert into {table} partition (dt='2023-09-23') values (1, 'Россия 1'), (2, 'НТВ')")
-    location = spark.sql(f"describe formatted {table}").where("col_name = 'Location'").collect()[0].data_type
-    assert location.startswith(stack.hdfs_url), location
-
-    service = SparkConnectService(stack)
-    service.stop()
-    service.start()
-
-    from pyspark.sql import SparkSession
-
-    SparkSession.builder.remote(stack.spark_remote).getOrCreate().stop()  # drop the dead channel
-    fresh = SparkSession.builder.remote(stack.spark_remote).getOrCreate()
-    rows = fresh.sql(f"select id, name, dt from {table} order by id").collect()
-    assert [(r.id, r.name, r.dt) for r in rows] == [(1, "Россия 1", "2023-09-23"), (2, "НТВ", "2023-09-23")]
-    fresh.sql(f"drop table {table}")
-
-
 def test_postgres_roles_loader_writes_reader_reads(stack, unique):
     table = f"{stack.gp_schema}.roundtrip_{unique}"
     with psycopg2.connect(stack.gp_dsn("loader")) as conn, conn.cursor() as cur:
