@@ -9,7 +9,10 @@ docs/benchmarks.md with the date.
   per core), ``acks=all``;
 * landing: one sensor tick (it reads every new message once to cut the offset ranges by event date), then the
   landing runs it requests — first one after the other in this process, then again (a re-run: the same files are
-  rewritten) with ``--runners`` runs at a time in separate processes, as the Dagster daemon launches them.
+  rewritten) with ``--runners`` runs at a time in separate processes, as the Dagster daemon launches them;
+* sustained landing (``--sustained N``): N more events produced, then ticks and runs overlapping as under the daemon —
+  a tick hands its runs to ``--runners`` worker processes and the next tick reads on while they land — until all N
+  are landed.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ def main() -> None:
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--workers", type=int, default=None, help="producer processes (default: one per core)")
     ap.add_argument("--runners", type=int, default=2, help="landing runs at a time for the parallel measurement")
+    ap.add_argument("--sustained", type=int, default=0, metavar="N",
+                    help="also measure overlapping ticks and runs over N more events (e.g. 600000)")
     args = ap.parse_args()
 
     from tv_platform.assets import ingest
@@ -97,6 +102,27 @@ def main() -> None:
           f"with the tick: {landed / (tick_s + serial_s):,.0f} events/s")
     print(f"landing runs {args.runners} at a time: {parallel_s:.1f} s = {landed / parallel_s:,.0f} events/s; "
           f"with the tick: {landed / (tick_s + parallel_s):,.0f} events/s")
+
+    if args.sustained:
+        more = pd.concat([live_frame(date(2023, 10, 10), SimulationParams(users=args.users, seed=seed + i))
+                          for i in range(args.sustained // 150_000 + 1)], ignore_index=True)
+        more = more.sort_values("timer", kind="stable").iloc[:args.sustained]
+        publish_frame(kafka, more, workers=args.workers, progress=False)
+        cursor, ticks, futures = result.cursor, 0, []
+        t0 = time.monotonic()
+        with ProcessPoolExecutor(args.runners, mp_context=mp.get_context("fork")) as pool:
+            while True:
+                tick = kafka_events_sensor(dg.build_sensor_context(instance=instance, resources={"kafka": kafka},
+                                                                    cursor=cursor))
+                cursor, ticks = tick.cursor, ticks + 1
+                new = tick.run_requests  # (no retries: the runs are not recorded in this instance, so stay pending)
+                if not new:
+                    break
+                futures += [pool.submit(_land, (kafka.topic, rr.partition_key, rr.run_config)) for rr in new]
+            landed_more = sum(f.result() for f in futures)
+        sustained_s = time.monotonic() - t0
+        print(f"sustained (ticks overlapping {args.runners} runs at a time): {landed_more:,} events in "
+              f"{sustained_s:.1f} s over {ticks} ticks = {landed_more / sustained_s:,.0f} events/s")
 
 
 if __name__ == "__main__":
