@@ -624,6 +624,25 @@ def markdown(wh: str) -> str:
             f"(/superset/dashboard/{WAREHOUSES[other]['slug']}/)")
 
 
+
+def select_filter(wh: str, key: str, name: str, dataset: str, column: str, excluded: list, search_all: bool,
+                  description: str) -> dict:
+    """A multi-select native filter on one dataset's column, applied to every chart but ``excluded``."""
+    return {
+        "id": f"NATIVE_FILTER-{key}",
+        "name": name,
+        "filterType": "filter_select",
+        "type": "NATIVE_FILTER",
+        "targets": [{"column": {"name": column}, "datasetUuid": uid("dataset", wh, dataset)}],
+        "controlValues": {"enableEmptyFilter": False, "defaultToFirstItem": False, "multiSelect": True,
+                          "searchAllOptions": search_all, "inverseSelection": False, "sortAscending": True},
+        "defaultDataMask": {"extraFormData": {}, "filterState": {}, "ownState": {}},
+        "cascadeParentIds": [],
+        "scope": {"rootPath": ["ROOT_ID"], "excluded": excluded},
+        "description": description,
+    }
+
+
 def dashboard_yaml(wh: str) -> dict[str, Any]:
     w = WAREHOUSES[wh]
     index = {c[0]: i for i, c in enumerate(CHARTS)}
@@ -666,36 +685,14 @@ def dashboard_yaml(wh: str) -> dict[str, Any]:
             "scope": {"rootPath": ["ROOT_ID"], "excluded": []},
             "description": "Days of the marts' dt column; applies to every chart.",
         },
-        {
-            "id": "NATIVE_FILTER-channel",
-            "name": "Channel",
-            "filterType": "filter_select",
-            "type": "NATIVE_FILTER",
-            "targets": [{"column": {"name": "channel_name"}, "datasetUuid": uid("dataset", wh, "channel_rating")}],
-            "controlValues": {"enableEmptyFilter": False, "defaultToFirstItem": False, "multiSelect": True,
-                              "searchAllOptions": False, "inverseSelection": False, "sortAscending": True},
-            "defaultDataMask": {"extraFormData": {}, "filterState": {}, "ownState": {}},
-            "cascadeParentIds": [],
-            # charts over marts without a channel (daily totals, hourly activity, buckets, users) are out of scope
-            "scope": {"rootPath": ["ROOT_ID"], "excluded": not_channel},
-            "description": "Channels; applies to the charts over channel_rating, channel_weekday_hour, sessions and "
-                           "programme_popularity and top_programmes.",
-        },
-        {
-            "id": "NATIVE_FILTER-series",
-            "name": "Series",
-            "filterType": "filter_select",
-            "type": "NATIVE_FILTER",
-            "targets": [{"column": {"name": "series"}, "datasetUuid": uid("dataset", wh, "series_popularity")}],
-            "controlValues": {"enableEmptyFilter": False, "defaultToFirstItem": False, "multiSelect": True,
-                              "searchAllOptions": True, "inverseSelection": False, "sortAscending": True},
-            "defaultDataMask": {"extraFormData": {}, "filterState": {}, "ownState": {}},
-            "cascadeParentIds": [],
-            # the series charts only (see SERIES_TABLES)
-            "scope": {"rootPath": ["ROOT_ID"], "excluded": not_series},
-            "description": "Series and recurring strands of the programme guide; applies to the charts over "
-                           "series_weekday_hour and series_popularity.",
-        },
+        # charts over marts without a channel (daily totals, hourly activity, buckets, users) are out of its scope
+        select_filter(wh, "channel", "Channel", "channel_rating", "channel_name", not_channel, search_all=False,
+                      description="Channels; applies to the charts over channel_rating, channel_weekday_hour, sessions "
+                                  "and programme_popularity and top_programmes."),
+        # the series charts only (see SERIES_TABLES)
+        select_filter(wh, "series", "Series", "series_popularity", "series", not_series, search_all=True,
+                      description="Series and recurring strands of the programme guide; applies to the charts over "
+                                  "series_weekday_hour and series_popularity."),
     ]
     return {
         "dashboard_title": w["title"],
