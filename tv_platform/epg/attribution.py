@@ -125,7 +125,7 @@ def audience_integral(viewing: DataFrame, guide: DataFrame, day) -> DataFrame:
         .unionByName(g.select(F.col("g_end_s").alias("t"), F.lit(0).alias("d")))
         .unionByName(viewing.sparkSession.createDataFrame([(0, 0), (DAY_S, 0)], "t bigint, d int"))
     )
-    w = Window.orderBy("t")
+    w = Window.partitionBy(F.lit(0)).orderBy("t")  # one window on purpose (small, see above), said explicitly
     pts = events.groupBy(F.col("t").cast("bigint").alias("t")).agg(F.sum("d").alias("delta"))
     pts = pts.withColumn("active", F.sum("delta").over(w.rowsBetween(Window.unboundedPreceding, 0)))
     pts = pts.withColumn("seg", F.col("active") * F.coalesce(F.lead("t").over(w) - F.col("t"), F.lit(0)))
