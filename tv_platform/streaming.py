@@ -9,7 +9,7 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Iterable, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
 from tv_platform.layout import EVENT_COLUMNS, STATUSES
 
@@ -17,9 +17,8 @@ SESSION_ID = re.compile(r"^[0-9a-f]{32}$")
 TIMER_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
-@dataclass(frozen=True)
-class Message:
-    """What the landing needs of a Kafka record."""
+class Message(NamedTuple):
+    """What the landing needs of a Kafka record (a tuple: the sensor and the landing make one per record)."""
 
     partition: int
     offset: int
