@@ -38,14 +38,33 @@ land_stream_job = dg.define_asset_job(
 )
 
 
-def load_cursor(raw: str | None) -> dict:
+def new_cursor(topic: str) -> dict:
+    return {"topic": topic, "epoch": uuid.uuid4().hex[:8], "next": {}, "pending": []}
+
+
+def load_cursor(raw: str | None, topic: str | None = None) -> dict:
     if not raw:
-        return {"epoch": uuid.uuid4().hex[:8], "next": {}, "pending": []}
+        return new_cursor(topic or "")
     cursor = json.loads(raw)
     cursor.setdefault("pending", [])
     cursor.setdefault("next", {})
     cursor.setdefault("epoch", uuid.uuid4().hex[:8])
+    cursor.setdefault("topic", topic or "")
     return cursor
+
+
+def stale_cursor(cursor: dict, topic: str, end_offsets: dict[int, int]) -> str | None:
+    """Why ``cursor`` cannot go on for ``topic`` (None when it can): it was kept for another topic, or a partition's
+    next offset lies beyond the partition's end — the topic was deleted and created again, or truncated. Going on
+    would skip every new message up to the old offsets, silently; the sensor starts a new cursor instead."""
+    if cursor.get("topic") and cursor["topic"] != topic:
+        return f"the cursor was kept for topic {cursor['topic']!r}, the sensor now reads {topic!r}"
+    beyond = {p: (int(n), end_offsets.get(int(p), 0)) for p, n in cursor["next"].items()
+              if int(n) > end_offsets.get(int(p), 0)}
+    if beyond:
+        return (f"{topic}: next offsets beyond the end of partitions {beyond} (next, end) — the topic was created "
+                "again or truncated")
+    return None
 
 
 def run_key(topic: str, epoch: str, partition: int, start: int, end: int, attempt: int = 0) -> str:
@@ -84,8 +103,19 @@ def _pending_state(instance: dg.DagsterInstance, key: str) -> str:
 )
 def kafka_events_sensor(context: dg.SensorEvaluationContext, kafka: KafkaResource) -> dg.SensorResult:
     started = time.monotonic()
-    cursor = load_cursor(context.cursor)
-    epoch, topic = cursor["epoch"], kafka.topic
+    topic = kafka.topic
+    cursor = load_cursor(context.cursor, topic)
+    with kafka.consumer() as consumer:
+        parts = sorted(consumer.partitions_for_topic(topic) or [])
+        tps = [TopicPartition(topic, p) for p in parts]
+        begin = consumer.beginning_offsets(tps) if tps else {}
+        end_offsets = consumer.end_offsets(tps) if tps else {}
+    why = stale_cursor(cursor, topic, {tp.partition: o for tp, o in end_offsets.items()})
+    if why:
+        context.log.warning(f"{why}; starting a new cursor (new epoch) from the beginning of {topic}"
+                            + (f", dropping {len(cursor['pending'])} pending ranges" if cursor["pending"] else ""))
+        cursor = new_cursor(topic)
+    epoch = cursor["epoch"]
     requests: list[dg.RunRequest] = []
 
     # 1. ranges requested before: drop the landed ones, request the failed ones again
@@ -104,10 +134,6 @@ def kafka_events_sensor(context: dg.SensorEvaluationContext, kafka: KafkaResourc
     lag: dict[str, int] = {}
     budget = MAX_RECORDS_PER_TICK
     with kafka.consumer() as consumer:
-        parts = sorted(consumer.partitions_for_topic(topic) or [])
-        tps = [TopicPartition(topic, p) for p in parts]
-        begin = consumer.beginning_offsets(tps) if tps else {}
-        end_offsets = consumer.end_offsets(tps) if tps else {}
         for tp in tps:
             p = tp.partition
             start = max(int(cursor["next"].get(str(p), begin[tp])), begin[tp])

@@ -263,3 +263,41 @@ def test_cursor_reset_gets_new_run_keys(stack, reference, unique):
     second, _ = _sensor_tick(kafka)  # a reset cursor: same ranges, new epoch
     assert [rr.run_config for rr in first.run_requests] == [rr.run_config for rr in second.run_requests]
     assert {rr.run_key for rr in first.run_requests}.isdisjoint({rr.run_key for rr in second.run_requests})
+
+
+def _one_event(kafka, n=1):
+    publish(kafka, [{"session_id": f"{i:032x}", "user_id": 1, "channel_id": 1, "timer": "2023-10-06 10:00:00",
+                     "status": "enabled"} for i in range(n)], progress=False)
+
+
+def test_a_cursor_kept_for_another_topic_starts_over(stack, reference, unique):
+    """TVP_KAFKA_TOPIC changed: the old topic's offsets mean nothing here, so the sensor reads the new topic from its
+    beginning instead of skipping its first messages."""
+    old = _topic(stack, f"old_{unique}", partitions=1)
+    _one_event(old, 50)
+    first, _ = _sensor_tick(old)
+    assert json.loads(first.cursor)["next"] == {"0": 50}
+
+    new = _topic(stack, f"new_{unique}", partitions=1)
+    _one_event(new, 20)
+    result, _ = _sensor_tick(new, cursor=first.cursor)
+    cursor = json.loads(result.cursor)
+    assert cursor["topic"] == new.topic and cursor["next"] == {"0": 20}
+    assert cursor["epoch"] != json.loads(first.cursor)["epoch"]
+    assert [rr.run_config["ops"]["tv_stream_snapshot"]["config"]["ranges"] for rr in result.run_requests] == [
+        [{"partition": 0, "start": 0, "end": 20}]]
+
+
+def test_a_topic_created_again_is_read_from_its_beginning(stack, reference, unique):
+    """Offsets in the cursor beyond a partition's end: the topic was deleted and created again (or truncated). The
+    sensor must not wait for the offsets to catch up (every message until then would be skipped)."""
+    kafka = _topic(stack, f"again_{unique}", partitions=1)
+    _one_event(kafka, 30)
+    recreated = json.dumps({"topic": kafka.topic, "epoch": "0ld0ld00", "next": {"0": 10_000},
+                            "pending": [[0, 9_000, 10_000, "2023-10-06", 0]]})
+    result, _ = _sensor_tick(kafka, cursor=recreated)
+    cursor = json.loads(result.cursor)
+    assert cursor["next"] == {"0": 30} and cursor["epoch"] != "0ld0ld00"
+    assert cursor["pending"] == [[0, 0, 30, "2023-10-06", 0]]  # the old, unreadable range is gone
+    assert [rr.run_config["ops"]["tv_stream_snapshot"]["config"]["ranges"] for rr in result.run_requests] == [
+        [{"partition": 0, "start": 0, "end": 30}]]
