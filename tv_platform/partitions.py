@@ -19,3 +19,14 @@ spark_range = dg.BackfillPolicy.single_run()
 overwritten exactly), not one run per day. The Spark assets read ``context.partition_keys`` and their checks cover
 every day of the range. Python assets that write one CSV per day (``tv_dataset``, ``programme_guide``) and the
 warehouse marts (one day replaced per load, checked per day) keep Dagster's default: one run per partition."""
+
+# RAW_WINDOW: sessions of day D read the raw events of D-1..D+1 (a session crossing midnight ends the next day).
+# PREVIOUS_DAY: what runs on the in-day clock (aggregates, programme attribution) reads the sessions of D-1 and D
+# (sessions started the evening before run into D). allow_nonexistent_upstream_partitions is "beta"; the first and
+# the last partition need it.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", dg.BetaWarning)
+    RAW_WINDOW = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=1,
+                                               allow_nonexistent_upstream_partitions=True)
+    PREVIOUS_DAY = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=0,
+                                                 allow_nonexistent_upstream_partitions=True)

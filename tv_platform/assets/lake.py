@@ -12,7 +12,6 @@ Resources: ``hive`` (:class:`~tv_platform.engines.spark.HiveResource`) and ``hiv
 (:class:`~tv_platform.engines.spark.HiveIOManager`) — ``tv_platform.engines.spark.lake_resources(settings)``.
 """
 
-import warnings
 from functools import reduce
 
 import dagster as dg
@@ -23,20 +22,10 @@ from tv_platform.lake import aggregates as A
 from tv_platform.lake import queries as Q
 from tv_platform.lake import tables as T
 from tv_platform.lake.sessions import REASONS, SESSION, read_window, sessionize, union_sources
-from tv_platform.partitions import daily, spark_range
+from tv_platform.partitions import PREVIOUS_DAY, RAW_WINDOW, daily, spark_range
 
 GROUP = "lake"
 KINDS = {"hive", "spark"}
-
-# RAW_WINDOW: sessions of day D read the raw events of D-1..D+1 (a session crossing midnight ends the next day).
-# PREVIOUS_DAY: aggregates on the in-day clock read the sessions of D-1 and D (sessions started the evening before
-# run into D). allow_nonexistent_upstream_partitions is "beta"; the first and the last partition need it.
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", dg.BetaWarning)
-    RAW_WINDOW = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=1,
-                                               allow_nonexistent_upstream_partitions=True)
-    PREVIOUS_DAY = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=0,
-                                                 allow_nonexistent_upstream_partitions=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

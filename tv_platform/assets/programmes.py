@@ -10,13 +10,13 @@ The logic is in tv_platform/epg/ (pure functions); the assets read, call and wri
 (the guide's CSV), ``hive`` and ``hive_io_manager`` (as the lake).
 """
 
-import warnings
 from functools import reduce
 
 import dagster as dg
 import pandas as pd
 from pyspark.sql import functions as F
 
+from tv_platform.dates import as_date
 from tv_platform.engines.spark import HiveCatalog, HiveResource
 from tv_platform.epg import attribution as EA
 from tv_platform.epg import tables as ET
@@ -24,17 +24,11 @@ from tv_platform.epg.generator import make_guide
 from tv_platform.epg.guide import GUIDE_COLUMNS, coverage_problems, normalize_day
 from tv_platform.epg.xmltv import parse_xmltv
 from tv_platform.lake.queries import session_totals_sql
-from tv_platform.lake.sessions import as_date
-from tv_platform.partitions import daily, spark_range
+from tv_platform.partitions import PREVIOUS_DAY, daily, spark_range
 from tv_platform.settings import get_settings
 
 GROUP = "programmes"
 KINDS = {"spark", "hive"}
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", dg.BetaWarning)
-    PREVIOUS_DAY = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=0,
-                                                 allow_nonexistent_upstream_partitions=True)
 
 
 def _in(days: list[str]) -> str:

@@ -8,10 +8,12 @@ recurring strand a programme belongs to (a series, a recurring show, a documenta
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 
 import numpy as np
 import pandas as pd
+
+from tv_platform.dates import as_date  # noqa: F401 - re-exported for the guide modules
 
 GUIDE_COLUMNS: dict[str, str] = {
     "channel_id": "int32",
@@ -29,12 +31,6 @@ KINDS = ("news", "series", "film", "show", "sport", "kids", "documentary", "musi
 GAP_TITLE = "Нет данных EPG"
 
 
-def as_date(day) -> date:
-    if isinstance(day, datetime):
-        return day.date()
-    if isinstance(day, date):
-        return day
-    return date.fromisoformat(str(day))
 
 
 def programme_id(channel_id: int, start: pd.Timestamp | datetime) -> str:

@@ -30,11 +30,12 @@ from the written tables).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import timedelta
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from tv_platform.dates import as_date  # noqa: F401 - re-exported for the lake modules
 from tv_platform.lake.tables import EVENT_SOURCES
 
 REASONS = (
@@ -49,12 +50,6 @@ SESSION = "session"
 SOURCES = tuple(EVENT_SOURCES.values())  # ("history", "stream"), sorted
 
 
-def as_date(day) -> date:
-    if isinstance(day, datetime):
-        return day.date()
-    if isinstance(day, date):
-        return day
-    return date.fromisoformat(str(day))
 
 
 def day_range(start, end=None) -> list[str]:

@@ -32,13 +32,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from datetime import date as Date, datetime, timedelta
+from datetime import date as Date, timedelta
 from functools import lru_cache
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from tv_platform.dates import as_date as _as_date
 from tv_platform.simulator.reference import load_channels
 
 EVENT_COLUMNS = ("session_id", "user_id", "channel_id", "timer", "status")
@@ -314,13 +315,3 @@ def simulate_range(start, days: int, params: SimulationParams | None = None) -> 
     return out.take(order).reset_index(drop=True)
 
 
-def _as_date(day) -> Date:
-    if isinstance(day, datetime):
-        return day.date()
-    if isinstance(day, Date):
-        return day
-    if isinstance(day, np.datetime64):
-        return pd.Timestamp(day).date()
-    if isinstance(day, str):
-        return Date.fromisoformat(day[:10])
-    raise TypeError(f"expected a date, datetime or 'YYYY-MM-DD', got {day!r}")
