@@ -23,9 +23,9 @@ import dagster as dg
 from kafka import TopicPartition
 
 from tv_platform.assets.ingest import kafka_topic, tv_stream_snapshot
-from tv_platform.engines.kafka import KafkaResource
+from tv_platform.engines.kafka import KafkaResource, poll_range
 from tv_platform.partitions import daily
-from tv_platform.streaming import Message, cut_by_date
+from tv_platform.streaming import cut_by_date
 
 MAX_RECORDS_PER_TICK = 200_000
 TICK_BUDGET_S = 25.0
@@ -95,6 +95,50 @@ def _pending_state(instance: dg.DagsterInstance, key: str) -> str:
     return "running"
 
 
+def settle_pending(context: dg.SensorEvaluationContext, cursor: dict, topic: str) -> tuple[list, list]:
+    """(run requests, ranges still pending) for the ranges requested before: the landed ones are dropped, the failed
+    ones requested again."""
+    requests, still_pending = [], []
+    for partition, start, end, day, attempt in cursor["pending"]:
+        state = _pending_state(context.instance, run_key(topic, cursor["epoch"], partition, start, end, attempt))
+        if state == "failed":
+            attempt += 1
+            context.log.warning(f"range {partition}:{start}-{end} ({day}) failed; requesting it again (attempt {attempt})")
+            requests.append(run_request(topic, cursor["epoch"], partition, start, end, day, attempt))
+        if state != "done":
+            still_pending.append([partition, start, end, day, attempt])
+    return requests, still_pending
+
+
+def request_new_ranges(consumer, cursor: dict, tps: list, begin: dict, end_offsets: dict, deadline: float,
+                       requests: list, pending: list) -> dict[str, int]:
+    """Read the records after the cursor (at most MAX_RECORDS_PER_TICK, until ``deadline``), cut them into ranges of
+    one event date, append a run request and a pending entry per range, advance the cursor. Returns the lag per
+    partition."""
+    valid_days = set(daily.get_partition_keys())
+    lag: dict[str, int] = {}
+    budget = MAX_RECORDS_PER_TICK
+    for tp in tps:
+        p = str(tp.partition)
+        start = max(int(cursor["next"].get(p, begin[tp])), begin[tp])
+        end = end_offsets[tp]
+        if end <= start or budget <= 0 or time.monotonic() > deadline:
+            lag[p], cursor["next"][p] = max(end - start, 0), start
+            continue
+        # a range ends where the reading ended (a tick that ran out of time continues next tick)
+        messages, range_end = poll_range(consumer, tp, start, min(end, start + budget), deadline)
+        if messages:
+            fallback = time.strftime("%Y-%m-%d", time.localtime(messages[0].timestamp_ms / 1000))
+            for r in cut_by_date(tp.partition, messages, range_end, valid_days,
+                                 fallback_day=fallback if fallback in valid_days else max(valid_days)):
+                requests.append(run_request(tp.topic, cursor["epoch"], r.partition, r.start, r.end, r.day))
+                pending.append([r.partition, r.start, r.end, r.day, 0])
+        cursor["next"][p] = range_end
+        budget -= range_end - start
+        lag[p] = end - range_end
+    return lag
+
+
 @dg.sensor(
     job=land_stream_job,
     minimum_interval_seconds=15,
@@ -105,73 +149,18 @@ def kafka_events_sensor(context: dg.SensorEvaluationContext, kafka: KafkaResourc
     started = time.monotonic()
     topic = kafka.topic
     cursor = load_cursor(context.cursor, topic)
-    with kafka.consumer() as consumer:
-        parts = sorted(consumer.partitions_for_topic(topic) or [])
-        tps = [TopicPartition(topic, p) for p in parts]
+    with kafka.consumer() as consumer:  # one consumer for the whole tick: offsets, then the new records
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
         begin = consumer.beginning_offsets(tps) if tps else {}
         end_offsets = consumer.end_offsets(tps) if tps else {}
-    why = stale_cursor(cursor, topic, {tp.partition: o for tp, o in end_offsets.items()})
-    if why:
-        context.log.warning(f"{why}; starting a new cursor (new epoch) from the beginning of {topic}"
-                            + (f", dropping {len(cursor['pending'])} pending ranges" if cursor["pending"] else ""))
-        cursor = new_cursor(topic)
-    epoch = cursor["epoch"]
-    requests: list[dg.RunRequest] = []
-
-    # 1. ranges requested before: drop the landed ones, request the failed ones again
-    still_pending = []
-    for partition, start, end, day, attempt in cursor["pending"]:
-        state = _pending_state(context.instance, run_key(topic, epoch, partition, start, end, attempt))
-        if state == "failed":
-            attempt += 1
-            context.log.warning(f"range {partition}:{start}-{end} ({day}) failed; requesting it again (attempt {attempt})")
-            requests.append(run_request(topic, epoch, partition, start, end, day, attempt))
-        if state != "done":
-            still_pending.append([partition, start, end, day, attempt])
-
-    # 2. new records
-    valid_days = set(daily.get_partition_keys())
-    lag: dict[str, int] = {}
-    budget = MAX_RECORDS_PER_TICK
-    with kafka.consumer() as consumer:
-        for tp in tps:
-            p = tp.partition
-            start = max(int(cursor["next"].get(str(p), begin[tp])), begin[tp])
-            end = end_offsets[tp]
-            if end <= start or budget <= 0 or time.monotonic() - started > TICK_BUDGET_S:
-                lag[str(p)] = max(end - start, 0)
-                cursor["next"][str(p)] = start
-                continue
-            stop = min(end, start + budget)
-            consumer.assign([tp])
-            consumer.seek(tp, start)
-            messages: list[Message] = []
-            position = start
-            while position < stop and time.monotonic() - started < TICK_BUDGET_S:
-                batch = consumer.poll(timeout_ms=1000, max_records=10_000).get(tp, [])
-                if not batch:
-                    pos = consumer.position(tp)
-                    if pos is not None and pos >= stop:
-                        break
-                    continue
-                for rec in batch:
-                    if rec.offset >= stop:
-                        break
-                    messages.append(Message(rec.partition, rec.offset, rec.value, rec.timestamp))
-                position = batch[-1].offset + 1
-            if not messages:
-                lag[str(p)] = end - start
-                continue
-            # a range ends where the messages read end (a tick that ran out of time continues next tick)
-            range_end = min(stop, messages[-1].offset + 1) if position < stop else stop
-            fallback = time.strftime("%Y-%m-%d", time.localtime(messages[0].timestamp_ms / 1000))
-            for r in cut_by_date(p, messages, range_end, valid_days, fallback_day=fallback
-                                 if fallback in valid_days else max(valid_days)):
-                requests.append(run_request(topic, epoch, r.partition, r.start, r.end, r.day))
-                still_pending.append([r.partition, r.start, r.end, r.day, 0])
-            cursor["next"][str(p)] = range_end
-            budget -= range_end - start
-            lag[str(p)] = end - range_end
+        why = stale_cursor(cursor, topic, {tp.partition: o for tp, o in end_offsets.items()})
+        if why:
+            context.log.warning(f"{why}; starting a new cursor (new epoch) from the beginning of {topic}"
+                                + (f", dropping {len(cursor['pending'])} pending ranges" if cursor["pending"] else ""))
+            cursor = new_cursor(topic)
+        requests, still_pending = settle_pending(context, cursor, topic)
+        lag = request_new_ranges(consumer, cursor, tps, begin, end_offsets, deadline=started + TICK_BUDGET_S,
+                                 requests=requests, pending=still_pending)
 
     if len(still_pending) > MAX_PENDING:
         context.log.warning(f"{len(still_pending)} ranges pending; keeping the newest {MAX_PENDING}")

@@ -9,9 +9,12 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Iterable, NamedTuple, Sequence
+from typing import TYPE_CHECKING, NamedTuple, Sequence
 
 from tv_platform.layout import EVENT_COLUMNS, STATUSES
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SESSION_ID = re.compile(r"^[0-9a-f]{32}$")
 TIMER_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -24,6 +27,7 @@ class Message(NamedTuple):
     offset: int
     value: bytes
     timestamp_ms: int = 0
+    key: bytes | None = None
 
 
 @dataclass(frozen=True)

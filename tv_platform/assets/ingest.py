@@ -19,7 +19,7 @@ from tv_platform.engines.hdfs import LakeResource, frame_to_csv_bytes
 from tv_platform.engines.kafka import KafkaResource
 from tv_platform.partitions import daily
 from tv_platform.settings import get_settings
-from tv_platform.streaming import Message, validate
+from tv_platform.streaming import validate
 
 EVENT_DTYPES = {"session_id": "str", "user_id": "int64", "channel_id": "int32", "timer": "datetime64[s]", "status": "str"}
 
@@ -146,8 +146,7 @@ def tv_stream_snapshot(context: dg.AssetExecutionContext, config: StreamRangesCo
     files = []
     reasons: dict[str, int] = {}
     for r in config.ranges:
-        records = kafka.read_range(r.partition, r.start, r.end, topic=config.topic)
-        messages = [Message(rec.partition, rec.offset, rec.value, rec.timestamp) for rec in records]
+        messages = kafka.read_range(r.partition, r.start, r.end, topic=config.topic)
         result = validate(messages, day, channel_ids, user_ids)
         name = layout.range_file_name(r.partition, r.start, r.end)
         good = result.good

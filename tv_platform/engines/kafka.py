@@ -19,6 +19,8 @@ from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 from kafka.serializer import Serializer
 
+from tv_platform.streaming import Message
+
 EVENT_FIELDS = ("session_id", "user_id", "channel_id", "timer", "status")
 
 
@@ -101,37 +103,43 @@ class KafkaResource(dg.ConfigurableResource):
         return ({tp.partition: o for tp, o in begin.items()}, {tp.partition: o for tp, o in end.items()})
 
     def read_range(self, partition: int, start: int, end: int, timeout_s: float = 60.0, topic: str | None = None):
-        """Exactly the records with start <= offset < end of one partition (assign + seek); raises if they can't all be read."""
+        """Exactly the records with start <= offset < end of one partition, as Messages; raises if they can't all be
+        read within ``timeout_s``."""
         topic = topic or self.topic
-        tp = TopicPartition(topic, partition)
-        records = []
-        if end <= start:
-            return records
         with self.consumer() as consumer:
-            consumer.assign([tp])
-            consumer.seek(tp, start)
-            deadline = time.monotonic() + timeout_s
-            position = start
-            while position < end:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(
-                        f"read {topic}[{partition}] offsets {start}..{end}: stuck at {position} after {timeout_s:.0f}s"
-                    )
-                batch = consumer.poll(timeout_ms=1000, max_records=5000)
-                for rec in batch.get(tp, []):
-                    if rec.offset >= end:
-                        position = end
-                        break
-                    if rec.offset < position:
-                        continue
-                    records.append(rec)
-                    position = rec.offset + 1
-                if position < end and not batch:
-                    # offsets can be skipped (transaction markers, compaction): trust the consumer position
-                    current = consumer.position(tp)
-                    if current is not None and current >= end:
-                        position = end
-        return records
+            messages, position = poll_range(consumer, TopicPartition(topic, partition), start, end,
+                                            deadline=time.monotonic() + timeout_s)
+        if position < end:
+            raise TimeoutError(f"read {topic}[{partition}] offsets {start}..{end}: stuck at {position} "
+                               f"after {timeout_s:.0f}s")
+        return messages
+
+
+def poll_range(consumer: KafkaConsumer, tp: TopicPartition, start: int, stop: int,
+               deadline: float) -> "tuple[list[Message], int]":
+    """The records of ``tp`` with start <= offset < stop (assign + seek), read until ``stop`` or the monotonic
+    ``deadline``: (messages in offset order, the offset reached — ``stop`` when all were read)."""
+    messages: list[Message] = []
+    if stop <= start:
+        return messages, start
+    consumer.assign([tp])
+    consumer.seek(tp, start)
+    position = start
+    while position < stop and time.monotonic() < deadline:
+        batch = consumer.poll(timeout_ms=1000, max_records=10_000).get(tp, [])
+        if not batch:
+            # offsets can be skipped (transaction markers, compaction): trust the consumer's position
+            current = consumer.position(tp)
+            if current is not None and current >= stop:
+                position = stop
+            continue
+        for rec in batch:
+            if rec.offset >= stop:
+                break
+            if rec.offset >= position:
+                messages.append(Message(rec.partition, rec.offset, rec.value, rec.timestamp, rec.key))
+        position = min(stop, batch[-1].offset + 1)
+    return messages, position
 
 
 # ---------------------------------------------------------------------------------------------------------------------
