@@ -148,38 +148,38 @@ def stop_dagster(proc: subprocess.Popen, timeout: float = 60) -> None:
 
 
 def landed_files(lake, days: set[str]) -> set[str]:
-    """Paths of the landed stream files of ``days``."""
+    """Paths of the stream files of ``days``: landed events (raw/) and quarantined messages (quarantine/)."""
     from tv_platform import layout
 
     fs = lake.fs()
     out = set()
     for day in days:
-        base = layout.partition_dir(layout.raw_dir("tv_stream", lake.lake_root), day)
-        if fs.exists(base):
-            out |= {f"{base}/{n}" for n in fs.listdir(base) if n.endswith(".csv") and not n.startswith(".")}
+        for base in (layout.partition_dir(layout.raw_dir("tv_stream", lake.lake_root), day),
+                     layout.partition_dir(layout.quarantine_dir("tv_stream", lake.lake_root), day)):
+            if fs.exists(base):
+                out |= {f"{base}/{n}" for n in fs.listdir(base) if n.endswith(".csv") and not n.startswith(".")}
     return out
 
 
 def wait_for_landing(lake, days: set[str], session_ids: set[str], expected: int, timeout: float,
                      skip: set[str] = frozenset()) -> int:
-    """Poll the lake until ``expected`` events of ``session_ids`` are in landed files other than ``skip`` (the sensor
-    ticks every 15 s). Events dated outside the partitions that exist are quarantined, not landed: they count too."""
+    """Poll the lake until ``expected`` messages are in stream files other than ``skip`` (the sensor ticks every
+    15 s): events of ``session_ids`` landed, plus messages quarantined (e.g. events dated in a partition that does not
+    exist yet)."""
     import pandas as pd
 
     from tv_platform import layout
 
     fs = lake.fs()
+    quarantine = layout.quarantine_dir("tv_stream", lake.lake_root)
     deadline = time.monotonic() + timeout
+    counted: dict[str, int] = {}  # a file is final once it appears (written aside, then renamed)
     count = 0
     while time.monotonic() < deadline:
-        count = 0
-        for path in landed_files(lake, days) - skip:
-            frame = pd.read_csv(io.BytesIO(fs.read_bytes(path)), usecols=["session_id"])
-            count += int(frame["session_id"].isin(session_ids).sum())
-            quarantine = path.replace(layout.raw_dir("tv_stream", lake.lake_root),
-                                      layout.quarantine_dir("tv_stream", lake.lake_root), 1)
-            if fs.exists(quarantine):
-                count += len(pd.read_csv(io.BytesIO(fs.read_bytes(quarantine))))
+        for path in landed_files(lake, days) - skip - set(counted):
+            frame = pd.read_csv(io.BytesIO(fs.read_bytes(path)))
+            counted[path] = len(frame) if path.startswith(quarantine) else int(frame["session_id"].isin(session_ids).sum())
+        count = sum(counted.values())
         if count >= expected:
             return count
         time.sleep(3)
