@@ -23,11 +23,13 @@ import dagster as dg
 from kafka import TopicPartition
 
 from tv_platform.assets.ingest import kafka_topic, tv_stream_snapshot
-from tv_platform.engines.kafka import KafkaResource, poll_range
+from tv_platform.engines.kafka import KafkaResource
+from tv_platform.engines.kafka_fetch import RangeReader
 from tv_platform.partitions import daily
 from tv_platform.streaming import cut_by_date
 
-MAX_RECORDS_PER_TICK = 200_000
+MAX_RECORDS_PER_TICK = 1_000_000  # ≈ 3 s of reading and dating; at one tick per 15 s, 66 k events/s
+MAX_RANGE = 250_000  # records per landing run, at most (a run holds its range in memory)
 TICK_BUDGET_S = 25.0
 MAX_PENDING = 500
 
@@ -110,11 +112,11 @@ def settle_pending(context: dg.SensorEvaluationContext, cursor: dict, topic: str
     return requests, still_pending
 
 
-def request_new_ranges(consumer, cursor: dict, tps: list, begin: dict, end_offsets: dict, deadline: float,
+def request_new_ranges(reader: RangeReader, cursor: dict, tps: list, begin: dict, end_offsets: dict, deadline: float,
                        requests: list, pending: list) -> dict[str, int]:
     """Read the records after the cursor (at most MAX_RECORDS_PER_TICK, until ``deadline``), cut them into ranges of
-    one event date, append a run request and a pending entry per range, advance the cursor. Returns the lag per
-    partition."""
+    one event date (at most MAX_RANGE records each), append a run request and a pending entry per range, advance the
+    cursor. Returns the lag per partition."""
     valid_days = set(daily.get_partition_keys())
     lag: dict[str, int] = {}
     budget = MAX_RECORDS_PER_TICK
@@ -126,11 +128,12 @@ def request_new_ranges(consumer, cursor: dict, tps: list, begin: dict, end_offse
             lag[p], cursor["next"][p] = max(end - start, 0), start
             continue
         # a range ends where the reading ended (a tick that ran out of time continues next tick)
-        messages, range_end = poll_range(consumer, tp, start, min(end, start + budget), deadline)
-        if messages:
-            fallback = time.strftime("%Y-%m-%d", time.localtime(messages[0].timestamp_ms / 1000))
-            for r in cut_by_date(tp.partition, messages, range_end, valid_days,
-                                 fallback_day=fallback if fallback in valid_days else max(valid_days)):
+        records, range_end = reader.read(tp.partition, start, min(end, start + budget), deadline)
+        if len(records):
+            fallback = time.strftime("%Y-%m-%d", time.localtime(records.timestamps[0] / 1000))
+            for r in cut_by_date(tp.partition, records, range_end, valid_days,
+                                 fallback_day=fallback if fallback in valid_days else max(valid_days),
+                                 max_length=MAX_RANGE):
                 requests.append(run_request(tp.topic, cursor["epoch"], r.partition, r.start, r.end, r.day))
                 pending.append([r.partition, r.start, r.end, r.day, 0])
         cursor["next"][p] = range_end
@@ -149,7 +152,7 @@ def kafka_events_sensor(context: dg.SensorEvaluationContext, kafka: KafkaResourc
     started = time.monotonic()
     topic = kafka.topic
     cursor = load_cursor(context.cursor, topic)
-    with kafka.consumer() as consumer:  # one consumer for the whole tick: offsets, then the new records
+    with kafka.consumer() as consumer, kafka.reader(topic) as reader:  # offsets, then the new records
         tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
         begin = consumer.beginning_offsets(tps) if tps else {}
         end_offsets = consumer.end_offsets(tps) if tps else {}
@@ -159,7 +162,7 @@ def kafka_events_sensor(context: dg.SensorEvaluationContext, kafka: KafkaResourc
                                 + (f", dropping {len(cursor['pending'])} pending ranges" if cursor["pending"] else ""))
             cursor = new_cursor(topic)
         requests, still_pending = settle_pending(context, cursor, topic)
-        lag = request_new_ranges(consumer, cursor, tps, begin, end_offsets, deadline=started + TICK_BUDGET_S,
+        lag = request_new_ranges(reader, cursor, tps, begin, end_offsets, deadline=started + TICK_BUDGET_S,
                                  requests=requests, pending=still_pending)
 
     if len(still_pending) > MAX_PENDING:

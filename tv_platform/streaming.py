@@ -30,6 +30,66 @@ class Message(NamedTuple):
     key: bytes | None = None
 
 
+class Records:
+    """The records of one partition read from Kafka, column-wise: offsets and timestamps (numpy int64), keys and values
+    (Arrow binary arrays; a null is a record without one). Iterating gives ``Message``s."""
+
+    def __init__(self, partition: int, offsets, timestamps, values, keys=None):
+        import numpy as np
+        import pyarrow as pa
+
+        self.partition = partition
+        self.offsets = np.asarray(offsets, dtype=np.int64)
+        self.timestamps = np.asarray(timestamps, dtype=np.int64)
+        self.values = values if isinstance(values, pa.Array) else pa.array(values, type=pa.binary())
+        self.keys = keys if keys is not None else pa.nulls(len(self.offsets), type=pa.binary())
+        if not len(self.offsets) == len(self.timestamps) == len(self.values) == len(self.keys):
+            raise ValueError("offsets, timestamps, values and keys differ in length")
+
+    @classmethod
+    def empty(cls, partition: int) -> "Records":
+        return cls(partition, [], [], [])
+
+    @classmethod
+    def of(cls, messages: "Records | Sequence[Message]", partition: int = 0) -> "Records":
+        """``messages`` as Records (they already are, or a list of Messages of one partition)."""
+        if isinstance(messages, Records):
+            return messages
+        import pyarrow as pa
+
+        messages = list(messages)
+        return cls(messages[0].partition if messages else partition, [m.offset for m in messages],
+                   [m.timestamp_ms for m in messages], [m.value for m in messages],
+                   pa.array([m.key for m in messages], type=pa.binary()))
+
+    @classmethod
+    def concat(cls, partition: int, chunks: "Sequence[Records]") -> "Records":
+        import numpy as np
+        import pyarrow as pa
+
+        if not chunks:
+            return cls.empty(partition)
+        if len(chunks) == 1:
+            return chunks[0]
+        return cls(partition, np.concatenate([c.offsets for c in chunks]),
+                   np.concatenate([c.timestamps for c in chunks]),
+                   pa.concat_arrays([c.values for c in chunks]), pa.concat_arrays([c.keys for c in chunks]))
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def message(self, i: int) -> Message:
+        return Message(self.partition, int(self.offsets[i]), self.values[i].as_py(), int(self.timestamps[i]),
+                       self.keys[i].as_py())
+
+    def __getitem__(self, i: int) -> Message:
+        return self.message(i)
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self.message(i)
+
+
 @dataclass(frozen=True)
 class Event:
     session_id: str
@@ -56,8 +116,10 @@ def _int(value, name: str) -> int:
     return value
 
 
-def parse_event(value: bytes) -> Event:
+def parse_event(value: bytes | None) -> Event:
     """Parse and type-check one message value; ValueError with the reason when it is bad (the reason is kept)."""
+    if value is None:
+        raise ValueError("no payload (a null value)")
     try:
         obj = json.loads(value.decode("utf-8"))
     except UnicodeDecodeError:
@@ -89,23 +151,42 @@ def parse_event(value: bytes) -> Event:
     return Event(session_id, user_id, channel_id, timer, status)
 
 
-_TIMER_DATE = re.compile(rb'"timer"\s*:\s*"(\d{4}-\d{2}-\d{2})[ T]\d{2}:\d{2}:\d{2}"')
+_TIMER_DATE_PATTERN = r'"timer"\s*:\s*"(?P<day>\d{4}-\d{2}-\d{2})[ T]\d{2}:\d{2}:\d{2}"'
+_TIMER_DATE = re.compile(_TIMER_DATE_PATTERN.replace("?P<day>", "").encode())
 
 
-def event_date(value: bytes) -> str | None:
-    """The ISO date of a message's timer, or None when it has none readable (such a message is judged by the asset).
-
-    A regular expression on the raw bytes, not a JSON parse: the sensor reads every new message, so this is its hot
-    path. A payload it dates wrongly (say, a "timer" inside a nested object) is still fully validated by the asset."""
-    found = _TIMER_DATE.search(value)
-    if found is None:
-        return None
-    day = found.group(1).decode()
+def _real_day(day: str) -> bool:
     try:
         date.fromisoformat(day)
     except ValueError:
+        return False
+    return True
+
+
+def event_date(value: bytes | None) -> str | None:
+    """The ISO date of a message's timer, or None when it has none readable (such a message is judged by the asset).
+
+    A regular expression on the raw bytes, not a JSON parse. A payload it dates wrongly (say, a "timer" inside a nested
+    object) is still fully validated by the asset. ``event_dates`` does the same for a whole column of values."""
+    found = None if value is None else _TIMER_DATE.search(value)
+    if found is None:
         return None
-    return day
+    day = found.group(1).decode()
+    return day if _real_day(day) else None
+
+
+def event_dates(values, valid_days: set[str] | None = None):
+    """``event_date`` of every value (an Arrow binary array) at once — the sensor dates every new message, so this is
+    its hot path: a numpy object array of ISO dates, None where a value has no readable date or one outside
+    ``valid_days``."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    found = pc.struct_field(pc.extract_regex(values, _TIMER_DATE_PATTERN), [0])
+    days = found.cast("string").to_numpy(zero_copy_only=False)
+    usable = [d for d in set(days.tolist()) - {None}
+              if _real_day(d) and (valid_days is None or d in valid_days)]
+    return np.where(np.isin(days, np.array(usable, dtype=object)), days, None)
 
 
 @dataclass(frozen=True)
@@ -121,38 +202,35 @@ class DateRange:
         return {"partition": self.partition, "start": self.start, "end": self.end}
 
 
-def cut_by_date(partition: int, messages: Sequence[Message], end: int, valid_days: set[str] | None = None,
-                fallback_day: str | None = None) -> list[DateRange]:
-    """Cut the messages of one partition (in offset order, ending before ``end``) into contiguous ranges of one date.
+def cut_by_date(partition: int, messages: "Records | Sequence[Message]", end: int, valid_days: set[str] | None = None,
+                fallback_day: str | None = None, max_length: int | None = None) -> list[DateRange]:
+    """Cut the messages of one partition (in offset order, ending before ``end``) into contiguous ranges of one date,
+    none longer than ``max_length`` messages.
 
     A message without a readable date — or with a date outside ``valid_days`` — joins the range it sits in (it will be
     quarantined there with its reason), so every offset belongs to exactly one range: no gaps, no overlaps.
     """
-    if not messages:
+    import numpy as np
+    import pandas as pd
+
+    records = Records.of(messages, partition)
+    if not len(records):
         return []
-    days: list[str | None] = []
-    for m in messages:
-        day = event_date(m.value)
-        if day is not None and valid_days is not None and day not in valid_days:
-            day = None
-        days.append(day)
     # dateless messages take the day of the previous dated one, or of the next one at the start
-    first_known = next((d for d in days if d is not None), None) or fallback_day
-    if first_known is None:
-        raise ValueError("no message in the batch has a usable date and no fallback day was given")
-    current = first_known
-    for i, d in enumerate(days):
-        if d is None:
-            days[i] = current
-        else:
-            current = d
+    days = pd.Series(event_dates(records.values, valid_days), dtype=object).ffill().bfill()
+    if days.isna().any():
+        if fallback_day is None:
+            raise ValueError("no message in the batch has a usable date and no fallback day was given")
+        days = days.fillna(fallback_day)
+    days = days.to_numpy()
+    cuts = [0, *(np.flatnonzero(days[1:] != days[:-1]) + 1).tolist(), len(days)]
+    offsets = records.offsets.tolist()
     ranges: list[DateRange] = []
-    start = messages[0].offset
-    for i in range(1, len(messages)):
-        if days[i] != days[i - 1]:
-            ranges.append(DateRange(partition, start, messages[i].offset, days[i - 1]))  # type: ignore[arg-type]
-            start = messages[i].offset
-    ranges.append(DateRange(partition, start, end, days[-1]))  # type: ignore[arg-type]
+    for a, b in zip(cuts, cuts[1:]):
+        step = max_length or (b - a)
+        for lo in range(a, b, step):
+            hi = min(lo + step, b)
+            ranges.append(DateRange(partition, offsets[lo], offsets[hi] if hi < len(offsets) else end, days[lo]))
     return ranges
 
 
@@ -192,7 +270,8 @@ column-wise; any other message — other field order, escapes, strings for numbe
 ``parse_event`` one by one, so both paths accept and reject exactly the same messages."""
 
 
-def validate(messages: Sequence[Message], day: str, channel_ids: set[int], user_ids: "set[int] | range") -> Landing:
+def validate(messages: "Records | Sequence[Message]", day: str, channel_ids: set[int],
+             user_ids: "set[int] | range") -> Landing:
     """Split a range's messages into good events and rejected messages, each with its reason.
 
     Bulk: the common, canonical message is parsed and checked with Arrow kernels over the whole range; the rest with
@@ -203,8 +282,8 @@ def validate(messages: Sequence[Message], day: str, channel_ids: set[int], user_
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    messages = list(messages)
-    n = len(messages)
+    records = Records.of(messages)
+    n = len(records)
     columns = {c: [] for c in EVENT_COLUMNS}
     index: list[int] = []
     rejected: dict[int, Rejected] = {}
@@ -212,7 +291,7 @@ def validate(messages: Sequence[Message], day: str, channel_ids: set[int], user_
     # 1. canonical messages, column-wise
     fast = np.zeros(n, dtype=bool)
     if n:
-        found = pc.extract_regex(pa.array([m.value for m in messages], type=pa.binary()), _CANONICAL)
+        found = pc.extract_regex(records.values, _CANONICAL)
         matched = pc.is_valid(found).to_numpy(zero_copy_only=False)
         rows = np.flatnonzero(matched)
         if len(rows):
@@ -242,7 +321,7 @@ def validate(messages: Sequence[Message], day: str, channel_ids: set[int], user_
                     reason = f"unknown user_id {user[i]}"
                 else:
                     reason = f"event date {dates[i]} is outside the partition {day}"
-                rejected[at] = Rejected(messages[at], reason)
+                rejected[at] = Rejected(records.message(at), reason)
             ok = known_channel & known_user & in_day
             index.extend(rows[ok].tolist())
             columns["session_id"].extend(field["session_id"].filter(pa.array(ok)).to_pylist())
@@ -253,7 +332,7 @@ def validate(messages: Sequence[Message], day: str, channel_ids: set[int], user_
 
     # 2. everything else, one by one, with the reason parse_event gives
     for at in np.flatnonzero(~fast).tolist():
-        m = messages[at]
+        m = records.message(at)
         try:
             ev = parse_event(m.value)
         except ValueError as exc:

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tv_platform.streaming import Message, cut_by_date, parse_event, validate
+from tv_platform.streaming import Message, Records, cut_by_date, event_date, event_dates, parse_event, validate
 
 SID = "0123456789abcdef0123456789abcdef"
 
@@ -136,3 +136,29 @@ def test_bulk_validation_decides_every_message_as_parse_event_does():
     # a set of user ids (not a range) decides the same
     again = validate(messages, "2023-09-23", channels, set(users))
     assert again.good.equals(landing.good)
+
+
+def test_dating_a_column_of_values_agrees_with_dating_each_one():
+    import pyarrow as pa
+
+    values = [msg(0).value, msg(0, timer="2023-02-30 10:00:00").value, msg(0, timer="2023-09-24T01:00:00").value,
+              b'{"timer" :  "2023-09-25 00:00:01"}', b'{"timer":"2023-09-2 00:00:01"}', b"garbage", None, b"",
+              b'{"a": {"timer": "2024-01-01 00:00:00"}, "timer": "2023-09-23 00:00:00"}',
+              '{"timer": "2023-09-23 20:00:00", "note": "ё"}'.encode(), b'{"timer":"0000-01-01 00:00:00"}']
+    want = [event_date(v) for v in values]
+    assert want[:5] == ["2023-09-23", None, "2023-09-24", "2023-09-25", None]
+    assert event_dates(pa.array(values, type=pa.binary())).tolist() == want
+    only = {"2023-09-24"}
+    assert event_dates(pa.array(values, type=pa.binary()), only).tolist() == [d if d in only else None for d in want]
+
+
+def test_long_ranges_are_cut_to_the_longest_a_run_takes():
+    messages = [msg(100 + i) for i in range(10)] + [msg(110 + i, timer="2023-09-24 00:00:00") for i in range(3)]
+    ranges = cut_by_date(0, Records.of(messages), end=113, max_length=4)
+    assert [(r.start, r.end, r.day) for r in ranges] == [
+        (100, 104, "2023-09-23"), (104, 108, "2023-09-23"), (108, 110, "2023-09-23"), (110, 113, "2023-09-24")]
+
+
+def test_a_null_value_is_quarantined_with_its_reason():
+    landing = validate([msg(0), Message(0, 1, None)], "2023-09-23", set(range(1, 149)), range(1, 10_001))
+    assert len(landing.good) == 1 and [x.reason for x in landing.rejected] == ["no payload (a null value)"]

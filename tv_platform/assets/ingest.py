@@ -157,7 +157,7 @@ def tv_stream_snapshot(context: dg.AssetExecutionContext, config: StreamRangesCo
         if result.rejected:
             bad = pd.DataFrame(
                 [[config.topic, x.message.partition, x.message.offset, x.reason,
-                  x.message.value.decode("utf-8", errors="replace")] for x in result.rejected],
+                  (x.message.value or b"").decode("utf-8", errors="replace")] for x in result.rejected],
                 columns=layout.QUARANTINE_COLUMNS,
             )
             fs.write_bytes(bad_path, frame_to_csv_bytes(bad))

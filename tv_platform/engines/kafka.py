@@ -19,7 +19,8 @@ from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 from kafka.serializer import Serializer
 
-from tv_platform.streaming import Message
+from tv_platform.engines.kafka_fetch import RangeReader
+from tv_platform.streaming import Records
 
 EVENT_FIELDS = ("session_id", "user_id", "channel_id", "timer", "status")
 
@@ -102,44 +103,22 @@ class KafkaResource(dg.ConfigurableResource):
             end = consumer.end_offsets(tps) if tps else {}
         return ({tp.partition: o for tp, o in begin.items()}, {tp.partition: o for tp, o in end.items()})
 
-    def read_range(self, partition: int, start: int, end: int, timeout_s: float = 60.0, topic: str | None = None):
-        """Exactly the records with start <= offset < end of one partition, as Messages; raises if they can't all be
-        read within ``timeout_s``."""
+    def reader(self, topic: str | None = None) -> RangeReader:
+        """A reader of offset ranges (Fetch requests straight to the partition leaders, records decoded column-wise:
+        see ``engines/kafka_fetch.py``); use it as a context manager."""
+        return RangeReader(self.bootstrap_servers, topic or self.topic, timeout_s=max(self.request_timeout_ms, 11_000) / 1000)
+
+    def read_range(self, partition: int, start: int, end: int, timeout_s: float = 60.0,
+                   topic: str | None = None) -> Records:
+        """Exactly the records with start <= offset < end of one partition; raises if they can't all be read within
+        ``timeout_s``."""
         topic = topic or self.topic
-        with self.consumer() as consumer:
-            messages, position = poll_range(consumer, TopicPartition(topic, partition), start, end,
-                                            deadline=time.monotonic() + timeout_s)
+        with self.reader(topic) as reader:
+            records, position = reader.read(partition, start, end, deadline=time.monotonic() + timeout_s)
         if position < end:
             raise TimeoutError(f"read {topic}[{partition}] offsets {start}..{end}: stuck at {position} "
                                f"after {timeout_s:.0f}s")
-        return messages
-
-
-def poll_range(consumer: KafkaConsumer, tp: TopicPartition, start: int, stop: int,
-               deadline: float) -> "tuple[list[Message], int]":
-    """The records of ``tp`` with start <= offset < stop (assign + seek), read until ``stop`` or the monotonic
-    ``deadline``: (messages in offset order, the offset reached — ``stop`` when all were read)."""
-    messages: list[Message] = []
-    if stop <= start:
-        return messages, start
-    consumer.assign([tp])
-    consumer.seek(tp, start)
-    position = start
-    while position < stop and time.monotonic() < deadline:
-        batch = consumer.poll(timeout_ms=1000, max_records=10_000).get(tp, [])
-        if not batch:
-            # offsets can be skipped (transaction markers, compaction): trust the consumer's position
-            current = consumer.position(tp)
-            if current is not None and current >= stop:
-                position = stop
-            continue
-        for rec in batch:
-            if rec.offset >= stop:
-                break
-            if rec.offset >= position:
-                messages.append(Message(rec.partition, rec.offset, rec.value, rec.timestamp, rec.key))
-        position = min(stop, batch[-1].offset + 1)
-    return messages, position
+        return records
 
 
 # ---------------------------------------------------------------------------------------------------------------------
