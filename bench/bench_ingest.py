@@ -1,13 +1,14 @@
 """Benchmark: producer events/s into the local Kafka, and sensor-to-HDFS landing events/s.
 
-    python bench/bench_ingest.py [--events 200000] [--users 100000] [--workers N] [--runners 2]
+    python bench/bench_ingest.py [--events 200000] [--users 100000] [--runners 2]
 
 Needs the local stack (`tv-platform stack up`). Uses a fresh topic per run; results go to stdout — copy them into
 docs/benchmarks.md with the date.
 
-* producer: ``publish_frame`` (JSON built column-wise, murmur2 partitions computed up front, one producer process
-  per core), ``acks=all``;
-* landing: one sensor tick (it reads every new message once to cut the offset ranges by event date), then the
+* producer: ``publish_frame`` (JSON built column-wise, murmur2 partitions computed up front, record batches built
+  column-wise and sent as Produce requests), ``acks=all``;
+* landing: one sensor tick (it reads every new message once, with the range reader, to cut the offset ranges by
+  event date), then the
   landing runs it requests — first one after the other in this process, then again (a re-run: the same files are
   rewritten) with ``--runners`` runs at a time in separate processes, as the Dagster daemon launches them;
 * sustained landing (``--sustained N``): N more events produced, then ticks and runs overlapping as under the daemon —
@@ -46,7 +47,6 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--users", type=int, default=100_000)
     ap.add_argument("--partitions", type=int, default=4)
-    ap.add_argument("--workers", type=int, default=None, help="producer processes (default: one per core)")
     ap.add_argument("--runners", type=int, default=2, help="landing runs at a time for the parallel measurement")
     ap.add_argument("--sustained", type=int, default=0, metavar="N",
                     help="also measure overlapping ticks and runs over N more events (e.g. 600000)")
@@ -76,7 +76,7 @@ def main() -> None:
 
     events = pd.concat(frames, ignore_index=True).sort_values("timer", kind="stable").iloc[:args.events]
     t0 = time.monotonic()
-    sent = publish_frame(kafka, events, workers=args.workers)
+    sent = publish_frame(kafka, events)
     produce_s = time.monotonic() - t0
 
     t0 = time.monotonic()
@@ -107,7 +107,7 @@ def main() -> None:
         more = pd.concat([live_frame(date(2023, 10, 10), SimulationParams(users=args.users, seed=seed + i))
                           for i in range(args.sustained // 150_000 + 1)], ignore_index=True)
         more = more.sort_values("timer", kind="stable").iloc[:args.sustained]
-        publish_frame(kafka, more, workers=args.workers, progress=False)
+        publish_frame(kafka, more, progress=False)
         cursor, ticks, futures = result.cursor, 0, []
         t0 = time.monotonic()
         with ProcessPoolExecutor(args.runners, mp_context=mp.get_context("fork")) as pool:

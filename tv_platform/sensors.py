@@ -24,7 +24,7 @@ from kafka import TopicPartition
 
 from tv_platform.assets.ingest import kafka_topic, tv_stream_snapshot
 from tv_platform.engines.kafka import KafkaResource
-from tv_platform.engines.kafka_fetch import RangeReader
+from tv_platform.engines.kafka_wire import RangeReader
 from tv_platform.partitions import daily
 from tv_platform.streaming import cut_by_date
 

@@ -1,7 +1,7 @@
-"""The producer's fast path: JSON and partitions computed for all events at once, several producer processes.
+"""The producer's fast path: JSON and partitions computed for all events at once, record batches built column-wise.
 
 Unit tests check it against the reference implementations (``json.dumps``, kafka-python's murmur2 partitioner);
-the broker test reads back what two processes sent to a real topic."""
+the broker test reads back what it sent to a real topic."""
 
 import json
 import random
@@ -43,11 +43,11 @@ def test_strings_that_json_must_escape_are_escaped():
 
 
 @pytest.mark.services
-def test_two_producer_processes_keep_keys_in_their_partition_and_order(stack, unique):
+def test_published_events_keep_their_keys_partition_and_order(stack, unique):
     kafka = kafka_resource(stack).with_topic(f"producer_{unique}")
     kafka.ensure_topic(partitions=4)
     frame = live_frame(date(2023, 10, 10), SimulationParams(users=30_000, seed=4), count=45_000)
-    assert publish_frame(kafka, frame, workers=2, progress=False) == 45_000
+    assert publish_frame(kafka, frame, progress=False, chunk=10_000) == 45_000
 
     _, end = kafka.offsets()
     assert sum(end.values()) == 45_000

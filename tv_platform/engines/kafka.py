@@ -19,7 +19,7 @@ from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 from kafka.serializer import Serializer
 
-from tv_platform.engines.kafka_fetch import RangeReader
+from tv_platform.engines.kafka_wire import BatchWriter, RangeReader
 from tv_platform.streaming import Records
 
 EVENT_FIELDS = ("session_id", "user_id", "channel_id", "timer", "status")
@@ -105,8 +105,13 @@ class KafkaResource(dg.ConfigurableResource):
 
     def reader(self, topic: str | None = None) -> RangeReader:
         """A reader of offset ranges (Fetch requests straight to the partition leaders, records decoded column-wise:
-        see ``engines/kafka_fetch.py``); use it as a context manager."""
+        see ``engines/kafka_wire.py``); use it as a context manager."""
         return RangeReader(self.bootstrap_servers, topic or self.topic, timeout_s=max(self.request_timeout_ms, 11_000) / 1000)
+
+    def writer(self, topic: str | None = None) -> BatchWriter:
+        """A writer of record batches (Produce requests straight to the partition leaders, batches encoded
+        column-wise: see ``engines/kafka_wire.py``); use it as a context manager."""
+        return BatchWriter(self.bootstrap_servers, topic or self.topic, timeout_s=max(self.request_timeout_ms, 30_000) / 1000)
 
     def read_range(self, partition: int, start: int, end: int, timeout_s: float = 60.0,
                    topic: str | None = None) -> Records:
@@ -176,6 +181,12 @@ def murmur2_partitions(keys: "list[bytes]", partitions: int):
 
 
 def encode_events(frame) -> "tuple[list[bytes], list[bytes]]":
+    """``encode_event_arrays`` as lists of bytes."""
+    keys, values = encode_event_arrays(frame)
+    return keys.to_pylist(), values.to_pylist()
+
+
+def encode_event_arrays(frame) -> "tuple[pa.BinaryArray, pa.BinaryArray]":
     """(keys, values) of an event frame (``simulate_day``/``live_frame``/``read_recorded`` columns): the key is the
     session id, the value compact JSON ``{"session_id":…,"user_id":…,"channel_id":…,"timer":"YYYY-MM-DD HH:MM:SS",
     "status":…}`` — byte for byte what ``json.dumps`` of ``event_to_json`` gives, built column-wise."""
@@ -198,102 +209,57 @@ def encode_events(frame) -> "tuple[list[bytes], list[bytes]]":
     ints = {c: pa.array(frame[c].astype("int64").to_numpy()).cast(pa.string()) for c in ("user_id", "channel_id")}
     parts = ['{"session_id":"', sid, '","user_id":', ints["user_id"], ',"channel_id":', ints["channel_id"],
              ',"timer":"', timers, '","status":"', status, '"}']
-    values = pc.binary_join_element_wise(*parts, "").cast(pa.binary()).to_pylist()
+    values = pc.binary_join_element_wise(*parts, "").cast(pa.binary())
     # strings that JSON must escape (quotes, backslashes, control characters) are rare: those rows go through json
     plain = r'^[^"\\\x00-\x1f]*$'
     unsafe = pc.invert(pc.and_(pc.and_(pc.match_substring_regex(sid, plain), pc.match_substring_regex(status, plain)),
                                pc.match_substring_regex(timers, plain)))
-    for i in pc.indices_nonzero(unsafe).to_pylist():
-        row = frame.iloc[i]
-        values[i] = JsonSerializer().serialize(None, None, event_to_json(row.to_dict()))
-    return [k.encode("utf-8") for k in sid.to_pylist()], values
+    rows = pc.indices_nonzero(unsafe).to_pylist()
+    if rows:
+        fixed = values.to_pylist()
+        for i in rows:
+            fixed[i] = JsonSerializer().serialize(None, None, event_to_json(frame.iloc[i].to_dict()))
+        values = pa.array(fixed, type=pa.binary())
+    return sid.cast(pa.binary()), values
 
 
-def _send_share(kafka: "KafkaResource", topic: str, keys, values, parts, rate, deadline, counter, errors) -> None:
-    """One producer process: send its records (already keyed and partitioned), counting acknowledged sends."""
-    producer = kafka.producer(key_serializer=None, value_serializer=None)
-    t0 = time.monotonic()
-    done = 0
-    failures: list[Exception] = []
-    step = int(min(2000, max(1, rate / 20))) if rate else 2000  # a throttled producer looks at the clock 20 times/s
-    try:
-        for key, value, part in zip(keys, values, parts):
-            producer.send(topic, key=key, value=value, partition=part).add_errback(failures.append)
-            done += 1
-            if done % step == 0:
-                with counter.get_lock():
-                    counter.value += step
-                if rate:
-                    ahead = done / rate - (time.monotonic() - t0)
-                    if ahead > 0:
-                        time.sleep(ahead)
-                if deadline is not None and time.monotonic() >= deadline:
-                    break
-        producer.flush(timeout=120)
-        if failures:
-            raise RuntimeError(f"{len(failures)} of {done} sends to {topic} failed, first: {failures[0]!r}")
-        with counter.get_lock():
-            counter.value += done % step
-    except Exception as exc:  # noqa: BLE001 - reported by the parent with the worker's reason
-        errors.put(f"{type(exc).__name__}: {exc}")
-        raise
-    finally:
-        producer.close(timeout=30)
+def publish_frame(kafka: "KafkaResource", frame, rate: float | None = None, progress: bool = True,
+                  duration: float | None = None, chunk: int = 50_000) -> int:
+    """Send an event frame to the topic, in frame order per partition (each event to its key's partition, as Kafka's
+    default partitioner would); ``rate`` limits the events/s, ``duration`` (seconds) stops early. Returns how many
+    the brokers acknowledged (``acks=all``); raises on any broker error.
 
-
-def publish_frame(kafka: "KafkaResource", frame, rate: float | None = None, workers: int | None = None,
-                  progress: bool = True, duration: float | None = None) -> int:
-    """Send an event frame to the topic, in frame order per partition, with ``workers`` producer processes (default:
-    one per core, at most one per partition); ``rate`` limits the total events/s, ``duration`` (seconds) stops early.
-    Returns how many were sent and flushed (``acks=all``); raises if any producer failed."""
-    import multiprocessing as mp
-    import os
-
-    import numpy as np
+    The whole frame is encoded at once (JSON values and murmur2 partitions column-wise) and sent in record batches
+    built column-wise (``engines/kafka_wire.py``), ``chunk`` events at a time — fewer when ``rate`` asks for it."""
+    from kafka.errors import UnknownTopicOrPartitionError
     from tqdm import tqdm
 
-    keys, values = encode_events(frame)
-    if not keys:
+    keys, values = encode_event_arrays(frame)
+    if not len(keys):
         return 0
-    with kafka.consumer() as consumer:
-        n_parts = len(consumer.partitions_for_topic(kafka.topic) or ())
-    if not n_parts:
-        raise RuntimeError(f"topic {kafka.topic} does not exist (kafka.ensure_topic() first)")
-    parts = murmur2_partitions(keys, n_parts)
-    workers = max(1, min(workers or os.cpu_count() or 1, n_parts, max(1, len(keys) // 20_000)))
-    owner = parts % workers
-    shares = []
-    for w in range(workers):
-        idx = np.flatnonzero(owner == w)
-        shares.append(([keys[i] for i in idx], [values[i] for i in idx], parts[idx].tolist()))
-    deadline = time.monotonic() + duration if duration else None
-    ctx = mp.get_context("fork")
-    counter, errors = ctx.Value("q", 0), ctx.Queue()
+    sent, t0 = 0, time.monotonic()
+    step = int(min(chunk, max(1, rate / 10))) if rate else chunk  # a throttled producer sends 10 times a second
     bar = tqdm(total=len(keys), unit="ev", disable=not progress, desc=f"produce {kafka.topic}")
     try:
-        if workers == 1 and (not progress or len(keys) < 50_000):
-            _send_share(kafka, kafka.topic, *shares[0], rate, deadline, counter, errors)
-        else:
-            procs = [ctx.Process(target=_send_share, daemon=True,
-                                 args=(kafka, kafka.topic, *share, rate * len(share[0]) / len(keys) if rate else None,
-                                       deadline, counter, errors))
-                     for share in shares]
-            for proc in procs:
-                proc.start()
-            while any(proc.is_alive() for proc in procs):
-                bar.update(counter.value - bar.n)
-                time.sleep(0.2)
-            failed = [proc.exitcode for proc in procs if proc.exitcode]
-            if failed:
-                reasons = []
-                while not errors.empty():
-                    reasons.append(errors.get())
-                raise RuntimeError(f"{len(failed)} of {workers} producer processes failed: "
-                                   f"{'; '.join(reasons) or failed}")
-        bar.update(counter.value - bar.n)
+        with kafka.writer() as writer:
+            try:
+                writer.find_leaders()
+            except UnknownTopicOrPartitionError:
+                raise RuntimeError(f"topic {kafka.topic} does not exist (kafka.ensure_topic() first)") from None
+            parts = murmur2_partitions(keys.to_pylist(), writer.partition_count)
+            for lo in range(0, len(keys), step):
+                n = min(step, len(keys) - lo)
+                sent += writer.write(parts[lo:lo + n], keys.slice(lo, n), values.slice(lo, n))
+                bar.update(n)
+                if rate:
+                    ahead = sent / rate - (time.monotonic() - t0)
+                    if ahead > 0:
+                        time.sleep(ahead)
+                if duration is not None and time.monotonic() - t0 >= duration:
+                    break
     finally:
         bar.close()
-    return int(counter.value)
+    return sent
 
 
 def event_to_json(event: dict) -> dict:
@@ -311,7 +277,7 @@ def event_to_json(event: dict) -> dict:
 
 
 def publish(kafka: KafkaResource, events: Iterable[dict], total: int | None = None, rate: float | None = None,
-            progress: bool = True, raw: bool = False, workers: int | None = None) -> int:
+            progress: bool = True, raw: bool = False) -> int:
     """Send events (dicts) to the topic; ``rate`` limits events/s. Returns how many were acknowledged.
 
     Well-formed events go through ``publish_frame``; ``raw=True`` sends the dicts as they are, one by one, through
@@ -320,7 +286,7 @@ def publish(kafka: KafkaResource, events: Iterable[dict], total: int | None = No
         import pandas as pd
 
         frame = pd.DataFrame([event_to_json(e) for e in events], columns=list(EVENT_FIELDS))
-        return publish_frame(kafka, frame, rate=rate, workers=workers, progress=progress)
+        return publish_frame(kafka, frame, rate=rate, progress=progress)
 
     from tqdm import tqdm
 
@@ -350,8 +316,6 @@ def add_produce_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=None, help="simulator seed (default: TVP_SIM_SEED)")
     p.add_argument("--topic", default=None, help="topic (default: TVP_KAFKA_TOPIC)")
     p.add_argument("--replay", metavar="FILE.csv", help="publish a recorded CSV (session_id,user_id,channel_id,timer,status) in timer order")
-    p.add_argument("--workers", type=int, default=None,
-                   help="producer processes, each owning a share of the partitions (default: one per core)")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -375,7 +339,7 @@ def produce_command(args: argparse.Namespace) -> int:
                                   seed=args.seed if args.seed is not None else settings.sim_seed)
         frame = live_frame(args.date or date.today(), params, count=args.count)
     t0 = time.monotonic()
-    sent = publish_frame(kafka, frame, rate=args.rate, workers=args.workers, progress=not args.no_progress,
+    sent = publish_frame(kafka, frame, rate=args.rate, progress=not args.no_progress,
                          duration=args.duration)
     elapsed = time.monotonic() - t0
     print(f"produced {sent} events to {kafka.topic} in {elapsed:.1f}s ({sent / max(elapsed, 1e-9):,.0f} events/s)")

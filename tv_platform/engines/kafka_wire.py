@@ -1,4 +1,5 @@
-"""Reading offset ranges fast: Fetch requests on Kafka's wire protocol, record batches decoded column-wise.
+"""Kafka's two hot paths on the wire protocol: reading offset ranges (Fetch) and writing event frames (Produce),
+with record batches decoded and encoded column-wise.
 
 The landing reads every event twice — the sensor to date it, the landing run to land it — and kafka-python's consumer
 decodes a record at ≈ 15 µs in Python, which kept landing below 50 k events/s on two cores (docs/benchmarks.md). An
@@ -13,8 +14,14 @@ offset range is a simple thing to read: no group, no commits, one partition, kno
   Batch CRCs (CRC-32C) are checked; compressed batches (gzip, snappy, lz4, zstd) are decompressed with kafka-python's
   codecs; control batches (transaction markers) are skipped.
 
-`tv_platform_tests/test_kafka_fetch.py` checks the decoder against kafka-python's own record reader, batch for
-batch, and the reader against kafka-python's consumer on the broker.
+* **Writing** is the mirror image: the producer's events are already columns (Arrow arrays of keys and JSON values),
+  so whole record batches are built with numpy — varints, keys and values scattered into one buffer — and sent as
+  **Produce v3** requests (``acks=-1``: all in-sync replicas) to each partition's leader, one request per leader at a
+  time, so each partition receives its batches in order. kafka-python's producer spent ≈ 30 µs an event in Python.
+
+`tv_platform_tests/test_kafka_wire.py` checks the decoder against kafka-python's own record reader, the encoder by
+reading its batches back with kafka-python, the reader against kafka-python's consumer on the broker, and the writer by
+consuming what it wrote.
 """
 
 from __future__ import annotations
@@ -194,8 +201,75 @@ def decode_record_set(data: bytes, partition: int, start: int = 0, stop: int = 2
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# the wire: Fetch v4 to the partition leader
+# writing: record batches encoded column-wise
 # ---------------------------------------------------------------------------------------------------------------------
+def _varint_sizes(zigzag: np.ndarray) -> np.ndarray:
+    size = np.ones(len(zigzag), dtype=np.int64)
+    for bits in (7, 14, 21, 28, 35, 42, 49, 56, 63):
+        size += zigzag >= (1 << bits)
+    return size
+
+
+def _put_varints(buf: np.ndarray, at: np.ndarray, zigzag: np.ndarray, sizes: np.ndarray) -> None:
+    for k in range(int(sizes.max(initial=1))):
+        going = sizes > k
+        byte = (zigzag[going] >> (7 * k)) & 0x7F
+        byte |= np.where(sizes[going] > k + 1, 0x80, 0)
+        buf[at[going] + k] = byte
+
+
+def _scatter(buf: np.ndarray, at: np.ndarray, column: pa.BinaryArray) -> None:
+    """Copy each byte string of ``column`` (no nulls) to ``buf[at[i]:]``."""
+    offsets = np.frombuffer(column.buffers()[1], dtype=np.int32)[column.offset:column.offset + len(column) + 1]
+    data = np.frombuffer(column.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]]
+    sizes = np.diff(offsets).astype(np.int64)
+    buf[np.repeat(at - (offsets[:-1] - offsets[0]), sizes) + np.arange(len(data), dtype=np.int64)] = data
+
+
+def encode_record_batch(keys: pa.BinaryArray, values: pa.BinaryArray, timestamp_ms: int) -> bytes:
+    """One uncompressed v2 record batch of these records (base offset 0: the broker assigns offsets), every record
+    stamped ``timestamp_ms`` (CreateTime), no headers. Keys and values are Arrow binary arrays without nulls."""
+    from crc32c import crc32c
+
+    n = len(values)
+    if n == 0 or len(keys) != n or keys.null_count or values.null_count:
+        raise ValueError("a batch needs one key and one value per record, none of them null")
+    key_length = np.diff(np.frombuffer(keys.buffers()[1], dtype=np.int32)[keys.offset:keys.offset + n + 1]).astype(np.int64)
+    value_length = np.diff(np.frombuffer(values.buffers()[1], dtype=np.int32)[values.offset:values.offset + n + 1]).astype(np.int64)
+    offset_delta = np.arange(n, dtype=np.int64) * 2  # zigzag of i
+    key_zz, value_zz = key_length * 2, value_length * 2
+    sizes = {name: _varint_sizes(v) for name, v in (("offset", offset_delta), ("key", key_zz), ("value", value_zz))}
+    # attributes, timestamp delta (0), offset delta, key length, key, value length, value, header count (0)
+    body = 2 + sizes["offset"] + sizes["key"] + key_length + sizes["value"] + value_length + 1
+    length_zz = body * 2
+    length_size = _varint_sizes(length_zz)
+    starts = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(length_size + body, out=starts[1:])
+    buf = np.zeros(BATCH_HEADER.size + int(starts[-1]), dtype=np.uint8)
+    at = starts[:-1] + BATCH_HEADER.size
+    _put_varints(buf, at, length_zz, length_size)
+    at = at + length_size + 2
+    _put_varints(buf, at, offset_delta, sizes["offset"])
+    at = at + sizes["offset"]
+    _put_varints(buf, at, key_zz, sizes["key"])
+    at = at + sizes["key"]
+    _scatter(buf, at, keys)
+    at = at + key_length
+    _put_varints(buf, at, value_zz, sizes["value"])
+    _scatter(buf, at + sizes["value"], values)
+    header = BATCH_HEADER.pack(0, len(buf) - 12, -1, 2, 0, 0, n - 1, timestamp_ms, timestamp_ms, -1, -1, -1, n)
+    buf[:BATCH_HEADER.size] = np.frombuffer(header, dtype=np.uint8)
+    out = buf.tobytes()
+    return out[:17] + struct.pack(">I", crc32c(out[CRC_FROM:])) + out[CRC_FROM:]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the wire: requests to partition leaders
+# ---------------------------------------------------------------------------------------------------------------------
+PRODUCE_API_KEY = 0
+PRODUCE_VERSION = 3
+
+
 @dataclass(frozen=True)
 class PartitionData:
     error_code: int
@@ -203,25 +277,31 @@ class PartitionData:
     records: bytes
 
 
+def _request(api_key: int, version: int, correlation_id: int, client_id: str, body: bytes) -> bytes:
+    """A size-prefixed request with header v1."""
+    client = client_id.encode()
+    header = struct.pack(">hhih", api_key, version, correlation_id, len(client)) + client
+    return struct.pack(">i", len(header) + len(body)) + header + body
+
+
+def _string(text: str) -> bytes:
+    raw = text.encode()
+    return struct.pack(">h", len(raw)) + raw
+
+
 def encode_fetch(correlation_id: int, client_id: str, topic: str, partition: int, offset: int, max_wait_ms: int,
                  max_bytes: int) -> bytes:
-    """A size-prefixed Fetch v4 request (header v1) for one partition, read-uncommitted like kafka-python's default."""
-    client, name = client_id.encode(), topic.encode()
-    body = b"".join([
-        struct.pack(">hhih", FETCH_API_KEY, FETCH_VERSION, correlation_id, len(client)), client,
+    """A Fetch v4 request for one partition, read-uncommitted like kafka-python's default."""
+    return _request(FETCH_API_KEY, FETCH_VERSION, correlation_id, client_id, b"".join([
         struct.pack(">iiiib", -1, max_wait_ms, 1, max_bytes, 0),  # replica, wait, min bytes, max bytes, isolation
-        struct.pack(">ih", 1, len(name)), name,
+        struct.pack(">i", 1), _string(topic),
         struct.pack(">iiqi", 1, partition, offset, max_bytes),
-    ])
-    return struct.pack(">i", len(body)) + body
+    ]))
 
 
-def decode_fetch(payload: bytes, correlation_id: int, partition: int) -> PartitionData:
-    """The one partition's answer in a Fetch v4 response (without its size prefix)."""
-    (got,) = struct.unpack_from(">i", payload, 0)
-    if got != correlation_id:
-        raise ConnectionError(f"Fetch response for request {got}, expected {correlation_id}")
-    pos = 8  # correlation id, throttle time
+def decode_fetch(payload: bytes, partition: int) -> PartitionData:
+    """The one partition's answer in a Fetch v4 response (after its correlation id)."""
+    pos = 4  # throttle time
     (topics,) = struct.unpack_from(">i", payload, pos)
     pos += 4
     for _ in range(topics):
@@ -241,20 +321,44 @@ def decode_fetch(payload: bytes, correlation_id: int, partition: int) -> Partiti
     raise ConnectionError(f"Fetch response has no data for partition {partition}")
 
 
-class RangeReader:
-    """Reads offset ranges of one topic from the partition leaders (one connection per broker, kept while open).
+def encode_produce(correlation_id: int, client_id: str, topic: str, batches: dict[int, bytes], timeout_ms: int) -> bytes:
+    """A Produce v3 request (no transaction, ``acks=-1``) with one record set per partition."""
+    parts = [struct.pack(">ii", p, len(data)) + data for p, data in batches.items()]
+    return _request(PRODUCE_API_KEY, PRODUCE_VERSION, correlation_id, client_id, b"".join([
+        struct.pack(">hhi", -1, -1, timeout_ms), struct.pack(">i", 1), _string(topic),
+        struct.pack(">i", len(parts)), *parts,
+    ]))
 
-    Use as a context manager. Plain TCP, like the rest of the platform's Kafka configuration (`KafkaResource`)."""
 
-    def __init__(self, bootstrap_servers: str, topic: str, timeout_s: float = 11.0, max_bytes: int = 8 * 1024 * 1024,
-                 max_wait_ms: int = 500, client_id: str = "tv_platform-range-reader"):
-        self.bootstrap_servers, self.topic, self.timeout_s = bootstrap_servers, topic, timeout_s
-        self.max_bytes, self.max_wait_ms, self.client_id = max_bytes, max_wait_ms, client_id
-        self._leaders: dict[int, tuple[str, int]] = {}
+def decode_produce(payload: bytes) -> dict[int, tuple[int, int]]:
+    """{partition: (error code, base offset)} of a Produce v3 response (after its correlation id)."""
+    out, pos = {}, 0
+    (topics,) = struct.unpack_from(">i", payload, pos)
+    pos += 4
+    for _ in range(topics):
+        (name_length,) = struct.unpack_from(">h", payload, pos)
+        pos += 2 + name_length
+        (parts,) = struct.unpack_from(">i", payload, pos)
+        pos += 4
+        for _ in range(parts):
+            index, error, base_offset, _append_time = struct.unpack_from(">ihqq", payload, pos)
+            pos += 22
+            out[index] = (error, base_offset)
+    return out
+
+
+class _Leaders:
+    """Partition leaders of one topic and a connection to each (plain TCP, like the rest of the platform's Kafka
+    configuration in `KafkaResource`); a context manager."""
+
+    def __init__(self, bootstrap_servers: str, topic: str, timeout_s: float, client_id: str):
+        self.bootstrap_servers, self.topic, self.timeout_s, self.client_id = bootstrap_servers, topic, timeout_s, client_id
+        self.leaders: dict[int, tuple[str, int]] = {}
+        self.partition_count = 0
         self._sockets: dict[tuple[str, int], socket.socket] = {}
         self._correlation = 0
 
-    def __enter__(self) -> "RangeReader":
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc) -> None:
@@ -265,8 +369,9 @@ class RangeReader:
             sock.close()
         self._sockets.clear()
 
-    def _find_leaders(self) -> None:
+    def find_leaders(self) -> dict[int, tuple[str, int]]:
         from kafka import KafkaAdminClient
+        from kafka.errors import for_code
 
         admin = KafkaAdminClient(bootstrap_servers=self.bootstrap_servers, client_id=self.client_id,
                                  request_timeout_ms=int(self.timeout_s * 1000))
@@ -276,19 +381,18 @@ class RangeReader:
         finally:
             admin.close()
         if described["error_code"]:
-            from kafka.errors import for_code
-
             raise for_code(described["error_code"])(f"topic {self.topic}")
-        self._leaders = {p["partition_index"]: brokers[p["leader_id"]] for p in described["partitions"]
-                         if p["leader_id"] in brokers}
+        self.partition_count = len(described["partitions"])
+        self.leaders = {p["partition_index"]: brokers[p["leader_id"]] for p in described["partitions"]
+                        if p["leader_id"] in brokers}
+        return self.leaders
 
-    def _socket(self, address: tuple[str, int]) -> socket.socket:
-        sock = self._sockets.get(address)
-        if sock is None:
-            sock = socket.create_connection(address, timeout=self.timeout_s)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._sockets[address] = sock
-        return sock
+    def leader(self, partition: int) -> tuple[str, int]:
+        if partition not in self.leaders:
+            self.find_leaders()
+        if partition not in self.leaders:
+            raise KeyError(f"{self.topic} has no partition {partition} with a live leader")
+        return self.leaders[partition]
 
     def _receive(self, sock: socket.socket, size: int) -> bytes:
         buf = bytearray(size)
@@ -300,25 +404,41 @@ class RangeReader:
             got += n
         return bytes(buf)
 
-    def fetch(self, partition: int, offset: int) -> PartitionData:
-        """One Fetch of ``partition`` from ``offset`` (the broker waits up to ``max_wait_ms`` for data)."""
-        if partition not in self._leaders:
-            self._find_leaders()
-        if partition not in self._leaders:
-            raise KeyError(f"{self.topic} has no partition {partition} with a live leader")
-        address = self._leaders[partition]
+    def roundtrip(self, address: tuple[str, int], encode) -> bytes:
+        """Send ``encode(correlation_id)`` to a broker, return its response after the correlation id."""
         self._correlation += 1
-        request = encode_fetch(self._correlation, self.client_id, self.topic, partition, offset, self.max_wait_ms,
-                               self.max_bytes)
-        sock = self._socket(address)
+        sock = self._sockets.get(address)
         try:
-            sock.sendall(request)
+            if sock is None:
+                sock = self._sockets[address] = socket.create_connection(address, timeout=self.timeout_s)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.sendall(encode(self._correlation))
             (size,) = struct.unpack(">i", self._receive(sock, 4))
-            return decode_fetch(self._receive(sock, size), self._correlation, partition)
-        except (OSError, ConnectionError):
-            sock.close()
+            payload = self._receive(sock, size)
+        except OSError:
+            if sock is not None:
+                sock.close()
             self._sockets.pop(address, None)
             raise
+        (got,) = struct.unpack_from(">i", payload)
+        if got != self._correlation:
+            raise ConnectionError(f"response to request {got}, expected {self._correlation}")
+        return payload[4:]
+
+
+class RangeReader(_Leaders):
+    """Reads offset ranges of one topic from the partition leaders."""
+
+    def __init__(self, bootstrap_servers: str, topic: str, timeout_s: float = 11.0, max_bytes: int = 8 * 1024 * 1024,
+                 max_wait_ms: int = 500, client_id: str = "tv_platform-range-reader"):
+        super().__init__(bootstrap_servers, topic, timeout_s, client_id)
+        self.max_bytes, self.max_wait_ms = max_bytes, max_wait_ms
+
+    def fetch(self, partition: int, offset: int) -> PartitionData:
+        """One Fetch of ``partition`` from ``offset`` (the broker waits up to ``max_wait_ms`` for data)."""
+        payload = self.roundtrip(self.leader(partition), lambda c: encode_fetch(
+            c, self.client_id, self.topic, partition, offset, self.max_wait_ms, self.max_bytes))
+        return decode_fetch(payload, partition)
 
     def read(self, partition: int, start: int, stop: int, deadline: float) -> tuple[Records, int]:
         """The records with start <= offset < stop, read until ``stop`` or the monotonic ``deadline``: (records in
@@ -332,7 +452,7 @@ class RangeReader:
                 error = for_code(answer.error_code)
                 if getattr(error, "invalid_metadata", False) and not moved_leader:
                     moved_leader = True  # the leader moved: ask once where it is now
-                    self._find_leaders()
+                    self.find_leaders()
                     continue
                 raise error(f"fetch {self.topic}[{partition}] at offset {position}")
             records, next_offset = decode_record_set(answer.records, partition, position, stop)
@@ -346,3 +466,66 @@ class RangeReader:
                 raise CorruptRecordsError(f"{self.topic}[{partition}] at {position}: the broker sent no whole "
                                           f"batch in {len(answer.records)} bytes")
         return Records.concat(partition, chunks), min(position, stop)
+
+
+class BatchWriter(_Leaders):
+    """Writes records to the partition leaders of one topic: Produce v3, ``acks=-1`` (every in-sync replica), one
+    request per leader at a time — so each partition gets its records in the order given."""
+
+    def __init__(self, bootstrap_servers: str, topic: str, timeout_s: float = 30.0, batch_bytes: int = 512 * 1024,
+                 client_id: str = "tv_platform-batch-writer"):
+        super().__init__(bootstrap_servers, topic, timeout_s, client_id)
+        self.batch_bytes = batch_bytes
+
+    def _batches(self, partitions: np.ndarray, keys: pa.BinaryArray, values: pa.BinaryArray) -> dict[int, list]:
+        """{partition: [(record count, batch bytes), …]}, each batch at most ``batch_bytes`` of keys and values."""
+        stamp = int(time.time() * 1000)
+        sizes = np.diff(np.frombuffer(values.buffers()[1], dtype=np.int32)[values.offset:values.offset + len(values) + 1])
+        sizes = sizes + np.diff(np.frombuffer(keys.buffers()[1], dtype=np.int32)[keys.offset:keys.offset + len(keys) + 1])
+        out: dict[int, list] = {}
+        for p in np.unique(partitions).tolist():
+            idx = np.flatnonzero(partitions == p)
+            ends = np.cumsum(sizes[idx] + 8)
+            cuts = [0, *(np.searchsorted(ends, np.arange(self.batch_bytes, int(ends[-1]), self.batch_bytes)).tolist()),
+                    len(idx)]
+            cuts = sorted(set(cuts))
+            taken_keys, taken_values = keys.take(pa.array(idx)), values.take(pa.array(idx))
+            out[p] = [(b - a, encode_record_batch(taken_keys.slice(a, b - a), taken_values.slice(a, b - a), stamp))
+                      for a, b in zip(cuts, cuts[1:])]
+        return out
+
+    def write(self, partitions: np.ndarray, keys: pa.BinaryArray, values: pa.BinaryArray) -> int:
+        """Send each record to its partition (``partitions[i]``); returns how many the brokers acknowledged. Raises
+        with the broker's error on anything but a moved leader (then it asks where the leader is, once, and resends
+        what was refused: a refused batch was not appended)."""
+        from kafka.errors import for_code
+
+        if not self.leaders:
+            self.find_leaders()
+        queues = self._batches(np.asarray(partitions), keys, values)
+        acknowledged, moved = 0, False
+        while any(queues.values()):
+            by_leader: dict[tuple[str, int], dict[int, tuple[int, bytes]]] = {}
+            for p, queue in queues.items():  # the next batch of every partition, grouped by leader
+                if queue:
+                    by_leader.setdefault(self.leader(p), {})[p] = queue[0]
+            refused = []
+            for address, heads in by_leader.items():
+                payload = self.roundtrip(address, lambda c: encode_produce(
+                    c, self.client_id, self.topic, {p: b for p, (_, b) in heads.items()}, int(self.timeout_s * 1000)))
+                answers = decode_produce(payload)
+                if set(answers) != set(heads):
+                    raise ConnectionError(f"produce to {self.topic}: answers for partitions {sorted(answers)}, "
+                                          f"sent {sorted(heads)}")
+                for p, (error, _base) in answers.items():
+                    if error == 0:
+                        acknowledged += heads[p][0]
+                        queues[p].pop(0)
+                    elif getattr(for_code(error), "invalid_metadata", False) and not moved:
+                        refused.append(p)
+                    else:
+                        raise for_code(error)(f"produce to {self.topic}[{p}]")
+            if refused:
+                moved = True
+                self.find_leaders()
+        return acknowledged

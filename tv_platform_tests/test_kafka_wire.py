@@ -13,7 +13,9 @@ from kafka.errors import OffsetOutOfRangeError
 from kafka.record import MemoryRecords
 from kafka.record.memory_records import MemoryRecordsBuilder
 
-from tv_platform.engines.kafka_fetch import CorruptRecordsError, RangeReader, decode_record_set
+from tv_platform.engines.kafka_wire import (
+    BatchWriter, CorruptRecordsError, RangeReader, decode_record_set, encode_record_batch,
+)
 from tv_platform.resources import kafka_resource
 
 CODECS = {"none": 0, "gzip": 1}
@@ -155,3 +157,41 @@ def test_the_reader_reads_what_kafka_pythons_consumer_reads(stack, unique):
         assert len(records) == 10 and reached == 6_000
         with pytest.raises(OffsetOutOfRangeError):
             reader.read(0, 7_000, 7_010, deadline=time.monotonic() + 5)
+
+
+def test_encoded_batches_read_back_with_kafka_python():
+    import pyarrow as pa
+
+    rng = random.Random(12)
+    keys = [bytes(rng.getrandbits(8) for _ in range(rng.choice([0, 1, 32, 70, 200]))) for _ in range(3_000)]
+    values = [bytes(rng.getrandbits(8) for _ in range(rng.choice([0, 1, 63, 64, 150, 8191, 8192, 20_000])))
+              for _ in range(3_000)]
+    k, v = pa.array(keys, type=pa.binary()), pa.array(values, type=pa.binary())
+    for lo, hi in ((0, 1), (0, 3_000), (1_234, 2_345)):  # slices of arrays too
+        batch = encode_record_batch(k.slice(lo, hi - lo), v.slice(lo, hi - lo), 1_695_500_000_123)
+        assert _reference(batch, 0, 2**62) == [(i, 1_695_500_000_123, keys[lo + i], values[lo + i])
+                                               for i in range(hi - lo)]
+        assert _decoded(batch) == _reference(batch, 0, 2**62)
+
+
+@pytest.mark.services
+def test_the_writer_delivers_every_record_to_its_partition_in_order(stack, unique):
+    import numpy as np
+    import pyarrow as pa
+
+    kafka = kafka_resource(stack).with_topic(f"write_{unique}")
+    kafka.ensure_topic(partitions=3)
+    rng = random.Random(13)
+    n = 30_000
+    keys = [f"{rng.getrandbits(128):032x}".encode() for _ in range(n)]
+    values = [f'{{"i":{i},"pad":"{"x" * rng.randint(0, 400)}"}}'.encode() for i in range(n)]
+    partitions = np.array([rng.randrange(3) for _ in range(n)])
+    with BatchWriter(stack.kafka_bootstrap, kafka.topic, batch_bytes=64 * 1024) as writer:  # many batches a partition
+        assert writer.write(partitions, pa.array(keys, type=pa.binary()), pa.array(values, type=pa.binary())) == n
+        assert writer.partition_count == 3
+    _, end = kafka.offsets()
+    for p in range(3):
+        mine = np.flatnonzero(partitions == p)
+        assert end[p] == len(mine)
+        got = _consumer_reads(stack.kafka_bootstrap, kafka.topic, p, 0, end[p])
+        assert [(key, value) for _, _, key, value in got] == [(keys[i], values[i]) for i in mine]

@@ -1,0 +1,95 @@
+"""Benchmark: landing under the real Dagster daemon — events/s from the first event produced to the last one landed.
+
+    python bench/bench_landing_daemon.py [--events 1000000] [--users 100000] [--port 3123]
+
+`bench_ingest.py` runs the sensor and the landing asset in its own processes; this one measures what an operator
+gets: `dagster dev` (webserver + daemon, the platform's instance in PostgreSQL, `QueuedRunCoordinator` with three runs
+at a time) with the Kafka sensor ticking every 15 s and every landing run started as its own process. It uses a fresh
+topic and lake root (set through TVP_KAFKA_TOPIC / TVP_LAKE_ROOT for `dagster dev`), events dated a past day (so the
+automation sensor, which follows today's partition, stays out of it), and counts the landed events from the runs'
+materializations. Needs the local stack (`tv-platform stack up`) and a free port; results go to stdout — copy them
+into docs/benchmarks.md with the date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+import uuid
+from datetime import date, timedelta
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--users", type=int, default=100_000)
+    ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--port", type=int, default=3123)
+    ap.add_argument("--timeout", type=float, default=900)
+    args = ap.parse_args()
+
+    run_id = uuid.uuid4().hex[:6]
+    os.environ["TVP_KAFKA_TOPIC"] = f"bench_daemon_{run_id}"
+    os.environ["TVP_LAKE_ROOT"] = f"/bench/daemon_{run_id}/lake"
+
+    import dagster as dg
+    import pandas as pd
+    from tqdm import tqdm
+
+    from tv_platform.assets import ingest
+    from tv_platform.cli import dagster_env
+    from tv_platform.demo import start_dagster, stop_dagster
+    from tv_platform.engines.kafka import publish_frame
+    from tv_platform.resources import hdfs_io_manager, kafka_resource
+    from tv_platform.settings import get_settings
+    from tv_platform.simulator.live import live_frame
+    from tv_platform.simulator.model import SimulationParams
+
+    settings = get_settings()
+    for key, value in dagster_env().items():
+        os.environ.setdefault(key, value)
+    kafka = kafka_resource(settings)
+    kafka.ensure_topic(partitions=args.partitions)
+    dg.materialize([ingest.channels, ingest.users], resources={"hdfs_io_manager": hdfs_io_manager(settings)},
+                   run_config={"ops": {"users": {"config": {"users": args.users}}}})
+    day = date.today() - timedelta(days=3)
+    frames, seed = [], 0
+    while sum(len(f) for f in frames) < args.events:
+        frames.append(live_frame(day, SimulationParams(users=args.users, seed=seed)))
+        seed += 1
+    events = pd.concat(frames, ignore_index=True).sort_values("timer", kind="stable").iloc[:args.events]
+
+    ui = start_dagster(args.port)
+    try:
+        instance = dg.DagsterInstance.get()
+        time.sleep(20)  # the daemon's first sensor tick: the topic is empty, the cursor starts
+        t0 = time.time()
+        sent = publish_frame(kafka, events)
+        produced_s = time.time() - t0
+        key = dg.AssetKey("tv_stream_snapshot")
+        landed, runs, bar = 0, set(), tqdm(total=sent, unit="ev", desc="landed")
+        deadline = time.monotonic() + args.timeout
+        while landed < sent and time.monotonic() < deadline:
+            time.sleep(1)
+            records = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=key, after_timestamp=t0), limit=1000).records
+            mine = [r for r in records if r.asset_materialization.metadata["topic"].value == kafka.topic]
+            landed = sum(r.asset_materialization.metadata["events_read"].value for r in mine)
+            last = max((r.timestamp for r in mine), default=t0)
+            runs = {r.run_id for r in mine}
+            bar.update(landed - bar.n)
+        bar.close()
+    finally:
+        stop_dagster(ui)
+    if landed < sent:
+        raise SystemExit(f"only {landed:,} of {sent:,} events landed within {args.timeout:.0f} s")
+    total_s = last - t0
+    print(f"\nproduced {sent:,} events in {produced_s:.1f} s ({sent / produced_s:,.0f} events/s)")
+    print(f"landed under the daemon: {landed:,} events in {len(runs)} runs, {total_s:.1f} s from the first event "
+          f"produced to the last landed = {landed / total_s:,.0f} events/s (sensor every 15 s, "
+          f"runs as processes, three at a time)")
+
+
+if __name__ == "__main__":
+    main()
