@@ -1,13 +1,15 @@
 """Benchmark: landing under the real Dagster daemon — events/s from the first event produced to the last one landed.
 
-    python bench/bench_landing_daemon.py [--events 1000000] [--users 100000] [--port 3123]
+    python bench/bench_landing_daemon.py [--events 1000000] [--rate R] [--users 100000] [--port 3123]
 
 `bench_ingest.py` runs the sensor and the landing asset in its own processes; this one measures what an operator
 gets: `dagster dev` (webserver + daemon, the platform's instance in PostgreSQL, `QueuedRunCoordinator` with three runs
 at a time) with the Kafka sensor ticking every 15 s and every landing run started as its own process. It uses a fresh
 topic and lake root (set through TVP_KAFKA_TOPIC / TVP_LAKE_ROOT for `dagster dev`), events dated a past day (so the
 automation sensor, which follows today's partition, stays out of it), and counts the landed events from the runs'
-materializations. Needs the local stack (`tv-platform stack up`) and a free port; results go to stdout — copy them
+materializations. A burst (default) shows what one tick's wait and the run start-up cost; ``--rate`` produces at a
+steady rate, as a live stream arrives, and shows whether landing keeps up (the drain time after the producer stops
+stays about one tick and one run, however long it ran). Needs the local stack (`tv-platform stack up`) and a free port; results go to stdout — copy them
 into docs/benchmarks.md with the date.
 """
 
@@ -25,6 +27,7 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--users", type=int, default=100_000)
     ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--rate", type=float, default=None, help="events/s to produce at (default: as fast as it goes)")
     ap.add_argument("--port", type=int, default=3123)
     ap.add_argument("--timeout", type=float, default=900)
     args = ap.parse_args()
@@ -65,7 +68,7 @@ def main() -> None:
         instance = dg.DagsterInstance.get()
         time.sleep(20)  # the daemon's first sensor tick: the topic is empty, the cursor starts
         t0 = time.time()
-        sent = publish_frame(kafka, events)
+        sent = publish_frame(kafka, events, rate=args.rate)
         produced_s = time.time() - t0
         key = dg.AssetKey("tv_stream_snapshot")
         landed, runs, bar = 0, set(), tqdm(total=sent, unit="ev", desc="landed")
@@ -88,7 +91,8 @@ def main() -> None:
     print(f"\nproduced {sent:,} events in {produced_s:.1f} s ({sent / produced_s:,.0f} events/s)")
     print(f"landed under the daemon: {landed:,} events in {len(runs)} runs, {total_s:.1f} s from the first event "
           f"produced to the last landed = {landed / total_s:,.0f} events/s (sensor every 15 s, "
-          f"runs as processes, three at a time)")
+          f"runs as processes, three at a time); the last landed {total_s - produced_s:.1f} s after the producer "
+          "stopped")
 
 
 if __name__ == "__main__":

@@ -2,15 +2,18 @@
 
 Cursor (JSON)::
 
-    {"epoch": "<id of this cursor's life>", "next": {"<partition>": <next offset>},
-     "pending": [[partition, start, end, day, attempt], ...]}
+    {"topic": "<topic>", "epoch": "<id of this cursor's life>", "next": {"<partition>": <next offset>},
+     "pending": [[[[partition, start, end], ...], day, attempt], ...]}
 
 Each tick reads the end offsets, reads the new records of every partition (bounded by a record and a time budget, so a
-tick stays well under Dagster's 60 s limit; polls always have timeouts), cuts them into contiguous ranges of one event
-date, and requests one run per range: ``partition_key`` = the date, ``run_config`` = the offset range (never payloads),
-``run_key`` = ``topic:epoch:partition:start-end`` — unique across partitions, and a reset cursor starts a new epoch so
-its keys never collide with the old ones. A requested range stays *pending* until its run succeeds; a failed or
-canceled run is requested again (``…#retryN``), so a failure leaves its range to be retried, never skipped.
+tick stays well under Dagster's 60 s limit; fetches always have timeouts), cuts them into contiguous ranges of one
+event date, and requests one run per date — all partitions' ranges of that date in one run, so a trickling stream
+costs one run per tick, not one per partition; a burst is split into runs of at most MAX_RUN_RECORDS records, which
+then land side by side: ``partition_key`` = the date, ``run_config`` = the offset ranges (never payloads),
+``run_key`` = ``topic:epoch:partition:start-end[+partition:start-end…]`` — offset ranges never overlap within an
+epoch, and a reset cursor starts a new epoch so its keys never collide with the old ones. A requested run stays
+*pending* until it succeeds; a failed or canceled run is requested again (``…#retryN``), so a failure leaves its
+ranges to be retried, never skipped.
 The consumer lag (end offset − next offset, per partition) is recorded as an observation of the topic asset.
 """
 
@@ -26,10 +29,10 @@ from tv_platform.assets.ingest import kafka_topic, tv_stream_snapshot
 from tv_platform.engines.kafka import KafkaResource
 from tv_platform.engines.kafka_wire import RangeReader
 from tv_platform.partitions import daily
-from tv_platform.streaming import cut_by_date
+from tv_platform.streaming import DateRange, cut_by_date
 
-MAX_RECORDS_PER_TICK = 1_000_000  # ≈ 3 s of reading and dating; at one tick per 15 s, 66 k events/s
-MAX_RANGE = 250_000  # records per landing run, at most (a run holds its range in memory)
+MAX_RECORDS_PER_TICK = 2_000_000  # ≈ 5 s of reading and dating; at one tick per 15 s, 133 k events/s
+MAX_RUN_RECORDS = 500_000  # records per landing run, at most (a run holds its ranges in memory)
 TICK_BUDGET_S = 25.0
 MAX_PENDING = 500
 
@@ -48,7 +51,8 @@ def load_cursor(raw: str | None, topic: str | None = None) -> dict:
     if not raw:
         return new_cursor(topic or "")
     cursor = json.loads(raw)
-    cursor.setdefault("pending", [])
+    # a cursor from before runs carried several ranges: [partition, start, end, day, attempt]
+    cursor["pending"] = [[[e[:3]], e[3], e[4]] if len(e) == 5 else e for e in cursor.get("pending", [])]
     cursor.setdefault("next", {})
     cursor.setdefault("epoch", uuid.uuid4().hex[:8])
     cursor.setdefault("topic", topic or "")
@@ -69,19 +73,35 @@ def stale_cursor(cursor: dict, topic: str, end_offsets: dict[int, int]) -> str |
     return None
 
 
-def run_key(topic: str, epoch: str, partition: int, start: int, end: int, attempt: int = 0) -> str:
-    key = f"{topic}:{epoch}:{partition}:{start}-{end}"
+def run_key(topic: str, epoch: str, ranges: list, attempt: int = 0) -> str:
+    key = f"{topic}:{epoch}:" + "+".join(f"{p}:{start}-{end}" for p, start, end in ranges)
     return key if attempt == 0 else f"{key}#retry{attempt}"
 
 
-def run_request(topic: str, epoch: str, partition: int, start: int, end: int, day: str, attempt: int = 0) -> dg.RunRequest:
+def run_request(topic: str, epoch: str, ranges: list, day: str, attempt: int = 0) -> dg.RunRequest:
     return dg.RunRequest(
-        run_key=run_key(topic, epoch, partition, start, end, attempt),
+        run_key=run_key(topic, epoch, ranges, attempt),
         partition_key=day,
         run_config={"ops": {"tv_stream_snapshot": {"config": {
-            "topic": topic, "ranges": [{"partition": partition, "start": start, "end": end}]}}}},
-        tags={"tv_platform/kafka_range": f"{partition}:{start}-{end}"},
+            "topic": topic, "ranges": [{"partition": p, "start": start, "end": end} for p, start, end in ranges]}}}},
+        tags={"tv_platform/kafka_ranges": " ".join(f"{p}:{start}-{end}" for p, start, end in ranges)},
     )
+
+
+def pack_runs(ranges: list[DateRange], most: int) -> list[tuple[str, list]]:
+    """Group date ranges into runs: (day, [[partition, start, end], ...]), one day per run, at most ``most`` records
+    a run (a range is never split here: the cutting already bounds each range), days and ranges in the order met."""
+    runs: list[tuple[str, list]] = []
+    open_run: dict[str, tuple[list, int]] = {}
+    for r in ranges:
+        size = r.end - r.start
+        members, total = open_run.get(r.day, (None, 0))
+        if members is None or total + size > most:
+            members, total = [], 0
+            runs.append((r.day, members))
+        members.append([r.partition, r.start, r.end])
+        open_run[r.day] = (members, total + size)
+    return runs
 
 
 def _pending_state(instance: dg.DagsterInstance, key: str) -> str:
@@ -98,47 +118,60 @@ def _pending_state(instance: dg.DagsterInstance, key: str) -> str:
 
 
 def settle_pending(context: dg.SensorEvaluationContext, cursor: dict, topic: str) -> tuple[list, list]:
-    """(run requests, ranges still pending) for the ranges requested before: the landed ones are dropped, the failed
+    """(run requests, runs still pending) for the runs requested before: the landed ones are dropped, the failed
     ones requested again."""
     requests, still_pending = [], []
-    for partition, start, end, day, attempt in cursor["pending"]:
-        state = _pending_state(context.instance, run_key(topic, cursor["epoch"], partition, start, end, attempt))
+    for ranges, day, attempt in cursor["pending"]:
+        state = _pending_state(context.instance, run_key(topic, cursor["epoch"], ranges, attempt))
         if state == "failed":
             attempt += 1
-            context.log.warning(f"range {partition}:{start}-{end} ({day}) failed; requesting it again (attempt {attempt})")
-            requests.append(run_request(topic, cursor["epoch"], partition, start, end, day, attempt))
+            context.log.warning(f"ranges {ranges} ({day}) failed; requesting them again (attempt {attempt})")
+            requests.append(run_request(topic, cursor["epoch"], ranges, day, attempt))
         if state != "done":
-            still_pending.append([partition, start, end, day, attempt])
+            still_pending.append([ranges, day, attempt])
     return requests, still_pending
+
+
+def share_budget(backlog: dict, budget: int) -> dict:
+    """How many new records to read from each partition this tick: all of a partition's backlog if it fits in a fair
+    share of ``budget``, and what the smaller backlogs leave over shared evenly by the bigger ones."""
+    out, left = {}, budget
+    ordered = sorted(backlog.items(), key=lambda kv: kv[1])
+    for i, (key, wanted) in enumerate(ordered):
+        out[key] = max(min(wanted, left // (len(ordered) - i)), 0)
+        left -= out[key]
+    return out
 
 
 def request_new_ranges(reader: RangeReader, cursor: dict, tps: list, begin: dict, end_offsets: dict, deadline: float,
                        requests: list, pending: list) -> dict[str, int]:
     """Read the records after the cursor (at most MAX_RECORDS_PER_TICK, until ``deadline``), cut them into ranges of
-    one event date (at most MAX_RANGE records each), append a run request and a pending entry per range, advance the
-    cursor. Returns the lag per partition."""
+    one event date, pack them into runs (one date each, at most MAX_RUN_RECORDS records), append a run request and a
+    pending entry per run, advance the cursor. Returns the lag per partition."""
     valid_days = set(daily.get_partition_keys())
+    starts = {tp: max(int(cursor["next"].get(str(tp.partition), begin[tp])), begin[tp]) for tp in tps}
+    allowed = share_budget({tp: end_offsets[tp] - starts[tp] for tp in tps}, MAX_RECORDS_PER_TICK)
     lag: dict[str, int] = {}
-    budget = MAX_RECORDS_PER_TICK
+    found: list = []
     for tp in tps:
-        p = str(tp.partition)
-        start = max(int(cursor["next"].get(p, begin[tp])), begin[tp])
-        end = end_offsets[tp]
-        if end <= start or budget <= 0 or time.monotonic() > deadline:
-            lag[p], cursor["next"][p] = max(end - start, 0), start
-            continue
-        # a range ends where the reading ended (a tick that ran out of time continues next tick)
-        records, range_end = reader.read(tp.partition, start, min(end, start + budget), deadline)
-        if len(records):
-            fallback = time.strftime("%Y-%m-%d", time.localtime(records.timestamps[0] / 1000))
-            for r in cut_by_date(tp.partition, records, range_end, valid_days,
-                                 fallback_day=fallback if fallback in valid_days else max(valid_days),
-                                 max_length=MAX_RANGE):
-                requests.append(run_request(tp.topic, cursor["epoch"], r.partition, r.start, r.end, r.day))
-                pending.append([r.partition, r.start, r.end, r.day, 0])
-        cursor["next"][p] = range_end
-        budget -= range_end - start
-        lag[p] = end - range_end
+        position, stop = starts[tp], starts[tp] + allowed[tp]
+        # read in pieces of at most one run's worth (the sensor holds one piece at a time); a range ends where the
+        # reading ended, and a tick that runs out of time continues next tick
+        while position < stop and time.monotonic() < deadline:
+            records, reached = reader.read(tp.partition, position, min(stop, position + MAX_RUN_RECORDS), deadline)
+            if len(records):
+                fallback = time.strftime("%Y-%m-%d", time.localtime(records.timestamps[0] / 1000))
+                found += cut_by_date(tp.partition, records, reached, valid_days,
+                                     fallback_day=fallback if fallback in valid_days else max(valid_days),
+                                     max_length=MAX_RUN_RECORDS)
+            if reached == position:
+                break
+            position = reached
+        cursor["next"][str(tp.partition)] = position
+        lag[str(tp.partition)] = max(end_offsets[tp] - position, 0)
+    for day, ranges in pack_runs(found, MAX_RUN_RECORDS):
+        requests.append(run_request(tps[0].topic, cursor["epoch"], ranges, day))
+        pending.append([ranges, day, 0])
     return lag
 
 
@@ -146,7 +179,7 @@ def request_new_ranges(reader: RangeReader, cursor: dict, tps: list, begin: dict
     job=land_stream_job,
     minimum_interval_seconds=15,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Consumes the Kafka events topic: requests one landing run per offset range and event date.",
+    description="Consumes the Kafka events topic: requests landing runs of offset ranges, one event date per run.",
 )
 def kafka_events_sensor(context: dg.SensorEvaluationContext, kafka: KafkaResource) -> dg.SensorResult:
     started = time.monotonic()

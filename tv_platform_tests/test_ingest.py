@@ -121,6 +121,10 @@ def test_replayed_seed_day_lands_all_20000_events_in_their_dates(stack, referenc
     assert days == ["2023-09-23", "2023-09-24"]
     keys = [rr.run_key for rr in result.run_requests]
     assert len(set(keys)) == len(keys)
+    # one run a day, holding every partition's range of that day
+    assert sorted(rr.partition_key for rr in result.run_requests) == days
+    for rr in result.run_requests:
+        assert sorted(r["partition"] for r in rr.run_config["ops"]["tv_stream_snapshot"]["config"]["ranges"]) == [0, 1, 2]
     cursor = json.loads(result.cursor)
     assert sum(cursor["next"].values()) == 20_000
     lag = next(e for e in result.asset_events if isinstance(e, dg.AssetObservation))
@@ -241,7 +245,7 @@ def test_interrupted_landing_rerun_gives_byte_identical_file_and_failed_range_is
     # the sensor sees the failed run and asks for the range again
     retry, _ = _sensor_tick(kafka, cursor=result.cursor, instance=instance)
     (rr2,) = retry.run_requests
-    assert rr2.run_key == run_key(kafka.topic, json.loads(result.cursor)["epoch"], 0, 0, 500, 1)
+    assert rr2.run_key == run_key(kafka.topic, json.loads(result.cursor)["epoch"], [[0, 0, 500]], 1)
     assert rr2.run_config == rr.run_config
     (_, ok), = list(_land(stack, lake_res, kafka, [rr2], instance=instance))
     assert ok.success
@@ -298,6 +302,6 @@ def test_a_topic_created_again_is_read_from_its_beginning(stack, reference, uniq
     result, _ = _sensor_tick(kafka, cursor=recreated)
     cursor = json.loads(result.cursor)
     assert cursor["next"] == {"0": 30} and cursor["epoch"] != "0ld0ld00"
-    assert cursor["pending"] == [[0, 0, 30, "2023-10-06", 0]]  # the old, unreadable range is gone
+    assert cursor["pending"] == [[[[0, 0, 30]], "2023-10-06", 0]]  # the old, unreadable range is gone
     assert [rr.run_config["ops"]["tv_stream_snapshot"]["config"]["ranges"] for rr in result.run_requests] == [
         [{"partition": 0, "start": 0, "end": 30}]]

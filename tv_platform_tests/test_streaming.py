@@ -162,3 +162,26 @@ def test_long_ranges_are_cut_to_the_longest_a_run_takes():
 def test_a_null_value_is_quarantined_with_its_reason():
     landing = validate([msg(0), Message(0, 1, None)], "2023-09-23", set(range(1, 149)), range(1, 10_001))
     assert len(landing.good) == 1 and [x.reason for x in landing.rejected] == ["no payload (a null value)"]
+
+
+def test_runs_pack_one_day_each_and_stay_under_the_limit():
+    from tv_platform.sensors import load_cursor, pack_runs
+    from tv_platform.streaming import DateRange
+
+    ranges = [DateRange(0, 0, 60, "2023-09-23"), DateRange(0, 60, 70, "2023-09-24"), DateRange(1, 0, 50, "2023-09-23"),
+              DateRange(2, 0, 40, "2023-09-23"), DateRange(2, 40, 45, "2023-09-24")]
+    assert pack_runs(ranges, most=100) == [("2023-09-23", [[0, 0, 60]]), ("2023-09-24", [[0, 60, 70], [2, 40, 45]]),
+                                           ("2023-09-23", [[1, 0, 50], [2, 0, 40]])]
+    assert pack_runs(ranges, most=1_000) == [("2023-09-23", [[0, 0, 60], [1, 0, 50], [2, 0, 40]]),
+                                             ("2023-09-24", [[0, 60, 70], [2, 40, 45]])]
+    # a cursor written before runs carried several ranges reads as one range a run (same run keys as then)
+    old = load_cursor('{"topic": "t", "epoch": "e", "next": {"0": 9}, "pending": [[0, 0, 9, "2023-09-23", 1]]}')
+    assert old["pending"] == [[[[0, 0, 9]], "2023-09-23", 1]]
+
+
+def test_a_ticks_budget_is_shared_fairly_between_partitions():
+    from tv_platform.sensors import share_budget
+
+    assert share_budget({0: 10, 1: 500, 2: 1_000, 3: 0}, 900) == {3: 0, 0: 10, 1: 445, 2: 445}
+    assert share_budget({0: 10, 1: 20}, 900) == {0: 10, 1: 20}
+    assert sum(share_budget({p: 10**6 for p in range(7)}, 2_000_000).values()) <= 2_000_000

@@ -145,32 +145,33 @@ def tv_stream_snapshot(context: dg.AssetExecutionContext, config: StreamRangesCo
     read = landed = quarantined = 0
     files = []
     reasons: dict[str, int] = {}
-    for r in config.ranges:
-        messages = kafka.read_range(r.partition, r.start, r.end, topic=config.topic)
-        result = validate(messages, day, channel_ids, user_ids)
-        name = layout.range_file_name(r.partition, r.start, r.end)
-        good = result.good
-        good_path = f"{layout.partition_dir(layout.raw_dir('tv_stream', lake.lake_root), day)}/{name}"
-        fs.write_bytes(good_path, frame_to_csv_bytes(good))
-        files.append(good_path)
-        bad_path = f"{layout.partition_dir(layout.quarantine_dir('tv_stream', lake.lake_root), day)}/{name}"
-        if result.rejected:
-            bad = pd.DataFrame(
-                [[config.topic, x.message.partition, x.message.offset, x.reason,
-                  (x.message.value or b"").decode("utf-8", errors="replace")] for x in result.rejected],
-                columns=layout.QUARANTINE_COLUMNS,
-            )
-            fs.write_bytes(bad_path, frame_to_csv_bytes(bad))
-            for x in result.rejected:
-                kind = x.reason.split(":")[0].split(" ")[0:2]
-                reasons[" ".join(kind)] = reasons.get(" ".join(kind), 0) + 1
-        elif fs.exists(bad_path):
-            fs.delete(bad_path)  # a re-run that finds the range clean leaves no stale quarantine
-        read += len(messages)
-        landed += len(good)
-        quarantined += len(result.rejected)
-        context.log.info(f"{config.topic}[{r.partition}] {r.start}..{r.end}: {len(good)} landed, "
-                         f"{len(result.rejected)} quarantined -> {good_path}")
+    with kafka.reader(config.topic) as reader:  # one connection for all the run's ranges
+        for r in config.ranges:
+            messages = reader.read_exactly(r.partition, r.start, r.end)
+            result = validate(messages, day, channel_ids, user_ids)
+            name = layout.range_file_name(r.partition, r.start, r.end)
+            good = result.good
+            good_path = f"{layout.partition_dir(layout.raw_dir('tv_stream', lake.lake_root), day)}/{name}"
+            fs.write_bytes(good_path, frame_to_csv_bytes(good))
+            files.append(good_path)
+            bad_path = f"{layout.partition_dir(layout.quarantine_dir('tv_stream', lake.lake_root), day)}/{name}"
+            if result.rejected:
+                bad = pd.DataFrame(
+                    [[config.topic, x.message.partition, x.message.offset, x.reason,
+                      (x.message.value or b"").decode("utf-8", errors="replace")] for x in result.rejected],
+                    columns=layout.QUARANTINE_COLUMNS,
+                )
+                fs.write_bytes(bad_path, frame_to_csv_bytes(bad))
+                for x in result.rejected:
+                    kind = x.reason.split(":")[0].split(" ")[0:2]
+                    reasons[" ".join(kind)] = reasons.get(" ".join(kind), 0) + 1
+            elif fs.exists(bad_path):
+                fs.delete(bad_path)  # a re-run that finds the range clean leaves no stale quarantine
+            read += len(messages)
+            landed += len(good)
+            quarantined += len(result.rejected)
+            context.log.info(f"{config.topic}[{r.partition}] {r.start}..{r.end}: {len(good)} landed, "
+                             f"{len(result.rejected)} quarantined -> {good_path}")
 
     # the check recounts from what is now in the lake, not from the counters above
     recount_landed = sum(_csv_rows(fs, p) for p in files)

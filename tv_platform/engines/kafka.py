@@ -117,13 +117,8 @@ class KafkaResource(dg.ConfigurableResource):
                    topic: str | None = None) -> Records:
         """Exactly the records with start <= offset < end of one partition; raises if they can't all be read within
         ``timeout_s``."""
-        topic = topic or self.topic
         with self.reader(topic) as reader:
-            records, position = reader.read(partition, start, end, deadline=time.monotonic() + timeout_s)
-        if position < end:
-            raise TimeoutError(f"read {topic}[{partition}] offsets {start}..{end}: stuck at {position} "
-                               f"after {timeout_s:.0f}s")
-        return records
+            return reader.read_exactly(partition, start, end, timeout_s)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -468,6 +468,15 @@ class RangeReader(_Leaders):
         return Records.concat(partition, chunks), min(position, stop)
 
 
+    def read_exactly(self, partition: int, start: int, stop: int, timeout_s: float = 60.0) -> Records:
+        """Exactly the records with start <= offset < stop; raises if they can't all be read within ``timeout_s``."""
+        records, position = self.read(partition, start, stop, deadline=time.monotonic() + timeout_s)
+        if position < stop:
+            raise TimeoutError(f"read {self.topic}[{partition}] offsets {start}..{stop}: stuck at {position} "
+                               f"after {timeout_s:.0f}s")
+        return records
+
+
 class BatchWriter(_Leaders):
     """Writes records to the partition leaders of one topic: Produce v3, ``acks=-1`` (every in-sync replica), one
     request per leader at a time — so each partition gets its records in the order given."""
