@@ -195,3 +195,11 @@ def test_the_writer_delivers_every_record_to_its_partition_in_order(stack, uniqu
         assert end[p] == len(mine)
         got = _consumer_reads(stack.kafka_bootstrap, kafka.topic, p, 0, end[p])
         assert [(key, value) for _, _, key, value in got] == [(keys[i], values[i]) for i in mine]
+
+
+def test_a_batch_claiming_more_records_than_it_holds_is_an_error():
+    batch = bytearray(_batch(random.Random(14), 0, 0, 3))
+    struct.pack_into(">i", batch, 57, 4)  # recordsCount
+    struct.pack_into(">I", batch, 17, crc32c(bytes(batch[21:])))
+    with pytest.raises(CorruptRecordsError, match="runs past the batch"):
+        decode_record_set(bytes(batch), 0)

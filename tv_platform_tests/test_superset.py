@@ -2,7 +2,7 @@
 ``tv-platform superset up``'s code), every chart's data answered by both warehouses over real marts (the seed's stream
 day 2023-09-23 built through the lake and the programme guide; the forecast computed by ``viewing_forecast`` over a
 simulated 21-day history ending that day), and both dashboards rendered by headless Chromium with no chart in error —
-screenshots in test-artifacts/."""
+screenshots in test-artifacts/. The marts and the Superset are the tests' own (``isolated``), never the platform's."""
 
 import time
 import uuid
@@ -80,8 +80,8 @@ def _forecast_rows(settings, day: str) -> dict[str, float]:
 
 
 def load_seed_day_into_marts(settings, spark, lake, day: str = SEED_DAY) -> None:
-    """The seed's stream day (fixtures/tv_stream.csv) through the lake graph into the *platform's* marts (schema
-    TVP_GP_SCHEMA, ClickHouse TVP_CLICKHOUSE_DATABASE) — the tables the dashboards read. The lake part runs in a Hive
+    """The seed's stream day (fixtures/tv_stream.csv) through the lake graph into the marts of ``settings`` (schema
+    ``gp_schema``, ClickHouse ``clickhouse_database``) — the tables the dashboards read. The lake part runs in a Hive
     database and lake directory of its own, dropped afterwards; the marts keep the day (a partition replace: re-running
     never duplicates)."""
     import dagster as dg
@@ -143,7 +143,7 @@ def load_seed_day_into_marts(settings, spark, lake, day: str = SEED_DAY) -> None
 
 def load_forecast_into_marts(settings, spark, last: str = SEED_DAY) -> None:
     """The real forecast (``viewing_forecast``) over a simulated 21-day history ending on ``last`` (a Hive database of
-    its own, dropped afterwards), then the forecast marts of the *platform's* warehouses replaced by it, checked
+    its own, dropped afterwards), then the forecast marts of ``settings``'s warehouses replaced by it, checked
     against the Hive table."""
     import dagster as dg
 
@@ -163,30 +163,56 @@ def load_forecast_into_marts(settings, spark, last: str = SEED_DAY) -> None:
         history.cleanup()
 
 
+TEST_SCHEMA = "tv_marts_superset_test"
+TEST_SUPERSET_PORT = 8089
+
+
 @pytest.fixture(scope="session")
-def superset_marts(stack, spark, lake):
-    """The platform's marts hold the seed day in both warehouses — the lake's and the programme guide's, built from
+def isolated(stack):
+    """The stack's services, with a warehouse schema and ClickHouse database (``tv_marts_superset_test``) and a
+    Superset (metadata under ``<state>/tests/superset``, port 8089) of the tests' own: they load the seed day and
+    replace the forecast, which must never happen to the platform's own marts and dashboards."""
+    from dataclasses import replace
+
+    from tv_platform.stack.postgres import PostgresService
+
+    admin = PostgresService(stack).admin_connect(stack.gp_database)  # the loader role may not create schemas
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f'CREATE SCHEMA IF NOT EXISTS "{TEST_SCHEMA}" AUTHORIZATION "{stack.gp_loader_user}"')
+            cur.execute(f'GRANT USAGE ON SCHEMA "{TEST_SCHEMA}" TO "{stack.gp_reader_user}"')
+    finally:
+        admin.close()
+    return replace(stack, gp_schema=TEST_SCHEMA, clickhouse_database=TEST_SCHEMA, state_dir=stack.state_dir / "tests")
+
+
+@pytest.fixture(scope="session")
+def superset_marts(isolated, spark, lake):
+    """The tests' own marts hold the seed day in both warehouses — the lake's and the programme guide's, built from
     the same sessions — and the forecast mart a forecast whose history ends on it (loaded when they do not)."""
     t0 = time.monotonic()
-    rows = _mart_rows(stack, SEED_DAY)
-    if not all(rows.values()) or not _programmes_match_sessions(stack, SEED_DAY):
-        load_seed_day_into_marts(stack, spark, lake)
-        rows = _mart_rows(stack, SEED_DAY)
+    rows = _mart_rows(isolated, SEED_DAY)
+    if not all(rows.values()) or not _programmes_match_sessions(isolated, SEED_DAY):
+        load_seed_day_into_marts(isolated, spark, lake)
+        rows = _mart_rows(isolated, SEED_DAY)
     assert all(rows.values()), rows
-    assert _programmes_match_sessions(stack, SEED_DAY)
-    if not all(_forecast_rows(stack, SEED_DAY).values()):
-        load_forecast_into_marts(stack, spark)
-    forecast = _forecast_rows(stack, SEED_DAY)
+    assert _programmes_match_sessions(isolated, SEED_DAY)
+    if not all(_forecast_rows(isolated, SEED_DAY).values()):
+        load_forecast_into_marts(isolated, spark)
+    forecast = _forecast_rows(isolated, SEED_DAY)
     assert all(v == 1 for v in forecast.values()), forecast
     print(f"marts for {SEED_DAY} ready in {time.monotonic() - t0:.0f}s: {rows}, {forecast}")
     return rows
 
 
 @pytest.fixture(scope="session")
-def superset(stack, superset_marts):
+def superset(isolated, superset_marts):
     """Superset up (installed on first use, started if needed) with the bundle imported; stopped at the end if this
     session started it."""
-    svc = S.SupersetService(stack)
+    from dataclasses import replace
+
+    svc = S.SupersetService(isolated, conf=replace(S.SupersetSettings.from_env(), port=TEST_SUPERSET_PORT))
     t0 = time.monotonic()
     svc.install(print)
     t_install = time.monotonic() - t0
@@ -221,7 +247,7 @@ def _charts_by_dashboard(client) -> dict[str, list[dict]]:
 # ---------------------------------------------------------------------------------------------------------------------
 # the bundle in Superset
 # ---------------------------------------------------------------------------------------------------------------------
-def test_bundle_imports_both_dashboards_databases_and_datasets(superset, stack):
+def test_bundle_imports_both_dashboards_databases_and_datasets(superset, isolated):
     from superset_exports.build import CHARTS, DATASET_TABLES, WAREHOUSES
 
     dashboards = {d["slug"]: d for d in superset.dashboards()}
@@ -234,36 +260,36 @@ def test_bundle_imports_both_dashboards_databases_and_datasets(superset, stack):
         uri = superset.get(f"/api/v1/database/{databases[w['database_name']]['id']}/connection")["result"][
             "sqlalchemy_uri"]
         if wh == "greenplum":  # the URI from the settings, the password (sent at import) masked
-            assert uri == (f"postgresql+psycopg2://{stack.gp_reader_user}:XXXXXXXXXX@{stack.gp_host}:{stack.gp_port}/"
-                           f"{stack.gp_database}")
+            assert uri == (f"postgresql+psycopg2://{isolated.gp_reader_user}:XXXXXXXXXX@{isolated.gp_host}:{isolated.gp_port}/"
+                           f"{isolated.gp_database}")
         else:
             assert uri.startswith("clickhousedb://")
     datasets = superset.get("/api/v1/dataset/",
                             q="(page_size:100,columns:!(table_name,schema,database.database_name))")["result"]
     have = {(d["database"]["database_name"], d["schema"], d["table_name"]) for d in datasets}
     for wh, w in WAREHOUSES.items():
-        schema = stack.gp_schema if wh == "greenplum" else stack.clickhouse_database
+        schema = isolated.gp_schema if wh == "greenplum" else isolated.clickhouse_database
         for table in DATASET_TABLES:
             assert (w["database_name"], schema, table) in have
 
 
-def test_import_is_idempotent(superset, stack):
+def test_import_is_idempotent(superset, isolated):
     before = {c["uuid"]: c["id"] for c in superset.charts()}
-    S.import_bundle(stack)
+    S.import_bundle(isolated, superset.conf)
     after = {c["uuid"]: c["id"] for c in superset.charts()}
     assert before == after  # overwritten in place: the same objects, nothing duplicated
     assert sorted(d["slug"] for d in superset.dashboards() if d["slug"] in DASHBOARDS.values()) == sorted(
         DASHBOARDS.values())
 
 
-def test_sql_lab_reads_both_warehouses(superset, stack):
+def test_sql_lab_reads_both_warehouses(superset, isolated):
     """SQL Lab through each registered database (Greenplum as the read-only role — the URI above — ClickHouse
     through the embedded engine); DML is refused by the database settings (allow_dml false)."""
     from superset_exports.build import WAREHOUSES
 
     ids = {d["database_name"]: d["id"] for d in superset.get("/api/v1/database/", q="(page_size:100)")["result"]}
     for wh, w in WAREHOUSES.items():
-        schema = stack.gp_schema if wh == "greenplum" else stack.clickhouse_database
+        schema = isolated.gp_schema if wh == "greenplum" else isolated.clickhouse_database
         res = superset.post("/api/v1/sqllab/execute/", {
             "database_id": ids[w["database_name"]], "sql": f"SELECT count(*) AS n FROM {schema}.channel_rating",
             "runAsync": False, "schema": schema, "tab": "test"})
@@ -297,7 +323,7 @@ def test_every_chart_returns_rows(superset, warehouse):
 def rendered(superset, browser, artifacts_dir) -> dict[str, S.DashboardRender]:
     out = {}
     for wh, slug in DASHBOARDS.items():
-        out[wh] = S.render_dashboard(slug, artifacts_dir / f"superset-{slug}.png", browser=browser)
+        out[wh] = S.render_dashboard(slug, artifacts_dir / f"superset-{slug}.png", browser=browser, conf=superset.conf)
         print(f"{slug}: {len(out[wh].charts)} charts rendered in {out[wh].seconds:.1f}s -> {out[wh].screenshot}")
     return out
 
@@ -332,7 +358,7 @@ def test_saved_query_contexts_are_what_the_dashboard_sends(rendered, superset, w
 @pytest.mark.parametrize("warehouse", list(DASHBOARDS))
 def test_date_range_filter_acts_on_every_chart(superset, browser, chart_keys, artifacts_dir, warehouse):
     empty = "2000-01-01 : 2000-01-02"  # no data: every chart but the big numbers comes back empty
-    res = S.render_dashboard(DASHBOARDS[warehouse], None, browser=browser,
+    res = S.render_dashboard(DASHBOARDS[warehouse], None, browser=browser, conf=superset.conf,
                              data_mask=S.filter_state({"NATIVE_FILTER-date_range": empty}))
     charts = {c["id"] for c in superset.dashboard_charts(DASHBOARDS[warehouse])}
     assert set(res.query_contexts) == charts
@@ -346,7 +372,8 @@ def test_date_range_filter_acts_on_every_chart(superset, browser, chart_keys, ar
 
     seed = f"{SEED_DAY} : 2023-09-24"
     res = S.render_dashboard(DASHBOARDS[warehouse], artifacts_dir / f"superset-{DASHBOARDS[warehouse]}-{SEED_DAY}.png",
-                             browser=browser, data_mask=S.filter_state({"NATIVE_FILTER-date_range": seed}))
+                             browser=browser, conf=superset.conf,
+                             data_mask=S.filter_state({"NATIVE_FILTER-date_range": seed}))
     assert not res.problems, res.problems
     assert all(qc["queries"][0]["time_range"] == seed for qc in res.query_contexts.values())
 
@@ -365,13 +392,14 @@ def _top_channel_with_a_top_programme(settings) -> str:
 
 
 @pytest.mark.parametrize("warehouse", list(DASHBOARDS))
-def test_channel_filter_acts_on_the_channel_charts(superset, browser, chart_keys, artifacts_dir, warehouse, stack):
+def test_channel_filter_acts_on_the_channel_charts(superset, browser, chart_keys, artifacts_dir, warehouse, isolated):
     from superset_exports.build import CHARTS
 
     applies = {c[0]: c[4] for c in CHARTS}
-    channel = _top_channel_with_a_top_programme(stack)
+    channel = _top_channel_with_a_top_programme(isolated)
     res = S.render_dashboard(DASHBOARDS[warehouse], artifacts_dir / f"superset-{DASHBOARDS[warehouse]}-channel.png",
-                             browser=browser, data_mask=S.filter_state({"NATIVE_FILTER-channel": [channel]}))
+                             browser=browser, conf=superset.conf,
+                             data_mask=S.filter_state({"NATIVE_FILTER-channel": [channel]}))
     assert not res.problems, res.problems
     rows = {d["slice_id"]: d["rows"][0] for d in res.data if d.get("slice_id")}
     in_scope = set()
@@ -390,15 +418,16 @@ def test_channel_filter_acts_on_the_channel_charts(superset, browser, chart_keys
 
 @pytest.mark.parametrize("warehouse", list(DASHBOARDS))
 def test_series_filter_acts_on_the_programme_guide_charts(superset, browser, chart_keys, artifacts_dir, warehouse,
-                                                          stack):
+                                                          isolated):
     """The Series filter reaches exactly the charts over series_weekday_hour and series_popularity (not the top
     programmes, nor the forecast, whose 'series' column is another thing); picking a series leaves one row in the
     series table and one series in the series × hour heatmap."""
     from superset_exports.build import CHARTS, SERIES_TABLES
 
-    series = _warehouse_series(stack)
+    series = _warehouse_series(isolated)
     res = S.render_dashboard(DASHBOARDS[warehouse], artifacts_dir / f"superset-{DASHBOARDS[warehouse]}-series.png",
-                             browser=browser, data_mask=S.filter_state({"NATIVE_FILTER-series": [series]}))
+                             browser=browser, conf=superset.conf,
+                             data_mask=S.filter_state({"NATIVE_FILTER-series": [series]}))
     assert not res.problems, res.problems
     tables = {c[0]: c[2] for c in CHARTS}
     for cid, qc in res.query_contexts.items():
@@ -422,14 +451,14 @@ def _warehouse_series(settings) -> str:
 
 
 @pytest.mark.parametrize("warehouse", list(DASHBOARDS))
-def test_programme_and_forecast_charts_show_the_marts_values(superset, chart_keys, stack, warehouse):
+def test_programme_and_forecast_charts_show_the_marts_values(superset, chart_keys, isolated, warehouse):
     """The new charts' data (their saved query contexts, through Superset) against SQL on the warehouse itself."""
     by_key = {chart_keys[c["id"]][1]: c["id"] for c in superset.dashboard_charts(DASHBOARDS[warehouse])}
 
     def data(key):
         return pd.DataFrame(superset.chart_data(by_key[key])["result"][0]["data"])
 
-    want = _warehouse_values(stack, {
+    want = _warehouse_values(isolated, {
         "series_hours": ("series_weekday_hour", "SELECT sum(minutes) / 60 FROM {t}"),
         "top_hours": ("programme_popularity", "SELECT sum(minutes) / 60 FROM {t} WHERE rank <= 30"),
         "top_rows": ("programme_popularity", "SELECT count(*) FROM {t} WHERE rank <= 30"),
@@ -458,17 +487,17 @@ def test_programme_and_forecast_charts_show_the_marts_values(superset, chart_key
 # ---------------------------------------------------------------------------------------------------------------------
 # the embedded ClickHouse: one process at a time
 # ---------------------------------------------------------------------------------------------------------------------
-def test_superset_releases_the_embedded_clickhouse_and_waits_for_a_load(superset, stack):
+def test_superset_releases_the_embedded_clickhouse_and_waits_for_a_load(superset, isolated):
     import threading
 
     from tv_platform.stack.clickhouse import chdb_locked_by_other, chdb_path, clickhouse_client, is_chdb
 
-    if not is_chdb(stack.clickhouse_url):
+    if not is_chdb(isolated.clickhouse_url):
         pytest.skip("ClickHouse is a server here")
     chart = next(c for c in superset.dashboard_charts(DASHBOARDS["clickhouse"]) if c["slice_name"] == "Channel rating")
     assert superset.chart_data(chart["id"])["result"][0]["rowcount"] > 0
-    assert not chdb_locked_by_other(chdb_path(stack.clickhouse_url))  # Superset let go after its query
-    with clickhouse_client(stack, timeout=10) as client:  # a "load" takes the engine (within 10 s, or this fails)
+    assert not chdb_locked_by_other(chdb_path(isolated.clickhouse_url))  # Superset let go after its query
+    with clickhouse_client(isolated, timeout=10) as client:  # a "load" takes the engine (within 10 s, or this fails)
         client.command("SELECT 1")
         result: dict = {}
 

@@ -106,12 +106,14 @@ class KafkaResource(dg.ConfigurableResource):
     def reader(self, topic: str | None = None) -> RangeReader:
         """A reader of offset ranges (Fetch requests straight to the partition leaders, records decoded column-wise:
         see ``engines/kafka_wire.py``); use it as a context manager."""
-        return RangeReader(self.bootstrap_servers, topic or self.topic, timeout_s=max(self.request_timeout_ms, 11_000) / 1000)
+        return RangeReader(self.bootstrap_servers, topic or self.topic,
+                           timeout_s=max(self.request_timeout_ms, 11_000) / 1000)
 
     def writer(self, topic: str | None = None) -> BatchWriter:
         """A writer of record batches (Produce requests straight to the partition leaders, batches encoded
         column-wise: see ``engines/kafka_wire.py``); use it as a context manager."""
-        return BatchWriter(self.bootstrap_servers, topic or self.topic, timeout_s=max(self.request_timeout_ms, 30_000) / 1000)
+        return BatchWriter(self.bootstrap_servers, topic or self.topic,
+                           timeout_s=max(self.request_timeout_ms, 30_000) / 1000)
 
     def read_range(self, partition: int, start: int, end: int, timeout_s: float = 60.0,
                    topic: str | None = None) -> Records:

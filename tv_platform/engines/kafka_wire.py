@@ -78,7 +78,8 @@ def _varint(buf: bytes, pos: int) -> tuple[int, int]:
 
 
 def _varints(arr: np.ndarray, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The zigzag varints starting at every position in ``at`` (``arr`` padded with ≥ 10 zero bytes): (values, lengths)."""
+    """The zigzag varints starting at every position in ``at`` (``arr`` padded with ≥ 10 zero bytes): (values,
+    lengths)."""
     raw = np.zeros(len(at), dtype=np.uint64)
     length = np.zeros(len(at), dtype=np.int64)
     going = np.ones(len(at), dtype=bool)
@@ -137,7 +138,8 @@ def decode_record_set(data: bytes, partition: int, start: int = 0, stop: int = 2
                                       "only v2 (Kafka ≥ 0.11) is read")
         if length < BATCH_HEADER.size - 12:
             raise CorruptRecordsError(f"record batch at offset {base_offset} is {length} bytes long")
-        (_, _, _, _, crc, attributes, last_delta, first_time, max_time, _, _, _, count) = BATCH_HEADER.unpack_from(data, pos)
+        (_, _, _, _, crc, attributes, last_delta, first_time, max_time, _, _, _, count) = \
+            BATCH_HEADER.unpack_from(data, pos)
         if check_crc and crc32c(data[pos + CRC_FROM:end]) != crc:
             raise CorruptRecordsError(f"record batch at offset {base_offset} of partition {partition} fails its CRC")
         body_at, pos = pos + BATCH_HEADER.size, end
@@ -147,19 +149,22 @@ def decode_record_set(data: bytes, partition: int, start: int = 0, stop: int = 2
         codec = attributes & COMPRESSION_MASK
         body = data[body_at:end] if codec == 0 else _decompress(codec, data[body_at:end])
         p = 0
-        for _ in range(count):
-            b = body[p]
-            if b < 0x80:  # records of < 64 bytes
-                n, p = b >> 1, p + 1
-            elif body[p + 1] < 0x80:  # < 8 KiB: the events' case
-                n, p = ((b & 0x7F) | (body[p + 1] << 7)) >> 1, p + 2
-            else:
-                n, p = _varint(body, p)
-            if n <= 0 or p + n > len(body):
-                raise CorruptRecordsError(f"a record of the batch at offset {base_offset} runs past the batch")
-            record_starts.append(base + p)
-            p += n
-            record_ends.append(base + p)
+        try:
+            for _ in range(count):
+                b = body[p]
+                if b < 0x80:  # records of < 64 bytes
+                    n, p = b >> 1, p + 1
+                elif body[p + 1] < 0x80:  # < 8 KiB: the events' case
+                    n, p = ((b & 0x7F) | (body[p + 1] << 7)) >> 1, p + 2
+                else:
+                    n, p = _varint(body, p)
+                if n <= 0 or p + n > len(body):
+                    raise IndexError
+                record_starts.append(base + p)
+                p += n
+                record_ends.append(base + p)
+        except IndexError:
+            raise CorruptRecordsError(f"a record of the batch at offset {base_offset} runs past the batch") from None
         if p != len(body):
             raise CorruptRecordsError(f"the batch at offset {base_offset} holds more than its {count} records")
         segments.append(body)
@@ -218,6 +223,12 @@ def _put_varints(buf: np.ndarray, at: np.ndarray, zigzag: np.ndarray, sizes: np.
         buf[at[going] + k] = byte
 
 
+def _lengths(column: pa.BinaryArray) -> np.ndarray:
+    """The byte length of every value of a binary array (read from its offsets buffer)."""
+    offsets = np.frombuffer(column.buffers()[1], dtype=np.int32)[column.offset:column.offset + len(column) + 1]
+    return np.diff(offsets).astype(np.int64)
+
+
 def _scatter(buf: np.ndarray, at: np.ndarray, column: pa.BinaryArray) -> None:
     """Copy each byte string of ``column`` (no nulls) to ``buf[at[i]:]``."""
     offsets = np.frombuffer(column.buffers()[1], dtype=np.int32)[column.offset:column.offset + len(column) + 1]
@@ -234,8 +245,7 @@ def encode_record_batch(keys: pa.BinaryArray, values: pa.BinaryArray, timestamp_
     n = len(values)
     if n == 0 or len(keys) != n or keys.null_count or values.null_count:
         raise ValueError("a batch needs one key and one value per record, none of them null")
-    key_length = np.diff(np.frombuffer(keys.buffers()[1], dtype=np.int32)[keys.offset:keys.offset + n + 1]).astype(np.int64)
-    value_length = np.diff(np.frombuffer(values.buffers()[1], dtype=np.int32)[values.offset:values.offset + n + 1]).astype(np.int64)
+    key_length, value_length = _lengths(keys), _lengths(values)
     offset_delta = np.arange(n, dtype=np.int64) * 2  # zigzag of i
     key_zz, value_zz = key_length * 2, value_length * 2
     sizes = {name: _varint_sizes(v) for name, v in (("offset", offset_delta), ("key", key_zz), ("value", value_zz))}
@@ -299,9 +309,9 @@ def encode_fetch(correlation_id: int, client_id: str, topic: str, partition: int
     ]))
 
 
-def decode_fetch(payload: bytes, partition: int) -> PartitionData:
-    """The one partition's answer in a Fetch v4 response (after its correlation id)."""
-    pos = 4  # throttle time
+def _each_partition(payload: bytes, pos: int, read_entry):
+    """Walk a response's ``[topic [partition entry]]`` arrays from ``pos``, yielding ``read_entry(payload, pos)``'s
+    value for every partition entry (``read_entry`` returns the value and the position after the entry)."""
     (topics,) = struct.unpack_from(">i", payload, pos)
     pos += 4
     for _ in range(topics):
@@ -310,18 +320,28 @@ def decode_fetch(payload: bytes, partition: int) -> PartitionData:
         (parts,) = struct.unpack_from(">i", payload, pos)
         pos += 4
         for _ in range(parts):
-            index, error, high_watermark, _last_stable, aborted = struct.unpack_from(">ihqqi", payload, pos)
-            pos += 26 + max(aborted, 0) * 16
-            (length,) = struct.unpack_from(">i", payload, pos)
-            pos += 4
-            records = payload[pos:pos + max(length, 0)]
-            pos += max(length, 0)
-            if index == partition:
-                return PartitionData(error, high_watermark, records)
+            value, pos = read_entry(payload, pos)
+            yield value
+
+
+def _fetch_entry(payload: bytes, pos: int) -> tuple[tuple[int, PartitionData], int]:
+    index, error, high_watermark, _last_stable, aborted = struct.unpack_from(">ihqqi", payload, pos)
+    pos += 26 + max(aborted, 0) * 16  # aborted transactions: producer id, first offset
+    (length,) = struct.unpack_from(">i", payload, pos)
+    size = max(length, 0)
+    return (index, PartitionData(error, high_watermark, payload[pos + 4:pos + 4 + size])), pos + 4 + size
+
+
+def decode_fetch(payload: bytes, partition: int) -> PartitionData:
+    """The one partition's answer in a Fetch v4 response (after its correlation id; then comes the throttle time)."""
+    for index, data in _each_partition(payload, 4, _fetch_entry):
+        if index == partition:
+            return data
     raise ConnectionError(f"Fetch response has no data for partition {partition}")
 
 
-def encode_produce(correlation_id: int, client_id: str, topic: str, batches: dict[int, bytes], timeout_ms: int) -> bytes:
+def encode_produce(correlation_id: int, client_id: str, topic: str, batches: dict[int, bytes],
+                   timeout_ms: int) -> bytes:
     """A Produce v3 request (no transaction, ``acks=-1``) with one record set per partition."""
     parts = [struct.pack(">ii", p, len(data)) + data for p, data in batches.items()]
     return _request(PRODUCE_API_KEY, PRODUCE_VERSION, correlation_id, client_id, b"".join([
@@ -330,21 +350,14 @@ def encode_produce(correlation_id: int, client_id: str, topic: str, batches: dic
     ]))
 
 
+def _produce_entry(payload: bytes, pos: int) -> tuple[tuple[int, tuple[int, int]], int]:
+    index, error, base_offset, _append_time = struct.unpack_from(">ihqq", payload, pos)
+    return (index, (error, base_offset)), pos + 22
+
+
 def decode_produce(payload: bytes) -> dict[int, tuple[int, int]]:
     """{partition: (error code, base offset)} of a Produce v3 response (after its correlation id)."""
-    out, pos = {}, 0
-    (topics,) = struct.unpack_from(">i", payload, pos)
-    pos += 4
-    for _ in range(topics):
-        (name_length,) = struct.unpack_from(">h", payload, pos)
-        pos += 2 + name_length
-        (parts,) = struct.unpack_from(">i", payload, pos)
-        pos += 4
-        for _ in range(parts):
-            index, error, base_offset, _append_time = struct.unpack_from(">ihqq", payload, pos)
-            pos += 22
-            out[index] = (error, base_offset)
-    return out
+    return dict(_each_partition(payload, 0, _produce_entry))
 
 
 class _Leaders:
@@ -352,7 +365,8 @@ class _Leaders:
     configuration in `KafkaResource`); a context manager."""
 
     def __init__(self, bootstrap_servers: str, topic: str, timeout_s: float, client_id: str):
-        self.bootstrap_servers, self.topic, self.timeout_s, self.client_id = bootstrap_servers, topic, timeout_s, client_id
+        self.bootstrap_servers, self.topic = bootstrap_servers, topic
+        self.timeout_s, self.client_id = timeout_s, client_id
         self.leaders: dict[int, tuple[str, int]] = {}
         self.partition_count = 0
         self._sockets: dict[tuple[str, int], socket.socket] = {}
@@ -489,8 +503,7 @@ class BatchWriter(_Leaders):
     def _batches(self, partitions: np.ndarray, keys: pa.BinaryArray, values: pa.BinaryArray) -> dict[int, list]:
         """{partition: [(record count, batch bytes), …]}, each batch at most ``batch_bytes`` of keys and values."""
         stamp = int(time.time() * 1000)
-        sizes = np.diff(np.frombuffer(values.buffers()[1], dtype=np.int32)[values.offset:values.offset + len(values) + 1])
-        sizes = sizes + np.diff(np.frombuffer(keys.buffers()[1], dtype=np.int32)[keys.offset:keys.offset + len(keys) + 1])
+        sizes = _lengths(keys) + _lengths(values)
         out: dict[int, list] = {}
         for p in np.unique(partitions).tolist():
             idx = np.flatnonzero(partitions == p)
