@@ -1,6 +1,6 @@
 """Benchmark: landing under the real Dagster daemon — events/s from the first event produced to the last one landed.
 
-    python bench/bench_landing_daemon.py [--events 1000000] [--rate R] [--users 100000] [--port 3123]
+    python bench/bench_landing_daemon.py [--events 1000000] [--rate R] [--plot FILE.png] [--users 100000] [--port 3123]
 
 `bench_ingest.py` runs the sensor and the landing asset in its own processes; this one measures what an operator
 gets: `dagster dev` (webserver + daemon, the platform's instance in PostgreSQL, `QueuedRunCoordinator` with three runs
@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import threading
 import time
 import uuid
 from datetime import date, timedelta
+from pathlib import Path
 
 
 def main() -> None:
@@ -30,6 +32,7 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=None, help="events/s to produce at (default: as fast as it goes)")
     ap.add_argument("--port", type=int, default=3123)
     ap.add_argument("--timeout", type=float, default=900)
+    ap.add_argument("--plot", metavar="FILE.png", help="draw produced and landed events over time into FILE.png")
     args = ap.parse_args()
 
     run_id = uuid.uuid4().hex[:6]
@@ -68,12 +71,19 @@ def main() -> None:
         instance = dg.DagsterInstance.get()
         time.sleep(20)  # the daemon's first sensor tick: the topic is empty, the cursor starts
         t0 = time.time()
-        sent = publish_frame(kafka, events, rate=args.rate)
-        produced_s = time.time() - t0
+        producing: dict = {}
+
+        def produce() -> None:
+            producing["sent"] = publish_frame(kafka, events, rate=args.rate, progress=False)
+            producing["s"] = time.time() - t0
+
+        producer = threading.Thread(target=produce, daemon=True)
+        producer.start()
         key = dg.AssetKey("tv_stream_snapshot")
-        landed, runs, bar = 0, set(), tqdm(total=sent, unit="ev", desc="landed")
+        landed, last, runs, samples = 0, t0, set(), []
+        bar = tqdm(total=len(events), unit="ev", desc="landed")
         deadline = time.monotonic() + args.timeout
-        while landed < sent and time.monotonic() < deadline:
+        while (producer.is_alive() or landed < producing.get("sent", 0)) and time.monotonic() < deadline:
             time.sleep(1)
             records = instance.fetch_materializations(
                 dg.AssetRecordsFilter(asset_key=key, after_timestamp=t0), limit=1000).records
@@ -81,11 +91,13 @@ def main() -> None:
             landed = sum(r.asset_materialization.metadata["events_read"].value for r in mine)
             last = max((r.timestamp for r in mine), default=t0)
             runs = {r.run_id for r in mine}
+            samples.append((time.time() - t0, sum(kafka.offsets()[1].values()), landed))
             bar.update(landed - bar.n)
         bar.close()
     finally:
         stop_dagster(ui)
-    if landed < sent:
+    sent, produced_s = producing.get("sent", 0), producing.get("s", float("nan"))
+    if not sent or landed < sent:
         raise SystemExit(f"only {landed:,} of {sent:,} events landed within {args.timeout:.0f} s")
     total_s = last - t0
     print(f"\nproduced {sent:,} events in {produced_s:.1f} s ({sent / produced_s:,.0f} events/s)")
@@ -93,6 +105,32 @@ def main() -> None:
           f"produced to the last landed = {landed / total_s:,.0f} events/s (sensor every 15 s, "
           f"runs as processes, three at a time); the last landed {total_s - produced_s:.1f} s after the producer "
           "stopped")
+    if args.plot:
+        plot(samples, args.rate, produced_s, args.plot)
+        print(f"plot: {args.plot}")
+
+
+def plot(samples: list[tuple[float, int, int]], rate: float | None, produced_s: float, path: str) -> None:
+    """Events in Kafka and events landed over time, and the lag between them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t, produced, landed = (list(x) for x in zip(*samples))
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 6), sharex=True, height_ratios=[2, 1])
+    top.plot(t, [p / 1e6 for p in produced], label="in Kafka (produced)")
+    top.step(t, [n / 1e6 for n in landed], where="post", label="landed in HDFS (runs finished)")
+    top.axvline(produced_s, color="grey", linestyle=":", label="producer stops")
+    top.set_ylabel("million events")
+    top.set_title("Landing under the Dagster daemon" + (f" — stream at {rate / 1000:.0f} k events/s asked" if rate else ""))
+    top.legend(loc="upper left")
+    bottom.fill_between(t, [(p - n) / 1e6 for p, n in zip(produced, landed)], step="post", alpha=0.4)
+    bottom.set_ylabel("lag, million events")
+    bottom.set_xlabel("seconds since the first event was produced")
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
 
 
 if __name__ == "__main__":
