@@ -170,6 +170,49 @@ def test_simulated_live_events_land_exactly(stack, reference, lake_res, unique):
     assert got == want
 
 
+def test_a_backlog_bigger_than_a_tick_lands_in_bounded_runs_without_gaps(stack, reference, lake_res, unique,
+                                                                         monkeypatch):
+    """Small limits stand in for the real ones (2 M records a tick, 500 k a run): the backlog takes several ticks,
+    each reads its partitions in run-sized pieces, every run holds one date and at most MAX_RUN_RECORDS records, and
+    the ranges of all runs cover every offset exactly once — then the runs land every event."""
+    from tv_platform import sensors
+    from tv_platform.simulator.live import live_events
+    from tv_platform.simulator.model import SimulationParams
+
+    monkeypatch.setattr(sensors, "MAX_RECORDS_PER_TICK", 1_000)
+    monkeypatch.setattr(sensors, "MAX_RUN_RECORDS", 300)
+    kafka = _topic(stack, f"backlog_{unique}")
+    produced = list(live_events(date(2023, 10, 3), SimulationParams(users=10_000, seed=12), count=2_500))
+    assert publish(kafka, produced, total=len(produced), progress=False) == 2_500
+
+    requests, cursor, ticks = [], None, 0
+    while True:
+        result, _ = _sensor_tick(kafka, cursor=cursor)
+        cursor, ticks = result.cursor, ticks + 1
+        if not result.run_requests:
+            break
+        requests += result.run_requests
+        assert sum(r["end"] - r["start"] for rr in result.run_requests
+                   for r in rr.run_config["ops"]["tv_stream_snapshot"]["config"]["ranges"]) <= 1_000
+    assert ticks == 4  # 1 000 + 1 000 + 500, then nothing new
+    covered: dict[int, list] = {}
+    for rr in requests:
+        ranges = rr.run_config["ops"]["tv_stream_snapshot"]["config"]["ranges"]
+        assert sum(r["end"] - r["start"] for r in ranges) <= 300
+        for r in ranges:
+            covered.setdefault(r["partition"], []).append((r["start"], r["end"]))
+    _, end = kafka.offsets()
+    for partition, spans in covered.items():
+        spans.sort()
+        assert spans[0][0] == 0 and spans[-1][1] == end[partition]
+        assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))  # contiguous: no gap, no overlap
+
+    for _rr, res in _land(stack, lake_res, kafka, requests):
+        assert res.success
+    landed = pd.concat([_landed_events(lake_res, d) for d in sorted({rr.partition_key for rr in requests})])
+    assert landed.session_id.isin({e["session_id"] for e in produced}).sum() == 2_500
+
+
 def test_bad_messages_end_in_quarantine_with_their_reason(stack, reference, lake_res, unique):
     kafka = _topic(stack, f"bad_{unique}", partitions=1)
     good = {"session_id": "a" * 32, "user_id": 5, "channel_id": 3, "timer": "2023-10-05 20:00:00", "status": "enabled"}
