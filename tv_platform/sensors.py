@@ -29,6 +29,7 @@ from tv_platform.assets.ingest import kafka_topic, tv_stream_snapshot
 from tv_platform.engines.kafka import KafkaResource
 from tv_platform.engines.kafka_wire import RangeReader
 from tv_platform.partitions import daily
+from tv_platform.settings import get_settings
 from tv_platform.streaming import DateRange, cut_by_date
 
 MAX_RECORDS_PER_TICK = 2_000_000  # ≈ 5 s of reading and dating; at one tick per 15 s, 133 k events/s
@@ -177,7 +178,7 @@ def request_new_ranges(reader: RangeReader, cursor: dict, tps: list, begin: dict
 
 @dg.sensor(
     job=land_stream_job,
-    minimum_interval_seconds=15,
+    minimum_interval_seconds=get_settings().kafka_sensor_interval,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Consumes the Kafka events topic: requests landing runs of offset ranges, one event date per run.",
 )

@@ -26,6 +26,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "TVP_KAFKA_TOPIC": ("tv_events", "topic of live viewing events"),
     "TVP_KAFKA_PARTITIONS": ("3", "partitions of the events topic when the platform creates it"),
     "TVP_KAFKA_HEAP": ("512m", "JVM heap of the local Kafka broker"),
+    "TVP_KAFKA_SENSOR_INTERVAL": ("15", "seconds between the Kafka sensor's ticks: lower lands sooner, with more runs"),
     # HDFS
     "TVP_HDFS_URL": ("hdfs://127.0.0.1:8020", "Hadoop-compatible file system URL of the lake (hdfs://, file://)"),
     "TVP_WEBHDFS_URL": ("http://127.0.0.1:9870", "WebHDFS endpoint of the NameNode"),
@@ -83,6 +84,7 @@ class Settings:
     kafka_topic: str
     kafka_partitions: int
     kafka_heap: str
+    kafka_sensor_interval: int
     hdfs_url: str
     webhdfs_url: str
     hdfs_user: str

@@ -185,3 +185,10 @@ def test_a_ticks_budget_is_shared_fairly_between_partitions():
     assert share_budget({0: 10, 1: 500, 2: 1_000, 3: 0}, 900) == {3: 0, 0: 10, 1: 445, 2: 445}
     assert share_budget({0: 10, 1: 20}, 900) == {0: 10, 1: 20}
     assert sum(share_budget({p: 10**6 for p in range(7)}, 2_000_000).values()) <= 2_000_000
+
+
+def test_the_sensor_ticks_at_the_configured_interval():
+    from tv_platform.sensors import kafka_events_sensor
+    from tv_platform.settings import get_settings
+
+    assert kafka_events_sensor.minimum_interval_seconds == get_settings().kafka_sensor_interval
