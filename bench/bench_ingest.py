@@ -52,29 +52,17 @@ def main() -> None:
                     help="also measure overlapping ticks and runs over N more events (e.g. 600000)")
     args = ap.parse_args()
 
-    from tv_platform.assets import ingest
+    from streams import busy_stream, land_reference_data
     from tv_platform.engines.kafka import publish_frame
-    from tv_platform.resources import hdfs_io_manager, kafka_resource, lake_resource
+    from tv_platform.resources import kafka_resource
     from tv_platform.sensors import kafka_events_sensor
     from tv_platform.settings import get_settings
-    from tv_platform.simulator.live import live_frame
-    from tv_platform.simulator.model import SimulationParams
 
     settings = get_settings()
     kafka = kafka_resource(settings).with_topic(f"bench_{uuid.uuid4().hex[:6]}")
     kafka.ensure_topic(partitions=args.partitions)
-    lake = lake_resource(settings)
-    dg.materialize([ingest.channels, ingest.users], resources={"hdfs_io_manager": hdfs_io_manager(settings)},
-                   run_config={"ops": {"users": {"config": {"users": args.users}}}})
-
-    # a busy evening's worth of events: the day repeats until there are enough (new session ids each time)
-    frames, seed = [], 0
-    while sum(len(f) for f in frames) < args.events:
-        frames.append(live_frame(date(2023, 10, 10), SimulationParams(users=args.users, seed=seed)))
-        seed += 1
-    import pandas as pd
-
-    events = pd.concat(frames, ignore_index=True).sort_values("timer", kind="stable").iloc[:args.events]
+    land_reference_data(settings, args.users)
+    events, seed = busy_stream(date(2023, 10, 10), args.users, args.events)
     t0 = time.monotonic()
     sent = publish_frame(kafka, events)
     produce_s = time.monotonic() - t0
@@ -104,9 +92,7 @@ def main() -> None:
           f"with the tick: {landed / (tick_s + parallel_s):,.0f} events/s")
 
     if args.sustained:
-        more = pd.concat([live_frame(date(2023, 10, 10), SimulationParams(users=args.users, seed=seed + i))
-                          for i in range(args.sustained // 150_000 + 1)], ignore_index=True)
-        more = more.sort_values("timer", kind="stable").iloc[:args.sustained]
+        more, _ = busy_stream(date(2023, 10, 10), args.users, args.sustained, first_seed=seed)
         publish_frame(kafka, more, progress=False)
         cursor, ticks, futures = result.cursor, 0, []
         t0 = time.monotonic()

@@ -40,31 +40,22 @@ def main() -> None:
     os.environ["TVP_LAKE_ROOT"] = f"/bench/daemon_{run_id}/lake"
 
     import dagster as dg
-    import pandas as pd
     from tqdm import tqdm
 
-    from tv_platform.assets import ingest
+    from streams import busy_stream, land_reference_data
     from tv_platform.cli import dagster_env
     from tv_platform.demo import start_dagster, stop_dagster
     from tv_platform.engines.kafka import publish_frame
-    from tv_platform.resources import hdfs_io_manager, kafka_resource
+    from tv_platform.resources import kafka_resource
     from tv_platform.settings import get_settings
-    from tv_platform.simulator.live import live_frame
-    from tv_platform.simulator.model import SimulationParams
 
     settings = get_settings()
     for key, value in dagster_env().items():
         os.environ.setdefault(key, value)
     kafka = kafka_resource(settings)
     kafka.ensure_topic(partitions=args.partitions)
-    dg.materialize([ingest.channels, ingest.users], resources={"hdfs_io_manager": hdfs_io_manager(settings)},
-                   run_config={"ops": {"users": {"config": {"users": args.users}}}})
-    day = date.today() - timedelta(days=3)
-    frames, seed = [], 0
-    while sum(len(f) for f in frames) < args.events:
-        frames.append(live_frame(day, SimulationParams(users=args.users, seed=seed)))
-        seed += 1
-    events = pd.concat(frames, ignore_index=True).sort_values("timer", kind="stable").iloc[:args.events]
+    land_reference_data(settings, args.users)
+    events, _ = busy_stream(date.today() - timedelta(days=3), args.users, args.events)
 
     ui = start_dagster(args.port)
     try:

@@ -91,7 +91,8 @@ def run_request(topic: str, epoch: str, ranges: list, day: str, attempt: int = 0
 
 def pack_runs(ranges: list[DateRange], most: int) -> list[tuple[str, list]]:
     """Group date ranges into runs: (day, [[partition, start, end], ...]), one day per run, at most ``most`` records
-    a run (a range is never split here: the cutting already bounds each range), days and ranges in the order met."""
+    a run (a range is never split here: it comes from a piece read of at most one run's worth), days and ranges in
+    the order met."""
     runs: list[tuple[str, list]] = []
     open_run: dict[str, tuple[list, int]] = {}
     for r in ranges:
@@ -163,8 +164,7 @@ def request_new_ranges(reader: RangeReader, cursor: dict, tps: list, begin: dict
             if len(records):
                 fallback = time.strftime("%Y-%m-%d", time.localtime(records.timestamps[0] / 1000))
                 found += cut_by_date(tp.partition, records, reached, valid_days,
-                                     fallback_day=fallback if fallback in valid_days else max(valid_days),
-                                     max_length=MAX_RUN_RECORDS)
+                                 fallback_day=fallback if fallback in valid_days else max(valid_days))
             if reached == position:
                 break
             position = reached

@@ -78,16 +78,13 @@ class Records:
     def __len__(self) -> int:
         return len(self.offsets)
 
-    def message(self, i: int) -> Message:
+    def __getitem__(self, i: int) -> Message:
         return Message(self.partition, int(self.offsets[i]), self.values[i].as_py(), int(self.timestamps[i]),
                        self.keys[i].as_py())
 
-    def __getitem__(self, i: int) -> Message:
-        return self.message(i)
-
     def __iter__(self):
         for i in range(len(self)):
-            yield self.message(i)
+            yield self[i]
 
 
 @dataclass(frozen=True)
@@ -152,7 +149,6 @@ def parse_event(value: bytes | None) -> Event:
 
 
 _TIMER_DATE_PATTERN = r'"timer"\s*:\s*"(?P<day>\d{4}-\d{2}-\d{2})[ T]\d{2}:\d{2}:\d{2}"'
-_TIMER_DATE = re.compile(_TIMER_DATE_PATTERN.replace("?P<day>", "").encode())
 
 
 def _real_day(day: str) -> bool:
@@ -163,22 +159,13 @@ def _real_day(day: str) -> bool:
     return True
 
 
-def event_date(value: bytes | None) -> str | None:
-    """The ISO date of a message's timer, or None when it has none readable (such a message is judged by the asset).
+def event_dates(values, valid_days: set[str] | None = None):
+    """The ISO date of every value's timer (an Arrow binary array, all at once — the sensor dates every new message,
+    so this is its hot path): a numpy object array, None where a value has no readable, real date or one outside
+    ``valid_days``.
 
     A regular expression on the raw bytes, not a JSON parse. A payload it dates wrongly (say, a "timer" inside a nested
-    object) is still fully validated by the asset. ``event_dates`` does the same for a whole column of values."""
-    found = None if value is None else _TIMER_DATE.search(value)
-    if found is None:
-        return None
-    day = found.group(1).decode()
-    return day if _real_day(day) else None
-
-
-def event_dates(values, valid_days: set[str] | None = None):
-    """``event_date`` of every value (an Arrow binary array) at once — the sensor dates every new message, so this is
-    its hot path: a numpy object array of ISO dates, None where a value has no readable date or one outside
-    ``valid_days``."""
+    object) is still fully validated by the landing run, and quarantined there if it is bad."""
     import numpy as np
     import pyarrow.compute as pc
 
@@ -198,14 +185,10 @@ class DateRange:
     end: int
     day: str
 
-    def as_config(self) -> dict:
-        return {"partition": self.partition, "start": self.start, "end": self.end}
-
 
 def cut_by_date(partition: int, messages: "Records | Sequence[Message]", end: int, valid_days: set[str] | None = None,
-                fallback_day: str | None = None, max_length: int | None = None) -> list[DateRange]:
-    """Cut the messages of one partition (in offset order, ending before ``end``) into contiguous ranges of one date,
-    none longer than ``max_length`` messages.
+                fallback_day: str | None = None) -> list[DateRange]:
+    """Cut the messages of one partition (in offset order, ending before ``end``) into contiguous ranges of one date.
 
     A message without a readable date — or with a date outside ``valid_days`` — joins the range it sits in (it will be
     quarantined there with its reason), so every offset belongs to exactly one range: no gaps, no overlaps.
@@ -225,13 +208,8 @@ def cut_by_date(partition: int, messages: "Records | Sequence[Message]", end: in
     days = days.to_numpy()
     cuts = [0, *(np.flatnonzero(days[1:] != days[:-1]) + 1).tolist(), len(days)]
     offsets = records.offsets.tolist()
-    ranges: list[DateRange] = []
-    for a, b in zip(cuts, cuts[1:]):
-        step = max_length or (b - a)
-        for lo in range(a, b, step):
-            hi = min(lo + step, b)
-            ranges.append(DateRange(partition, offsets[lo], offsets[hi] if hi < len(offsets) else end, days[lo]))
-    return ranges
+    return [DateRange(partition, offsets[a], offsets[b] if b < len(offsets) else end, days[a])
+            for a, b in zip(cuts, cuts[1:])]
 
 
 @dataclass
@@ -321,7 +299,7 @@ def validate(messages: "Records | Sequence[Message]", day: str, channel_ids: set
                     reason = f"unknown user_id {user[i]}"
                 else:
                     reason = f"event date {dates[i]} is outside the partition {day}"
-                rejected[at] = Rejected(records.message(at), reason)
+                rejected[at] = Rejected(records[at], reason)
             ok = known_channel & known_user & in_day
             index.extend(rows[ok].tolist())
             columns["session_id"].extend(field["session_id"].filter(pa.array(ok)).to_pylist())
@@ -332,7 +310,7 @@ def validate(messages: "Records | Sequence[Message]", day: str, channel_ids: set
 
     # 2. everything else, one by one, with the reason parse_event gives
     for at in np.flatnonzero(~fast).tolist():
-        m = records.message(at)
+        m = records[at]
         try:
             ev = parse_event(m.value)
         except ValueError as exc:

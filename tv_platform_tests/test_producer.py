@@ -11,7 +11,9 @@ import pandas as pd
 import pytest
 from kafka.partitioner.default import murmur2
 
-from tv_platform.engines.kafka import JsonSerializer, encode_events, event_to_json, murmur2_partitions, publish_frame
+from tv_platform.engines.kafka import (
+    JsonSerializer, encode_event_arrays, event_to_json, murmur2_partitions, publish_frame,
+)
 from tv_platform.resources import kafka_resource
 from tv_platform.simulator.live import live_frame
 from tv_platform.simulator.model import SimulationParams
@@ -28,7 +30,7 @@ def test_murmur2_partitions_agree_with_kafkas_default_partitioner():
 
 def test_encoded_events_are_the_json_of_each_event():
     frame = live_frame(date(2023, 10, 10), SimulationParams(users=5_000, seed=2), count=3_000)
-    keys, values = encode_events(frame)
+    keys, values = (a.to_pylist() for a in encode_event_arrays(frame))
     serializer = JsonSerializer()
     assert values == [serializer.serialize(None, None, event_to_json(e)) for e in frame.to_dict("records")]
     assert keys == [s.encode() for s in frame["session_id"]]
@@ -38,7 +40,7 @@ def test_strings_that_json_must_escape_are_escaped():
     frame = pd.DataFrame([{"session_id": 'a"b\\c', "user_id": 1, "channel_id": 2, "timer": "2023-01-01 00:00:00",
                            "status": "enab\x01"}, {"session_id": "ok", "user_id": -5, "channel_id": 0,
                                                    "timer": "2023-01-01 00:00:01", "status": "disabled"}])
-    _, values = encode_events(frame)
+    values = encode_event_arrays(frame)[1].to_pylist()
     assert [json.loads(v) for v in values] == [event_to_json(e) for e in frame.to_dict("records")]
 
 
@@ -51,7 +53,7 @@ def test_published_events_keep_their_keys_partition_and_order(stack, unique):
 
     _, end = kafka.offsets()
     assert sum(end.values()) == 45_000
-    keys, _ = encode_events(frame)
+    keys = encode_event_arrays(frame)[0].to_pylist()
     expected = murmur2_partitions(keys, 4)
     for partition, n in end.items():
         records = kafka.read_range(partition, 0, n)

@@ -4,7 +4,7 @@ Expected values are computed here independently: literally for the hand-made ses
 numpy over seconds (each second of a session looked up in a per-second programme index of the guide)."""
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import dagster as dg
 import numpy as np

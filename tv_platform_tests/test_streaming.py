@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tv_platform.streaming import Message, Records, cut_by_date, event_date, event_dates, parse_event, validate
+from tv_platform.streaming import Message, cut_by_date, event_dates, parse_event, validate
 
 SID = "0123456789abcdef0123456789abcdef"
 
@@ -138,6 +138,20 @@ def test_bulk_validation_decides_every_message_as_parse_event_does():
     assert again.good.equals(landing.good)
 
 
+def _event_date(value):
+    """The reference: one value's timer date with Python's ``re`` and ``date.fromisoformat``."""
+    import re
+    from datetime import date
+
+    found = None if value is None else re.search(rb'"timer"\s*:\s*"(\d{4}-\d{2}-\d{2})[ T]\d{2}:\d{2}:\d{2}"', value)
+    if found is None:
+        return None
+    try:
+        return date.fromisoformat(found.group(1).decode()).isoformat()
+    except ValueError:
+        return None
+
+
 def test_dating_a_column_of_values_agrees_with_dating_each_one():
     import pyarrow as pa
 
@@ -145,18 +159,11 @@ def test_dating_a_column_of_values_agrees_with_dating_each_one():
               b'{"timer" :  "2023-09-25 00:00:01"}', b'{"timer":"2023-09-2 00:00:01"}', b"garbage", None, b"",
               b'{"a": {"timer": "2024-01-01 00:00:00"}, "timer": "2023-09-23 00:00:00"}',
               '{"timer": "2023-09-23 20:00:00", "note": "ё"}'.encode(), b'{"timer":"0000-01-01 00:00:00"}']
-    want = [event_date(v) for v in values]
+    want = [_event_date(v) for v in values]
     assert want[:5] == ["2023-09-23", None, "2023-09-24", "2023-09-25", None]
     assert event_dates(pa.array(values, type=pa.binary())).tolist() == want
     only = {"2023-09-24"}
     assert event_dates(pa.array(values, type=pa.binary()), only).tolist() == [d if d in only else None for d in want]
-
-
-def test_long_ranges_are_cut_to_the_longest_a_run_takes():
-    messages = [msg(100 + i) for i in range(10)] + [msg(110 + i, timer="2023-09-24 00:00:00") for i in range(3)]
-    ranges = cut_by_date(0, Records.of(messages), end=113, max_length=4)
-    assert [(r.start, r.end, r.day) for r in ranges] == [
-        (100, 104, "2023-09-23"), (104, 108, "2023-09-23"), (108, 110, "2023-09-23"), (110, 113, "2023-09-24")]
 
 
 def test_a_null_value_is_quarantined_with_its_reason():
@@ -188,7 +195,12 @@ def test_a_ticks_budget_is_shared_fairly_between_partitions():
 
 
 def test_the_sensor_ticks_at_the_configured_interval():
-    from tv_platform.sensors import kafka_events_sensor
-    from tv_platform.settings import get_settings
+    import os
+    import subprocess
+    import sys
 
-    assert kafka_events_sensor.minimum_interval_seconds == get_settings().kafka_sensor_interval
+    probe = "from tv_platform.sensors import kafka_events_sensor as s; print(s.minimum_interval_seconds)"
+    for setting, want in (({}, "15"), ({"TVP_KAFKA_SENSOR_INTERVAL": "7"}, "7")):
+        env = {k: v for k, v in os.environ.items() if k != "TVP_KAFKA_SENSOR_INTERVAL"} | setting
+        out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+        assert out.stdout.split()[-1] == want

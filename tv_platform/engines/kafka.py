@@ -11,7 +11,7 @@ import json
 import time
 from contextlib import contextmanager
 from datetime import date, datetime
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import dagster as dg
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
@@ -21,6 +21,9 @@ from kafka.serializer import Serializer
 
 from tv_platform.engines.kafka_wire import BatchWriter, RangeReader
 from tv_platform.streaming import Records
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 EVENT_FIELDS = ("session_id", "user_id", "channel_id", "timer", "status")
 
@@ -175,12 +178,6 @@ def murmur2_partitions(keys: "list[bytes]", partitions: int):
         h ^= h >> np.uint32(15)
         out[idx] = (h & np.uint32(0x7FFFFFFF)).astype(np.int64) % partitions
     return out
-
-
-def encode_events(frame) -> "tuple[list[bytes], list[bytes]]":
-    """``encode_event_arrays`` as lists of bytes."""
-    keys, values = encode_event_arrays(frame)
-    return keys.to_pylist(), values.to_pylist()
 
 
 def encode_event_arrays(frame) -> "tuple[pa.BinaryArray, pa.BinaryArray]":

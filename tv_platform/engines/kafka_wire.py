@@ -96,17 +96,21 @@ def _varints(arr: np.ndarray, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return value, length
 
 
+def _spans(starts: np.ndarray, sizes: np.ndarray, packed_at: np.ndarray) -> np.ndarray:
+    """Indices of the spans [start, start + size) laid end to end — where the packed bytes from ``packed_at[i]`` on
+    (the spans' positions in a contiguous run of bytes: ``packed_at[0] = 0``, then cumulative sizes) sit."""
+    return np.repeat(starts - packed_at, sizes) + np.arange(int(sizes.sum()), dtype=np.int64)
+
+
 def _gather(arr: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> pa.BinaryArray:
     """The byte strings arr[start:start+length] as one Arrow binary array; a negative length is a null."""
     valid = lengths >= 0
     sizes = np.where(valid, lengths, 0)
     offsets = np.zeros(len(sizes) + 1, dtype=np.int64)
     np.cumsum(sizes, out=offsets[1:])
-    total = int(offsets[-1])
-    if total >= 2**31:
+    if offsets[-1] >= 2**31:
         raise CorruptRecordsError("more than 2 GiB of record data in one read")
-    index = np.repeat(starts - offsets[:-1], sizes) + np.arange(total, dtype=np.int64)
-    data = arr[index].tobytes()
+    data = arr[_spans(starts, sizes, offsets[:-1])].tobytes()
     bitmap = None if valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little").tobytes())
     return pa.BinaryArray.from_buffers(pa.binary(), len(sizes),
                                        [bitmap, pa.py_buffer(offsets.astype(np.int32).tobytes()), pa.py_buffer(data)])
@@ -223,18 +227,22 @@ def _put_varints(buf: np.ndarray, at: np.ndarray, zigzag: np.ndarray, sizes: np.
         buf[at[going] + k] = byte
 
 
+def _offsets(column: pa.BinaryArray) -> np.ndarray:
+    """A binary array's value offsets into its data buffer (len + 1 of them; a slice starts past 0)."""
+    return np.frombuffer(column.buffers()[1], dtype=np.int32)[column.offset:column.offset + len(column) + 1].astype(
+        np.int64)
+
+
 def _lengths(column: pa.BinaryArray) -> np.ndarray:
-    """The byte length of every value of a binary array (read from its offsets buffer)."""
-    offsets = np.frombuffer(column.buffers()[1], dtype=np.int32)[column.offset:column.offset + len(column) + 1]
-    return np.diff(offsets).astype(np.int64)
+    """The byte length of every value of a binary array."""
+    return np.diff(_offsets(column))
 
 
 def _scatter(buf: np.ndarray, at: np.ndarray, column: pa.BinaryArray) -> None:
     """Copy each byte string of ``column`` (no nulls) to ``buf[at[i]:]``."""
-    offsets = np.frombuffer(column.buffers()[1], dtype=np.int32)[column.offset:column.offset + len(column) + 1]
+    offsets = _offsets(column)
     data = np.frombuffer(column.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]]
-    sizes = np.diff(offsets).astype(np.int64)
-    buf[np.repeat(at - (offsets[:-1] - offsets[0]), sizes) + np.arange(len(data), dtype=np.int64)] = data
+    buf[_spans(at, np.diff(offsets), offsets[:-1] - offsets[0])] = data
 
 
 def encode_record_batch(keys: pa.BinaryArray, values: pa.BinaryArray, timestamp_ms: int) -> bytes:
@@ -480,7 +488,6 @@ class RangeReader(_Leaders):
                 raise CorruptRecordsError(f"{self.topic}[{partition}] at {position}: the broker sent no whole "
                                           f"batch in {len(answer.records)} bytes")
         return Records.concat(partition, chunks), min(position, stop)
-
 
     def read_exactly(self, partition: int, start: int, stop: int, timeout_s: float = 60.0) -> Records:
         """Exactly the records with start <= offset < stop; raises if they can't all be read within ``timeout_s``."""
