@@ -157,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     st_sub = st.add_subparsers(dest="action", required=True)
     up = st_sub.add_parser("up", help="install what is missing, start every service, wait until each answers")
     up.add_argument("services", nargs="*", help="only these (default: all)")
+    up.add_argument("--kafka-brokers", type=int, help="run Kafka as a KRaft cluster of N nodes (TVP_KAFKA_BROKERS)")
     down = st_sub.add_parser("down", help="stop exactly the processes the stack started")
     down.add_argument("services", nargs="*")
     st_sub.add_parser("status", help="state, pid and memory of each service")
@@ -201,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "stack":
             if args.action == "up":
+                if args.kafka_brokers:
+                    os.environ["TVP_KAFKA_BROKERS"] = str(args.kafka_brokers)
+                    get_settings.cache_clear()
                 stack_up(args.services or None)
                 return 0
             if args.action == "down":

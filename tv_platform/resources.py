@@ -23,7 +23,12 @@ from tv_platform.settings import Settings, get_settings
 
 def kafka_resource(settings: Settings) -> KafkaResource:
     return KafkaResource(bootstrap_servers=settings.kafka_bootstrap, topic=settings.kafka_topic,
-                         partitions=settings.kafka_partitions)
+                         partitions=settings.kafka_partitions,
+                         security_protocol=settings.kafka_security_protocol,
+                         sasl_mechanism=settings.kafka_sasl_mechanism, sasl_username=settings.kafka_sasl_username,
+                         sasl_password=settings.kafka_sasl_password, ssl_cafile=settings.kafka_ssl_cafile,
+                         ssl_certfile=settings.kafka_ssl_certfile, ssl_keyfile=settings.kafka_ssl_keyfile,
+                         compression=settings.kafka_compression)
 
 
 def spark_resource(settings: Settings) -> PySparkResource:

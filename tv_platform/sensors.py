@@ -5,9 +5,11 @@ Cursor (JSON)::
     {"topic": "<topic>", "epoch": "<id of this cursor's life>", "next": {"<partition>": <next offset>},
      "pending": [[[[partition, start, end], ...], day, attempt], ...]}
 
-Each tick reads the end offsets, reads the new records of every partition (bounded by a record and a time budget, so a
-tick stays well under Dagster's 60 s limit; fetches always have timeouts), cuts them into contiguous ranges of one
-event date, and requests one run per date — all partitions' ranges of that date in one run, so a trickling stream
+Each tick reads the end offsets (last stable offsets: ``read_committed``) and cuts the new offsets of every partition
+(bounded by a record and a time budget, so a tick stays well under Dagster's 60 s limit) into contiguous ranges of one
+event date — from metadata alone: records carry their event's time as their timestamp, so the broker's time index
+(``offsets_for_times`` at each midnight) says where a day ends; only the first record of a new range is read, for its
+timestamp, never a payload. Every event is read once, by the landing run — and requests one run per date — all partitions' ranges of that date in one run, so a trickling stream
 costs one run per tick, not one per partition; a burst is split into runs of at most MAX_RUN_RECORDS records, which
 then land side by side: ``partition_key`` = the date, ``run_config`` = the offset ranges (never payloads),
 ``run_key`` = ``topic:epoch:partition:start-end[+partition:start-end…]`` — offset ranges never overlap within an
@@ -27,12 +29,13 @@ from kafka import TopicPartition
 
 from tv_platform.assets.ingest import kafka_topic, tv_stream_snapshot
 from tv_platform.engines.kafka import KafkaResource
-from tv_platform.engines.kafka_wire import RangeReader
+from tv_platform.dates import day_start_ms, record_day
+from tv_platform.engines.kafka import RangeReader
 from tv_platform.partitions import daily
 from tv_platform.settings import get_settings
-from tv_platform.streaming import DateRange, cut_by_date
+from tv_platform.streaming import DateRange
 
-MAX_RECORDS_PER_TICK = 2_000_000  # ≈ 5 s of reading and dating; at one tick per 15 s, 133 k events/s
+MAX_RECORDS_PER_TICK = 10_000_000  # offsets handed out a tick (no record is read to hand them out)
 MAX_RUN_RECORDS = 500_000  # records per landing run, at most (a run holds its ranges in memory)
 TICK_BUDGET_S = 25.0
 MAX_PENDING = 500
@@ -91,7 +94,7 @@ def run_request(topic: str, epoch: str, ranges: list, day: str, attempt: int = 0
 
 def pack_runs(ranges: list[DateRange], most: int) -> list[tuple[str, list]]:
     """Group date ranges into runs: (day, [[partition, start, end], ...]), one day per run, at most ``most`` records
-    a run (a range is never split here: it comes from a piece read of at most one run's worth), days and ranges in
+    a run (a range is never split here: ``split_ranges`` made them at most one run's worth), days and ranges in
     the order met."""
     runs: list[tuple[str, list]] = []
     open_run: dict[str, tuple[list, int]] = {}
@@ -145,32 +148,98 @@ def share_budget(backlog: dict, budget: int) -> dict:
     return out
 
 
-def request_new_ranges(reader: RangeReader, cursor: dict, tps: list, begin: dict, end_offsets: dict, deadline: float,
-                       requests: list, pending: list) -> dict[str, int]:
-    """Read the records after the cursor (at most MAX_RECORDS_PER_TICK, until ``deadline``), cut them into ranges of
-    one event date, pack them into runs (one date each, at most MAX_RUN_RECORDS records), append a run request and a
+def next_day(day: str) -> str:
+    from datetime import date, timedelta
+
+    return (date.fromisoformat(day) + timedelta(days=1)).isoformat()
+
+
+def cut_by_timestamp(partition: int, start: int, stop: int, first_timestamp: int, find, days: list[str]
+                     ) -> list[DateRange]:
+    """Cut the offsets [start, stop) of one partition into contiguous ranges of one day, from record timestamps.
+
+    ``first_timestamp`` is the timestamp of the first record at or after ``start``; ``find(ts)`` gives (offset,
+    timestamp) of the first record of the partition with a timestamp >= ts, or None (Kafka's ``offsets_for_times``:
+    the broker's time index, no payload read). Each range ends where the next day's first record sits; a day outside
+    the partitions ``days`` (sorted) is taken as the nearest one, and neighbours of one day are merged. Every offset
+    belongs to exactly one range: no gaps, no overlaps. Records out of timestamp order are landed with the range they
+    sit in (validation quarantines an event of another date with its reason)."""
+    def clamp(day: str) -> str:
+        return min(max(day, days[0]), days[-1])
+
+    out: list[DateRange] = []
+    position, day = start, record_day(first_timestamp)
+    while position < stop:
+        hit = find(day_start_ms(next_day(day)))
+        cut = stop if hit is None else min(max(hit[0], position), stop)
+        if cut > position:
+            label = clamp(day)
+            if out and out[-1].day == label:
+                out[-1] = DateRange(partition, out[-1].start, cut, label)
+            else:
+                out.append(DateRange(partition, position, cut, label))
+            position = cut
+        if hit is None:
+            break
+        day = max(record_day(hit[1]), next_day(day))  # strictly later: the loop ends
+    return out
+
+
+def split_ranges(ranges: list[DateRange], most: int) -> list[DateRange]:
+    """Ranges of at most ``most`` offsets (a run holds its ranges in memory)."""
+    return [DateRange(r.partition, lo, min(lo + most, r.end), r.day)
+            for r in ranges for lo in range(r.start, r.end, most)]
+
+
+def first_at_or_after(consumer, reader: RangeReader, tp, ts: int, lo: int, stop: int, deadline: float):
+    """(offset, timestamp) of the first record in [lo, stop) stamped ``ts`` or later, None when there is none.
+
+    The broker's time index answers (``offsets_for_times``); the record it points at is read to confirm it, because
+    the index also counts transaction markers, stamped when they were written, and records stamped out of order. Only
+    then are the records after it read, up to the first one that really is that late."""
+    import numpy as np
+
+    hit = consumer.offsets_for_times({tp: ts}).get(tp)
+    if hit is None:
+        return None
+    at, limit = max(hit.offset, lo), 1
+    while at < stop:
+        records, reached = reader.read(tp.partition, at, stop, max(deadline, time.monotonic() + 10), limit=limit)
+        later = np.flatnonzero(records.timestamps >= ts)
+        if len(later):
+            return int(records.offsets[later[0]]), int(records.timestamps[later[0]])
+        if reached <= at:
+            break
+        at, limit = reached, 50_000
+    return None
+
+
+def request_new_ranges(consumer, reader: RangeReader, cursor: dict, tps: list, begin: dict, end_offsets: dict,
+                       deadline: float, requests: list, pending: list) -> dict[str, int]:
+    """Cut the offsets after the cursor (at most MAX_RECORDS_PER_TICK, until ``deadline``) into ranges of one event
+    date (``cut_by_timestamp``: the kafka-python ``consumer``'s ``offsets_for_times``, the ``reader`` for a range's
+    first timestamp), pack them into runs (one date each, at most MAX_RUN_RECORDS records), append a run request and a
     pending entry per run, advance the cursor. Returns the lag per partition."""
-    valid_days = set(daily.get_partition_keys())
+    days = sorted(daily.get_partition_keys())
     starts = {tp: max(int(cursor["next"].get(str(tp.partition), begin[tp])), begin[tp]) for tp in tps}
     allowed = share_budget({tp: end_offsets[tp] - starts[tp] for tp in tps}, MAX_RECORDS_PER_TICK)
     lag: dict[str, int] = {}
     found: list = []
     for tp in tps:
         position, stop = starts[tp], starts[tp] + allowed[tp]
-        # read in pieces of at most one run's worth (the sensor holds one piece at a time); a range ends where the
-        # reading ended, and a tick that runs out of time continues next tick
-        while position < stop and time.monotonic() < deadline:
-            records, reached = reader.read(tp.partition, position, min(stop, position + MAX_RUN_RECORDS), deadline)
-            if len(records):
-                fallback = time.strftime("%Y-%m-%d", time.localtime(records.timestamps[0] / 1000))
-                found += cut_by_date(tp.partition, records, reached, valid_days,
-                                 fallback_day=fallback if fallback in valid_days else max(valid_days))
-            if reached == position:
-                break
-            position = reached
+        if position < stop and time.monotonic() < deadline:
+            first, reached = reader.read(tp.partition, position, stop, max(deadline, time.monotonic() + 5), limit=1)
+            if len(first):
+                def find(ts, tp=tp, lo=position, stop=stop):
+                    return first_at_or_after(consumer, reader, tp, ts, lo, stop, deadline)
+
+                found += cut_by_timestamp(tp.partition, position, stop, int(first.timestamps[0]), find, days)
+                position = stop
+            else:
+                position = reached  # only aborted records and transaction markers up to there: nothing to land
         cursor["next"][str(tp.partition)] = position
         lag[str(tp.partition)] = max(end_offsets[tp] - position, 0)
-    for day, ranges in pack_runs(found, MAX_RUN_RECORDS):
+    for day, ranges in pack_runs(split_ranges(found, MAX_RUN_RECORDS), MAX_RUN_RECORDS):
         requests.append(run_request(tps[0].topic, cursor["epoch"], ranges, day))
         pending.append([ranges, day, 0])
     return lag
@@ -196,7 +265,7 @@ def kafka_events_sensor(context: dg.SensorEvaluationContext, kafka: KafkaResourc
                                 + (f", dropping {len(cursor['pending'])} pending ranges" if cursor["pending"] else ""))
             cursor = new_cursor(topic)
         requests, still_pending = settle_pending(context, cursor, topic)
-        lag = request_new_ranges(reader, cursor, tps, begin, end_offsets, deadline=started + TICK_BUDGET_S,
+        lag = request_new_ranges(consumer, reader, cursor, tps, begin, end_offsets, deadline=started + TICK_BUDGET_S,
                                  requests=requests, pending=still_pending)
 
     if len(still_pending) > MAX_PENDING:

@@ -27,6 +27,16 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "TVP_KAFKA_PARTITIONS": ("3", "partitions of the events topic when the platform creates it"),
     "TVP_KAFKA_HEAP": ("512m", "JVM heap of the local Kafka broker"),
     "TVP_KAFKA_SENSOR_INTERVAL": ("15", "seconds between the Kafka sensor's ticks: lower lands sooner, with more runs"),
+    "TVP_KAFKA_SECURITY_PROTOCOL": ("PLAINTEXT", "how every Kafka client connects: `PLAINTEXT`, `SSL`, `SASL_PLAINTEXT` or `SASL_SSL`"),
+    "TVP_KAFKA_SASL_MECHANISM": ("SCRAM-SHA-512", "SASL mechanism (`PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512`) with `SASL_*` protocols"),
+    "TVP_KAFKA_SASL_USERNAME": ("tv_platform", "SASL user (the local stack creates it on its SASL_SSL listener)"),
+    "TVP_KAFKA_SASL_PASSWORD": ("tv_platform", "its password"),
+    "TVP_KAFKA_SSL_CAFILE": ("", "PEM file of the CA that signed the brokers' certificates (`SSL`, `SASL_SSL`); empty = the system's CAs"),
+    "TVP_KAFKA_SSL_CERTFILE": ("", "PEM client certificate for mutual TLS (empty = none)"),
+    "TVP_KAFKA_SSL_KEYFILE": ("", "PEM private key of that certificate"),
+    "TVP_KAFKA_COMPRESSION": ("lz4", "producer compression: `none`, `gzip`, `snappy`, `lz4` or `zstd`"),
+    "TVP_KAFKA_BROKERS": ("1", "brokers of the local KRaft cluster (`stack up --kafka-brokers 3`: RF 3, min.insync.replicas 2); node n listens on the bootstrap and controller ports + 2(n-1)"),
+    "TVP_KAFKA_SASL_SSL_PORT": ("0", "local stack: port of an extra SASL_SSL listener (certificates and SCRAM user made at `stack up`); 0 = none"),
     # HDFS
     "TVP_HDFS_URL": ("hdfs://127.0.0.1:8020", "Hadoop-compatible file system URL of the lake (hdfs://, file://)"),
     "TVP_WEBHDFS_URL": ("http://127.0.0.1:9870", "WebHDFS endpoint of the NameNode"),
@@ -85,6 +95,16 @@ class Settings:
     kafka_partitions: int
     kafka_heap: str
     kafka_sensor_interval: int
+    kafka_security_protocol: str
+    kafka_sasl_mechanism: str
+    kafka_sasl_username: str
+    kafka_sasl_password: str
+    kafka_ssl_cafile: str
+    kafka_ssl_certfile: str
+    kafka_ssl_keyfile: str
+    kafka_compression: str
+    kafka_brokers: int
+    kafka_sasl_ssl_port: int
     hdfs_url: str
     webhdfs_url: str
     hdfs_user: str

@@ -226,12 +226,11 @@ def test_bad_messages_end_in_quarantine_with_their_reason(stack, reference, lake
         json.dumps(good | {"timer": "yesterday"}).encode(),
         json.dumps(good | {"status": "paused"}).encode(),
     ]
-    producer = kafka.producer(value_serializer=None)
-    producer.send(kafka.topic, key=good["session_id"], value=json.dumps(good).encode())
-    for value in bad:
-        producer.send(kafka.topic, key="x", value=value)
-    producer.flush()
-    producer.close()
+    from tv_platform.dates import timer_ms
+
+    # stamped with the good event's time, as a producer following the platform's contract would (the record
+    # timestamp is the event's time): the sensor sees one day
+    publish(kafka, [good, *bad], raw=True, progress=False, timestamp_ms=int(timer_ms([good["timer"]])[0]))
 
     result, _ = _sensor_tick(kafka)
     assert [rr.partition_key for rr in result.run_requests] == ["2023-10-05"]

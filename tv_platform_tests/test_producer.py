@@ -1,7 +1,8 @@
-"""The producer's fast path: JSON and partitions computed for all events at once, record batches built column-wise.
+"""The producer: JSON and partitions computed for all events at once, then librdkafka (idempotent, acks=all, lz4).
 
-Unit tests check it against the reference implementations (``json.dumps``, kafka-python's murmur2 partitioner);
-the broker test reads back what it sent to a real topic."""
+Unit tests check the encoding against the reference implementations (``json.dumps``, kafka-python's murmur2
+partitioner); the broker tests read back what was sent, SIGKILL a `produce` half way and run it again, and measure
+`--rate` from the topic's end offsets."""
 
 import json
 import random
@@ -11,9 +12,8 @@ import pandas as pd
 import pytest
 from kafka.partitioner.default import murmur2
 
-from tv_platform.engines.kafka import (
-    JsonSerializer, encode_event_arrays, event_to_json, murmur2_partitions, publish_frame,
-)
+from tv_platform.dates import timer_ms
+from tv_platform.engines.kafka import encode_event_arrays, event_to_json, murmur2_partitions, publish_frame
 from tv_platform.resources import kafka_resource
 from tv_platform.simulator.live import live_frame
 from tv_platform.simulator.model import SimulationParams
@@ -31,8 +31,8 @@ def test_murmur2_partitions_agree_with_kafkas_default_partitioner():
 def test_encoded_events_are_the_json_of_each_event():
     frame = live_frame(date(2023, 10, 10), SimulationParams(users=5_000, seed=2), count=3_000)
     keys, values = (a.to_pylist() for a in encode_event_arrays(frame))
-    serializer = JsonSerializer()
-    assert values == [serializer.serialize(None, None, event_to_json(e)) for e in frame.to_dict("records")]
+    assert values == [json.dumps(event_to_json(e), ensure_ascii=False, separators=(",", ":")).encode()
+                      for e in frame.to_dict("records")]
     assert keys == [s.encode() for s in frame["session_id"]]
 
 
@@ -64,3 +64,75 @@ def test_published_events_keep_their_keys_partition_and_order(stack, unique):
         assert [r.key.decode() for r in records] == mine["session_id"].tolist()
         timers = [e["timer"] for e in events]
         assert timers == sorted(timers)
+        # the record timestamp is the event's timer
+        assert records.timestamps.tolist() == timer_ms(mine["timer"]).tolist()
+
+
+def _produce(env, *args):
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-m", "tv_platform.cli", "produce", "--no-progress", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _topic_events(kafka) -> list:
+    _, end = kafka.offsets()
+    out = []
+    for partition, n in end.items():
+        out += kafka.read_range(partition, 0, n).values.to_pylist()
+    return out
+
+
+@pytest.mark.services
+def test_a_produce_killed_half_way_and_run_again_delivers_every_event_once(stack, unique):
+    import os
+    import signal
+    import time
+    from collections import Counter
+
+    kafka = kafka_resource(stack).with_topic(f"resume_{unique}")
+    kafka.ensure_topic(partitions=3)
+    args = ["--topic", kafka.topic, "--date", "2023-10-12", "--users", "30000", "--seed", "5", "--count", "200000"]
+    env = dict(os.environ)
+    first = _produce(env, *args, "--rate", "40000")
+    deadline = time.monotonic() + 60
+    while sum(kafka.offsets()[1].values()) < 40_000 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    before = sum(kafka.offsets()[1].values())
+    assert 40_000 <= before < 200_000, before  # really killed half way
+    second = _produce(env, *args)
+    out = second.communicate(timeout=120)[0]
+    assert second.returncode == 0, out
+    frame = live_frame(date(2023, 10, 12), SimulationParams(users=30_000, seed=5), count=200_000)
+    expected = Counter(encode_event_arrays(frame)[1].to_pylist())
+    got = Counter(_topic_events(kafka))
+    assert got == expected  # every event of the frame, each exactly once
+    # a third run finds nothing left to send
+    third = _produce(env, *args)
+    third.communicate(timeout=120)
+    assert third.returncode == 0 and Counter(_topic_events(kafka)) == expected
+
+
+@pytest.mark.services
+def test_rate_is_honoured_within_ten_percent_over_ten_seconds(stack, unique):
+    import os
+    import time
+
+    kafka = kafka_resource(stack).with_topic(f"rate_{unique}")
+    kafka.ensure_topic(partitions=3)
+    rate = 20_000
+    proc = _produce(dict(os.environ), "--topic", kafka.topic, "--date", "2023-10-13", "--users", "30000",
+                    "--rate", str(rate), "--duration", "14")
+    deadline = time.monotonic() + 60
+    while sum(kafka.offsets()[1].values()) == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)  # past the start
+    t0, n0 = time.monotonic(), sum(kafka.offsets()[1].values())
+    time.sleep(10.0)
+    t1, n1 = time.monotonic(), sum(kafka.offsets()[1].values())
+    proc.communicate(timeout=60)
+    measured = (n1 - n0) / (t1 - t0)
+    assert abs(measured - rate) <= 0.10 * rate, measured

@@ -1,43 +1,54 @@
-"""Kafka: the resource every Kafka-facing piece uses, and the producer behind ``tv-platform produce``.
+"""Kafka: the resource every Kafka-facing piece uses, the reader of offset ranges, and the producer behind
+``tv-platform produce``.
+
+Two clients, each for what it does well (docs/architecture.md):
+
+* **confluent-kafka** (librdkafka) carries the data: the producer (idempotent, ``acks=all``, compressed) and the
+  reader of offset ranges the landing runs use (``read_committed``). librdkafka negotiates protocol versions, follows
+  leaders that move, reconnects to brokers that come back, and speaks TLS and SASL.
+* **kafka-python** does the bookkeeping: creating topics, beginning/end offsets and ``offsets_for_times`` in the
+  sensor, topic metadata.
+
+Both are configured from the same settings (``TVP_KAFKA_SECURITY_PROTOCOL``, ``TVP_KAFKA_SASL_*``, ``TVP_KAFKA_SSL_*``).
 
 Events are JSON objects ``{session_id, user_id, channel_id, timer, status}`` keyed by ``session_id`` (so both events of a
-session land in one partition, in order), sent with ``acks=all`` and batching.
+session land in one partition, in order) and stamped with their timer as the record timestamp.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from contextlib import contextmanager
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Iterable, Iterator
 
 import dagster as dg
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
-from kafka.serializer import Serializer
 
-from tv_platform.engines.kafka_wire import BatchWriter, RangeReader
 from tv_platform.streaming import Records
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
 EVENT_FIELDS = ("session_id", "user_id", "channel_id", "timer", "status")
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+COMPRESSIONS = ("none", "gzip", "snappy", "lz4", "zstd")
 
 
-class Utf8Serializer(Serializer):
-    def serialize(self, topic, headers, value):
-        return None if value is None else value.encode("utf-8")
+class KafkaClientError(RuntimeError):
+    """One line: what a Kafka client could not do and why (wrong password, unreachable brokers, a fatal producer
+    error)."""
 
 
-class JsonSerializer(Serializer):
+def _json_bytes(value) -> bytes:
     """Compact JSON, non-ASCII kept as UTF-8 (channel names are Cyrillic)."""
-
-    def serialize(self, topic, headers, value):
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 class KafkaResource(dg.ConfigurableResource):
@@ -46,49 +57,83 @@ class KafkaResource(dg.ConfigurableResource):
     bootstrap_servers: str
     topic: str
     partitions: int = 3
+    replication_factor: int = -1  # -1: the brokers' default.replication.factor
     request_timeout_ms: int = 10_000
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = "SCRAM-SHA-512"
+    sasl_username: str = ""
+    sasl_password: str = ""
+    ssl_cafile: str = ""
+    ssl_certfile: str = ""
+    ssl_keyfile: str = ""
+    compression: str = "lz4"
 
     def with_topic(self, topic: str) -> "KafkaResource":
         """The same cluster, another topic (a new resource: Dagster rebuilds resources from their config)."""
         return KafkaResource(**{**self.model_dump(), "topic": topic})
 
+    # ---- the security settings, once for each client -------------------------------------------------------------
+    def _checked_security(self) -> None:
+        if self.security_protocol not in SECURITY_PROTOCOLS:
+            raise KafkaClientError(f"TVP_KAFKA_SECURITY_PROTOCOL must be one of {', '.join(SECURITY_PROTOCOLS)}, "
+                                   f"got {self.security_protocol!r}")
+        if self.security_protocol.startswith("SASL") and self.sasl_mechanism not in SASL_MECHANISMS:
+            raise KafkaClientError(f"TVP_KAFKA_SASL_MECHANISM must be one of {', '.join(SASL_MECHANISMS)}, "
+                                   f"got {self.sasl_mechanism!r}")
+
+    def librdkafka_config(self) -> dict:
+        """Connection and security settings for confluent-kafka (librdkafka's names)."""
+        self._checked_security()
+        conf = {"bootstrap.servers": self.bootstrap_servers, "security.protocol": self.security_protocol.lower(),
+                "socket.timeout.ms": max(self.request_timeout_ms, 10_000)}
+        if self.security_protocol.startswith("SASL"):
+            conf.update({"sasl.mechanism": self.sasl_mechanism, "sasl.username": self.sasl_username,
+                         "sasl.password": self.sasl_password})
+        if self.security_protocol.endswith("SSL"):
+            for key, value in (("ssl.ca.location", self.ssl_cafile), ("ssl.certificate.location", self.ssl_certfile),
+                               ("ssl.key.location", self.ssl_keyfile)):
+                if value:
+                    conf[key] = value
+        return conf
+
+    def kafka_python_config(self) -> dict:
+        """Connection and security settings for kafka-python (its names)."""
+        self._checked_security()
+        conf: dict = {"bootstrap_servers": self.bootstrap_servers, "security_protocol": self.security_protocol}
+        if self.security_protocol.startswith("SASL"):
+            conf.update(sasl_mechanism=self.sasl_mechanism, sasl_plain_username=self.sasl_username,
+                        sasl_plain_password=self.sasl_password)
+        if self.security_protocol.endswith("SSL"):
+            conf.update(ssl_cafile=self.ssl_cafile or None, ssl_certfile=self.ssl_certfile or None,
+                        ssl_keyfile=self.ssl_keyfile or None)
+        return conf
+
+    # ---- kafka-python: admin, offsets, metadata --------------------------------------------------------------
     def admin(self) -> KafkaAdminClient:
-        return KafkaAdminClient(bootstrap_servers=self.bootstrap_servers, request_timeout_ms=self.request_timeout_ms,
-                                client_id="tv_platform-admin")
+        return _kafka_python(KafkaAdminClient, self, **self.kafka_python_config(),
+                             request_timeout_ms=self.request_timeout_ms, client_id="tv_platform-admin")
 
     def ensure_topic(self, topic: str | None = None, partitions: int | None = None) -> None:
         admin = self.admin()
         try:
-            admin.create_topics([NewTopic(topic or self.topic, partitions or self.partitions, 1)])
+            admin.create_topics([NewTopic(topic or self.topic, partitions or self.partitions,
+                                          self.replication_factor)])
         except TopicAlreadyExistsError:
             pass
         finally:
             admin.close()
 
-    def producer(self, **overrides) -> KafkaProducer:
-        config = dict(
-            bootstrap_servers=self.bootstrap_servers,
-            acks="all",
-            linger_ms=20,
-            batch_size=512 * 1024,
-            compression_type=None,
-            key_serializer=Utf8Serializer(),
-            value_serializer=JsonSerializer(),
-            client_id="tv_platform-producer",
-        )
-        config.update(overrides)
-        return KafkaProducer(**config)
-
     @contextmanager
     def consumer(self) -> Iterator[KafkaConsumer]:
-        """A consumer with no group: offsets are managed by the sensor's cursor, never committed."""
-        consumer = KafkaConsumer(
-            bootstrap_servers=self.bootstrap_servers,
+        """A kafka-python consumer with no group for offsets and metadata (``read_committed``: end offsets are the
+        last stable offsets, so an open transaction's records are never handed out)."""
+        consumer = _kafka_python(
+            KafkaConsumer, self, **self.kafka_python_config(),
             group_id=None,
             enable_auto_commit=False,
+            isolation_level="read_committed",
             request_timeout_ms=max(self.request_timeout_ms, 11_000),
             consumer_timeout_ms=5_000,
-            max_partition_fetch_bytes=4 * 1024 * 1024,
             client_id="tv_platform-consumer",
         )
         try:
@@ -106,17 +151,28 @@ class KafkaResource(dg.ConfigurableResource):
             end = consumer.end_offsets(tps) if tps else {}
         return ({tp.partition: o for tp, o in begin.items()}, {tp.partition: o for tp, o in end.items()})
 
-    def reader(self, topic: str | None = None) -> RangeReader:
-        """A reader of offset ranges (Fetch requests straight to the partition leaders, records decoded column-wise:
-        see ``engines/kafka_wire.py``); use it as a context manager."""
-        return RangeReader(self.bootstrap_servers, topic or self.topic,
-                           timeout_s=max(self.request_timeout_ms, 11_000) / 1000)
+    # ---- confluent-kafka: the data path --------------------------------------------------------------------------
+    def reader(self, topic: str | None = None) -> "RangeReader":
+        """A reader of offset ranges (``read_committed``); use it as a context manager."""
+        return RangeReader(self, topic or self.topic)
 
-    def writer(self, topic: str | None = None) -> BatchWriter:
-        """A writer of record batches (Produce requests straight to the partition leaders, batches encoded
-        column-wise: see ``engines/kafka_wire.py``); use it as a context manager."""
-        return BatchWriter(self.bootstrap_servers, topic or self.topic,
-                           timeout_s=max(self.request_timeout_ms, 30_000) / 1000)
+    def producer(self, **overrides):
+        """An idempotent confluent-kafka producer (``acks=all``, ``TVP_KAFKA_COMPRESSION``), checked to reach the
+        cluster (``KafkaClientError`` in one line otherwise)."""
+        if self.compression not in COMPRESSIONS:
+            raise KafkaClientError(f"TVP_KAFKA_COMPRESSION must be one of {', '.join(COMPRESSIONS)}, "
+                                   f"got {self.compression!r}")
+        errors = _ClientErrors()
+        conf = {**self.librdkafka_config(), "client.id": "tv_platform-producer", "error_cb": errors,
+                "enable.idempotence": True, "acks": "all", "compression.type": self.compression,
+                "linger.ms": 50, "batch.size": 1_000_000, "batch.num.messages": 100_000,
+                "queue.buffering.max.messages": 2_000_000, "queue.buffering.max.kbytes": 1_048_576,
+                "message.timeout.ms": 300_000, "delivery.report.only.error": True,
+                "partitioner": "murmur2_random", **overrides}
+        producer = _Producer(conf)
+        errors.check_reachable(producer, self)
+        producer.client_errors = errors
+        return producer
 
     def read_range(self, partition: int, start: int, end: int, timeout_s: float = 60.0,
                    topic: str | None = None) -> Records:
@@ -126,14 +182,154 @@ class KafkaResource(dg.ConfigurableResource):
             return reader.read_exactly(partition, start, end, timeout_s)
 
 
+def _kafka_python(cls, kafka: KafkaResource, **config):
+    """A kafka-python client, its connection errors as one ``KafkaClientError`` line."""
+    from kafka.errors import KafkaError
+
+    try:
+        return cls(**config)
+    except KafkaError as exc:
+        raise KafkaClientError(f"kafka: {cls.__name__} cannot reach {kafka.bootstrap_servers} "
+                               f"({kafka.security_protocol}): {type(exc).__name__}: {exc}".splitlines()[0]) from None
+
+
+_FATAL_CODES = ("_AUTHENTICATION", "SASL_AUTHENTICATION_FAILED", "_SSL", "TOPIC_AUTHORIZATION_FAILED",
+                "CLUSTER_AUTHORIZATION_FAILED", "_INVALID_ARG")
+
+
+class _ClientErrors:
+    """librdkafka's error callback: keeps the errors no retry will cure (authentication, TLS, authorisation), which a
+    client then raises as one line instead of retrying for ever."""
+
+    def __init__(self):
+        self.fatal: str | None = None
+
+    def __call__(self, err) -> None:
+        if self.fatal is None and (err.fatal() or any(err.name() == c for c in _FATAL_CODES)):
+            self.fatal = f"{err.name()}: {err.str()}"
+
+    def raise_if_fatal(self, what: str, kafka: KafkaResource) -> None:
+        if self.fatal:
+            raise KafkaClientError(f"kafka: {what} {kafka.bootstrap_servers} ({kafka.security_protocol}): "
+                                   f"{self.fatal}".splitlines()[0])
+
+    def check_reachable(self, client, kafka: KafkaResource, timeout_s: float = 15.0) -> None:
+        """Ask the cluster for the topic's metadata: a wrong password or certificate fails here, in one line."""
+        from confluent_kafka import KafkaException
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                client.list_topics(kafka.topic, timeout=1.0)
+                self.raise_if_fatal("cannot use", kafka)
+                return
+            except KafkaException as exc:
+                self.raise_if_fatal("cannot reach", kafka)
+                last = str(exc)
+        self.raise_if_fatal("cannot reach", kafka)
+        raise KafkaClientError(f"kafka: cannot reach {kafka.bootstrap_servers} ({kafka.security_protocol}) within "
+                               f"{timeout_s:.0f}s: {last}".splitlines()[0])
+
+
+def _producer_class():
+    from confluent_kafka import Producer
+
+    class TvProducer(Producer):
+        """A confluent-kafka producer that carries its client's ``_ClientErrors`` (``client_errors``)."""
+
+    return TvProducer
+
+
+def _Producer(conf):
+    return _producer_class()(conf)
+
+
+class RangeReader:
+    """Reads offset ranges [start, stop) of one topic through a confluent-kafka consumer: no group, nothing committed,
+    ``isolation.level=read_committed`` (records of aborted transactions and transaction markers are skipped — a range
+    may hold fewer records than offsets). The landing runs read their ranges with it; the sensor only its first
+    records' timestamps."""
+
+    def __init__(self, kafka: KafkaResource, topic: str, batch: int = 10_000):
+        self.kafka, self.topic, self.batch = kafka, topic, batch
+        self._consumer = None
+        self._errors = _ClientErrors()
+
+    def __enter__(self) -> "RangeReader":
+        from confluent_kafka import Consumer
+
+        self._consumer = Consumer({
+            **self.kafka.librdkafka_config(), "client.id": "tv_platform-reader", "error_cb": self._errors,
+            "group.id": "tv_platform-ranges", "enable.auto.commit": False, "enable.auto.offset.store": False,
+            "isolation.level": "read_committed", "enable.partition.eof": True, "auto.offset.reset": "error",
+            "fetch.max.bytes": 64 * 1024 * 1024, "max.partition.fetch.bytes": 16 * 1024 * 1024,
+            "queued.max.messages.kbytes": 262_144, "fetch.wait.max.ms": 100,
+        })
+        self._errors.check_reachable(self._consumer, self.kafka.with_topic(self.topic))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+
+    def read(self, partition: int, start: int, stop: int, deadline: float, limit: int | None = None
+             ) -> tuple[Records, int]:
+        """The records with start <= offset < stop (at most ``limit`` of them), read until ``stop`` or the monotonic
+        ``deadline``: (records in offset order, the offset reached — ``stop`` when all were read)."""
+        from confluent_kafka import KafkaError, KafkaException, TopicPartition as Tp
+
+        consumer = self._consumer
+        offsets, stamps, keys, values = [], [], [], []
+        position = start
+        consumer.assign([Tp(self.topic, partition, start)])
+        try:
+            while position < stop and time.monotonic() < deadline and (limit is None or len(offsets) < limit):
+                for m in consumer.consume(self.batch if limit is None else min(self.batch, limit - len(offsets)),
+                                         timeout=min(1.0, max(deadline - time.monotonic(), 0.01))):
+                    err = m.error()
+                    if err is not None:
+                        if err.code() == KafkaError._PARTITION_EOF:
+                            position = max(position, min(m.offset(), stop))  # the end (LSO) reached: gaps included
+                            continue
+                        raise KafkaClientError(f"kafka: read {self.topic}[{partition}] at {position}: "
+                                               f"{err.name()}: {err.str()}")
+                    offset = m.offset()
+                    if offset >= stop:
+                        position = stop
+                        break
+                    offsets.append(offset)
+                    stamps.append(m.timestamp()[1])
+                    keys.append(m.key())
+                    values.append(m.value())
+                    position = offset + 1
+                self._errors.raise_if_fatal("cannot read from", self.kafka)
+        except KafkaException as exc:
+            raise KafkaClientError(f"kafka: read {self.topic}[{partition}] at {position}: {exc}") from None
+        finally:
+            consumer.unassign()
+        import pyarrow as pa
+
+        return (Records(partition, offsets, stamps, pa.array(values, type=pa.binary()),
+                        pa.array(keys, type=pa.binary())), position)
+
+    def read_exactly(self, partition: int, start: int, stop: int, timeout_s: float = 60.0) -> Records:
+        """Exactly the records with start <= offset < stop; raises if they can't all be read within ``timeout_s``."""
+        records, position = self.read(partition, start, stop, deadline=time.monotonic() + timeout_s)
+        if position < stop:
+            raise TimeoutError(f"read {self.topic}[{partition}] offsets {start}..{stop}: stuck at {position} "
+                               f"after {timeout_s:.0f}s")
+        return records
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # producer
 # ---------------------------------------------------------------------------------------------------------------------
-# kafka-python does everything per record in Python; what can be done for all records at once is done here instead:
-# the JSON values and keys are built column-wise (Arrow string kernels), the partition of every key is computed with a
-# vectorised murmur2 (the same function as Kafka's default partitioner, Java's and kafka-python's), and the records are
-# sent by one producer process per core, each owning a share of the partitions — so a partition's events still come
-# from one producer, in order, and both events of a session (same key) still land in one partition.
+# The JSON values and keys are built column-wise (Arrow string kernels) and every key's partition is computed up front
+# with a vectorised murmur2 (Kafka's default partitioner, Java's and kafka-python's): the events of one frame always
+# go to the same partitions in the same order, which is what makes `produce` resumable (see ``resume_points``).
+# librdkafka does the rest: batching, lz4/zstd compression, idempotent delivery (no duplicates when it resends after a
+# timeout or a leader change), acks from every in-sync replica.
 
 _MURMUR_SEED = 0x9747B28C
 _MURMUR_M = 0x5BD1E995
@@ -212,48 +408,128 @@ def encode_event_arrays(frame) -> "tuple[pa.BinaryArray, pa.BinaryArray]":
     if rows:
         fixed = values.to_pylist()
         for i in rows:
-            fixed[i] = JsonSerializer().serialize(None, None, event_to_json(frame.iloc[i].to_dict()))
+            fixed[i] = _json_bytes(event_to_json(frame.iloc[i].to_dict()))
         values = pa.array(fixed, type=pa.binary())
     return sid.cast(pa.binary()), values
 
 
 def publish_frame(kafka: "KafkaResource", frame, rate: float | None = None, progress: bool = True,
-                  duration: float | None = None, chunk: int = 50_000) -> int:
-    """Send an event frame to the topic, in frame order per partition (each event to its key's partition, as Kafka's
-    default partitioner would); ``rate`` limits the events/s, ``duration`` (seconds) stops early. Returns how many
-    the brokers acknowledged (``acks=all``); raises on any broker error.
-
-    The whole frame is encoded at once (JSON values and murmur2 partitions column-wise) and sent in record batches
-    built column-wise (``engines/kafka_wire.py``), ``chunk`` events at a time — fewer when ``rate`` asks for it."""
-    from kafka.errors import UnknownTopicOrPartitionError
+                  duration: float | None = None, chunk: int = 50_000, resume: bool = False) -> int:
+    """Send an event frame to the topic, in frame order per partition (each event to its key's partition), each
+    record stamped with its event's timer; ``rate`` limits the events/s, ``duration`` (seconds) stops early. Returns
+    how many events the brokers acknowledged (``acks=all``, idempotent) — with ``resume``, how many of the frame are
+    in the topic now (see ``resume_points``); raises ``KafkaClientError`` when any could not be delivered."""
+    import numpy as np
     from tqdm import tqdm
+
+    from tv_platform.dates import timer_ms
 
     keys, values = encode_event_arrays(frame)
     if not len(keys):
         return 0
+    producer = kafka.producer()
+    count = _partition_count(producer, kafka)
+    parts = murmur2_partitions(keys.to_pylist(), count)
+    stamps = timer_ms(frame["timer"]).tolist()
+    todo = np.arange(len(keys))
+    if resume:
+        done = resume_points(kafka, parts, values)
+        todo = np.flatnonzero(_rank_limit(parts, done))
+    already = len(keys) - len(todo)
+    keys_l, values_l, parts_l = keys.to_pylist(), values.to_pylist(), parts.tolist()
+    step = int(min(chunk, max(1, rate / 20))) if rate else chunk  # a throttled producer sends 20 times a second
+    failed: list = []
+
+    def on_error(err, _msg):
+        failed.append(err)
+
+    bar = tqdm(total=len(keys), initial=already, unit="ev", disable=not progress, desc=f"produce {kafka.topic}")
     sent, t0 = 0, time.monotonic()
-    step = int(min(chunk, max(1, rate / 10))) if rate else chunk  # a throttled producer sends 10 times a second
-    bar = tqdm(total=len(keys), unit="ev", disable=not progress, desc=f"produce {kafka.topic}")
+    produce, poll, topic = producer.produce, producer.poll, kafka.topic
     try:
-        with kafka.writer() as writer:
-            try:
-                writer.find_leaders()
-            except UnknownTopicOrPartitionError:
-                raise RuntimeError(f"topic {kafka.topic} does not exist (kafka.ensure_topic() first)") from None
-            parts = murmur2_partitions(keys.to_pylist(), writer.partition_count)
-            for lo in range(0, len(keys), step):
-                n = min(step, len(keys) - lo)
-                sent += writer.write(parts[lo:lo + n], keys.slice(lo, n), values.slice(lo, n))
-                bar.update(n)
-                if rate:
-                    ahead = sent / rate - (time.monotonic() - t0)
-                    if ahead > 0:
-                        time.sleep(ahead)
-                if duration is not None and time.monotonic() - t0 >= duration:
-                    break
+        for lo in range(0, len(todo), step):
+            for i in todo[lo:lo + step].tolist():
+                while True:
+                    try:
+                        produce(topic, values_l[i], keys_l[i], parts_l[i], on_error, timestamp=stamps[i])
+                        break
+                    except BufferError:  # the local queue is full: let librdkafka send
+                        poll(0.05)
+            n = min(step, len(todo) - lo)
+            sent += n
+            poll(0)
+            producer.client_errors.raise_if_fatal("cannot produce to", kafka)
+            if failed:
+                break
+            bar.update(n)
+            if rate:
+                ahead = sent / rate - (time.monotonic() - t0)
+                if ahead > 0:
+                    time.sleep(ahead)
+            if duration is not None and time.monotonic() - t0 >= duration:
+                break
     finally:
+        left = producer.flush(120)
         bar.close()
-    return sent
+    producer.client_errors.raise_if_fatal("cannot produce to", kafka)
+    if failed or left:
+        raise KafkaClientError(f"kafka: {len(failed) + left} of {sent} events to {topic} were not delivered"
+                               + (f": {failed[0].name()}: {failed[0].str()}" if failed else " within 120 s"))
+    return already + sent if resume else sent
+
+
+def _rank_limit(parts, done: dict) -> "np.ndarray":
+    """For every event, whether it comes after its partition's resume point (its rank among its partition's events
+    is at least the number already in the topic)."""
+    import numpy as np
+
+    rank = np.empty(len(parts), dtype=np.int64)
+    for p in np.unique(parts).tolist():
+        idx = np.flatnonzero(parts == p)
+        rank[idx] = np.arange(len(idx))
+    return rank >= np.array([done.get(int(p), 0) for p in parts.tolist()], dtype=np.int64)
+
+
+def _partition_count(client, kafka: "KafkaResource") -> int:
+    meta = client.list_topics(kafka.topic, timeout=15).topics.get(kafka.topic)
+    if meta is None or meta.error is not None or not meta.partitions:
+        raise KafkaClientError(f"kafka: topic {kafka.topic} does not exist (kafka.ensure_topic() first)")
+    return len(meta.partitions)
+
+
+def resume_points(kafka: "KafkaResource", parts, values, window: int = 1_000) -> dict[int, int]:
+    """How many of each partition's events of a frame are in the topic already: {partition: n}.
+
+    Resuming rests on two facts. A frame is deterministic (the same ``produce`` arguments give the same events in the
+    same order, and ``murmur2_partitions`` sends each to the same partition), and an idempotent producer delivers a
+    partition's records in order, without gaps. So what was acknowledged of a partition is a prefix of that
+    partition's events, and the last of them in the topic says how long the prefix is: the topic is searched from
+    its end backwards (in windows of ``window`` records, as far back as needed: other producers may have written
+    since) for the newest record whose value is one of the partition's events (a value names its session, status and
+    time, so it is unique in a frame)."""
+    import numpy as np
+
+    out: dict[int, int] = {}
+    begin, end = kafka.offsets()
+    with kafka.reader() as reader:
+        for p in np.unique(parts).tolist():
+            mine = {v: k for k, v in enumerate(values.filter(_mask(parts == p)).to_pylist())}
+            hi = end.get(p, 0)
+            while hi > begin.get(p, 0) and p not in out:
+                lo = max(begin.get(p, 0), hi - window)
+                records = reader.read_exactly(p, lo, hi)
+                for v in reversed(records.values.to_pylist()):
+                    if v in mine:
+                        out[p] = mine[v] + 1
+                        break
+                hi, window = lo, window * 4
+    return out
+
+
+def _mask(flags):
+    import pyarrow as pa
+
+    return pa.array(flags)
 
 
 def event_to_json(event: dict) -> dict:
@@ -270,34 +546,41 @@ def event_to_json(event: dict) -> dict:
     }
 
 
-def publish(kafka: KafkaResource, events: Iterable[dict], total: int | None = None, rate: float | None = None,
-            progress: bool = True, raw: bool = False) -> int:
+def publish(kafka: KafkaResource, events: Iterable, total: int | None = None, rate: float | None = None,
+            progress: bool = True, raw: bool = False, timestamp_ms: int | None = None) -> int:
     """Send events (dicts) to the topic; ``rate`` limits events/s. Returns how many were acknowledged.
 
-    Well-formed events go through ``publish_frame``; ``raw=True`` sends the dicts as they are, one by one, through
-    the JSON serializer (tests use it to publish malformed events)."""
+    Well-formed events go through ``publish_frame``; ``raw=True`` sends the values as they are (dicts as JSON, bytes
+    untouched), stamped with ``timestamp_ms`` or else their timer when it reads as one (now otherwise) — tests publish
+    malformed events so."""
     if not raw:
         import pandas as pd
 
         frame = pd.DataFrame([event_to_json(e) for e in events], columns=list(EVENT_FIELDS))
         return publish_frame(kafka, frame, rate=rate, progress=progress)
 
-    from tqdm import tqdm
-
     producer = kafka.producer()
+    failed: list = []
     sent = 0
-    bar = tqdm(total=total, unit="ev", disable=not progress, desc=f"produce {kafka.topic}")
-    try:
-        for value in events:
-            key = str(value.get("session_id", "")) if isinstance(value, dict) else ""
-            producer.send(kafka.topic, key=key, value=value)
-            sent += 1
-        producer.flush(timeout=120)
-        bar.update(sent)
-    finally:
-        bar.close()
-        producer.close(timeout=30)
+    for value in events:
+        key = str(value.get("session_id", "")) if isinstance(value, dict) else None
+        producer.produce(kafka.topic, value if isinstance(value, bytes) else _json_bytes(value), key,
+                         timestamp=timestamp_ms or _stamp_of(value), on_delivery=lambda err, _m: err and failed.append(err))
+        sent += 1
+    left = producer.flush(120)
+    if failed or left:
+        raise KafkaClientError(f"kafka: {len(failed) + left} of {sent} raw events to {kafka.topic} not delivered")
     return sent
+
+
+def _stamp_of(value) -> int:
+    from tv_platform.dates import timer_ms
+
+    try:
+        timer = value["timer"] if isinstance(value, dict) else json.loads(value)["timer"]
+        return int(timer_ms([timer])[0])
+    except Exception:  # noqa: BLE001 - a malformed event: stamped now, landed today, quarantined with its reason
+        return int(time.time() * 1000)
 
 
 def add_produce_parser(sub) -> None:
@@ -310,6 +593,9 @@ def add_produce_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=None, help="simulator seed (default: TVP_SIM_SEED)")
     p.add_argument("--topic", default=None, help="topic (default: TVP_KAFKA_TOPIC)")
     p.add_argument("--replay", metavar="FILE.csv", help="publish a recorded CSV (session_id,user_id,channel_id,timer,status) in timer order")
+    p.add_argument("--fresh", action="store_true",
+                   help="send every event again (default: resume — skip what an earlier run with the same arguments "
+                        "already delivered)")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -323,7 +609,11 @@ def produce_command(args: argparse.Namespace) -> int:
     kafka = kafka_resource(settings)
     if args.topic:
         kafka = kafka.with_topic(args.topic)
-    kafka.ensure_topic()
+    try:
+        kafka.ensure_topic()
+    except KafkaClientError as exc:
+        print(f"tv-platform: {exc}", file=sys.stderr)
+        return 1
     if args.replay:
         frame = read_recorded(args.replay)
         if args.count is not None:
@@ -333,8 +623,12 @@ def produce_command(args: argparse.Namespace) -> int:
                                   seed=args.seed if args.seed is not None else settings.sim_seed)
         frame = live_frame(args.date or date.today(), params, count=args.count)
     t0 = time.monotonic()
-    sent = publish_frame(kafka, frame, rate=args.rate, progress=not args.no_progress,
-                         duration=args.duration)
+    try:
+        sent = publish_frame(kafka, frame, rate=args.rate, progress=not args.no_progress, duration=args.duration,
+                             resume=not args.fresh)
+    except KafkaClientError as exc:
+        print(f"tv-platform: {exc}", file=sys.stderr)
+        return 1
     elapsed = time.monotonic() - t0
-    print(f"produced {sent} events to {kafka.topic} in {elapsed:.1f}s ({sent / max(elapsed, 1e-9):,.0f} events/s)")
+    print(f"{sent} of {len(frame)} events in {kafka.topic} after {elapsed:.1f}s")
     return 0

@@ -13,13 +13,13 @@ def services(settings: Settings) -> list[Service]:
     """All local services, in the order they start (HDFS before Spark, whose warehouse lives on it)."""
     from tv_platform.stack.clickhouse import ClickHouseService
     from tv_platform.stack.hdfs import HdfsService
-    from tv_platform.stack.kafka import KafkaService
+    from tv_platform.stack.kafka import kafka_nodes
     from tv_platform.stack.postgres import PostgresService
     from tv_platform.stack.spark import SparkConnectService
 
     return [
         PostgresService(settings),
-        KafkaService(settings),
+        *kafka_nodes(settings),
         HdfsService(settings),
         SparkConnectService(settings),
         ClickHouseService(settings),

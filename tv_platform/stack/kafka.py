@@ -6,6 +6,17 @@ storage as formatted — it is formatted once, never again, so topics and messag
 
 The controller quorum is static (``controller.quorum.voters=1@127.0.0.1:<controller port>``), so the storage is
 formatted without ``--standalone``.
+
+``TVP_KAFKA_BROKERS=3`` (``stack up --kafka-brokers 3``) runs a KRaft cluster of three such nodes from the same jars —
+node n (``kafka``, ``kafka-2``, ``kafka-3``: a service each, with its own data directory, log and pid file) on the
+bootstrap and controller ports + 2(n-1), one static quorum of the three controllers, one cluster id; topics get
+replication factor 3 and ``min.insync.replicas=2``.
+
+``TVP_KAFKA_SASL_SSL_PORT`` adds a SASL_SSL listener (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512): a CA and the brokers'
+certificate are made with openssl at the first start and put in a keystore with keytool (``<state_dir>/data/kafka-tls``:
+``ca.pem`` is what clients trust, ``TVP_KAFKA_SSL_CAFILE``); the SCRAM user ``TVP_KAFKA_SASL_USERNAME`` is created with
+the broker's own ``kafka-configs`` (``kafka.admin.ConfigCommand``) over the PLAINTEXT listener, which stays the
+inter-broker one.
 """
 
 from __future__ import annotations
@@ -18,8 +29,6 @@ from typing import Callable
 
 from tv_platform.stack.base import Service, StackError, java_bin, port_open, run_checked
 from tv_platform.stack.maven import classpath, ensure_jars
-
-NODE_ID = 1
 
 LOG4J2 = """\
 # Written by tv_platform/stack/kafka.py: everything to stdout (the service log file).
@@ -66,10 +75,47 @@ def heap_mb(heap: str, service: str = "kafka") -> int:
         raise StackError(service, f"cannot read heap size {heap!r} (use e.g. 512m or 1g)") from None
 
 
+KEYSTORE_PASSWORD = "tv_platform-local"  # guards a keystore of a throw-away local CA, nothing else
+
+
 @dataclass
 class KafkaService(Service):
     name: str = "kafka"
     start_timeout: float = 120.0
+    node: int = 1
+    nodes: int = 0  # 0: TVP_KAFKA_BROKERS
+
+    def __post_init__(self):
+        self.nodes = self.nodes or max(1, self.settings.kafka_brokers)
+        if self.node > 1:
+            self.name = f"kafka-{self.node}"
+
+    def _port(self, base: int, node: int | None = None) -> int:
+        return base + 2 * ((node or self.node) - 1)
+
+    @property
+    def port(self) -> int:
+        return self._port(self.settings.kafka_port)
+
+    @property
+    def controller_port(self) -> int:
+        return self._port(self.settings.kafka_controller_port)
+
+    @property
+    def sasl_ssl_port(self) -> int:
+        return self._port(self.settings.kafka_sasl_ssl_port) if self.settings.kafka_sasl_ssl_port else 0
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.settings.state_dir / "data" / "kafka-tls"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.tls_dir / "ca.pem"
+
+    @property
+    def cluster_id_file(self) -> Path:
+        return self.settings.state_dir / "data" / "kafka-cluster.id"
 
     # ---- paths / addresses ---------------------------------------------------------------------------------------
     @property
@@ -86,13 +132,16 @@ class KafkaService(Service):
 
     @property
     def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.settings.kafka_port}"
+        return f"127.0.0.1:{self.port}"
 
     def ports(self) -> list[int]:
-        return [self.settings.kafka_port, self.settings.kafka_controller_port]
+        return [self.port, self.controller_port] + ([self.sasl_ssl_port] if self.sasl_ssl_port else [])
 
     def endpoints(self) -> dict[str, str]:
-        return {"kafka": self.bootstrap}
+        out = {self.name: self.bootstrap}
+        if self.sasl_ssl_port:
+            out[f"{self.name} (SASL_SSL, CA {self.ca_file})"] = f"127.0.0.1:{self.sasl_ssl_port}"
+        return out
 
     # ---- lifecycle -----------------------------------------------------------------------------------------------
     def install(self, progress: Callable[[str], None] = print) -> None:
@@ -115,27 +164,35 @@ class KafkaService(Service):
 
     def server_properties(self) -> str:
         s = self.settings
-        port, cport = s.kafka_port, s.kafka_controller_port
+        port, cport = self.port, self.controller_port
+        replicas, min_isr = min(self.nodes, 3), 2 if self.nodes >= 3 else 1
+        voters = ",".join(f"{n}@127.0.0.1:{self._port(s.kafka_controller_port, n)}" for n in range(1, self.nodes + 1))
+        listeners, advertised = f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}", f"PLAINTEXT://127.0.0.1:{port}"
+        protocols = "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+        if self.sasl_ssl_port:
+            listeners += f",SASL_SSL://127.0.0.1:{self.sasl_ssl_port}"
+            advertised += f",SASL_SSL://127.0.0.1:{self.sasl_ssl_port}"
+            protocols += ",SASL_SSL:SASL_SSL"
         props = {
             "process.roles": "broker,controller",
-            "node.id": NODE_ID,
-            "controller.quorum.voters": f"{NODE_ID}@127.0.0.1:{cport}",
-            "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+            "node.id": self.node,
+            "controller.quorum.voters": voters,
+            "listeners": listeners,
+            "advertised.listeners": advertised,
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "listener.security.protocol.map": protocols,
             "log.dirs": self.log_dir,
             "num.partitions": s.kafka_partitions,
-            "default.replication.factor": 1,
-            "min.insync.replicas": 1,
-            "offsets.topic.replication.factor": 1,
+            "default.replication.factor": replicas,
+            "min.insync.replicas": min_isr,
+            "offsets.topic.replication.factor": replicas,
             "offsets.topic.num.partitions": 3,
-            "transaction.state.log.replication.factor": 1,
-            "transaction.state.log.min.isr": 1,
+            "transaction.state.log.replication.factor": replicas,
+            "transaction.state.log.min.isr": min_isr,
             "transaction.state.log.num.partitions": 3,
-            "share.coordinator.state.topic.replication.factor": 1,
-            "share.coordinator.state.topic.min.isr": 1,
+            "share.coordinator.state.topic.replication.factor": replicas,
+            "share.coordinator.state.topic.min.isr": min_isr,
             # topics are created explicitly (the events topic by after_ready)
             "auto.create.topics.enable": "false",
             # events carry their own (possibly years old, simulated) timestamps: time retention would delete them
@@ -150,10 +207,65 @@ class KafkaService(Service):
             "log.cleaner.threads": 1,
             "log.cleaner.dedupe.buffer.size": 16 * 1024 * 1024,
             "socket.request.max.bytes": 104857600,
+            **self._sasl_ssl_properties(),
         }
         lines = ["# Written by tv_platform/stack/kafka.py at every start; edit the settings, not this file."]
         lines += [f"{k}={v}" for k, v in props.items()]
         return "\n".join(lines) + "\n"
+
+    def _sasl_ssl_properties(self) -> dict:
+        if not self.sasl_ssl_port:
+            return {}
+        user, password = self.settings.kafka_sasl_username, self.settings.kafka_sasl_password
+        return {
+            "sasl.enabled.mechanisms": "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
+            "listener.name.sasl_ssl.ssl.keystore.type": "PKCS12",
+            "listener.name.sasl_ssl.ssl.keystore.location": self.tls_dir / "broker.keystore.p12",
+            "listener.name.sasl_ssl.ssl.keystore.password": KEYSTORE_PASSWORD,
+            "listener.name.sasl_ssl.ssl.key.password": KEYSTORE_PASSWORD,
+            "listener.name.sasl_ssl.plain.sasl.jaas.config":
+                f'org.apache.kafka.common.security.plain.PlainLoginModule required user_{user}="{password}";',
+            "listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config":
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config":
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+        }
+
+    def make_certificates(self) -> None:
+        """A local CA (openssl) and the brokers' certificate signed by it for 127.0.0.1/localhost, in a PKCS12
+        keystore made with keytool. Made once; kept across restarts."""
+        from shutil import which
+
+        keystore = self.tls_dir / "broker.keystore.p12"
+        if keystore.exists() and self.ca_file.exists():
+            return
+        self.tls_dir.mkdir(parents=True, exist_ok=True)
+        keytool = Path(java_bin()).with_name("keytool")
+        keytool = str(keytool) if keytool.exists() else which("keytool") or "keytool"
+        d, log = self.tls_dir, self.log_file
+        (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+        run_checked(self.name, ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650",
+                                "-subj", "/CN=tv_platform local CA", "-keyout", str(d / "ca.key"),
+                                "-out", str(self.ca_file)], log)
+        run_checked(self.name, ["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+                                "-keyout", str(d / "broker.key"), "-out", str(d / "broker.csr")], log)
+        run_checked(self.name, ["openssl", "x509", "-req", "-in", str(d / "broker.csr"), "-CA", str(self.ca_file),
+                                "-CAkey", str(d / "ca.key"), "-CAcreateserial", "-days", "3650",
+                                "-extfile", str(d / "san.ext"), "-out", str(d / "broker.pem")], log)
+        run_checked(self.name, ["openssl", "pkcs12", "-export", "-in", str(d / "broker.pem"),
+                                "-inkey", str(d / "broker.key"), "-certfile", str(self.ca_file), "-name", "broker",
+                                "-out", str(d / "broker.openssl.p12"), "-passout", f"pass:{KEYSTORE_PASSWORD}"], log)
+        run_checked(self.name, [keytool, "-importkeystore", "-noprompt",
+                                "-srckeystore", str(d / "broker.openssl.p12"), "-srcstoretype", "PKCS12",
+                                "-srcstorepass", KEYSTORE_PASSWORD, "-destkeystore", str(keystore),
+                                "-deststoretype", "PKCS12", "-deststorepass", KEYSTORE_PASSWORD], log)
+
+    def cluster_id(self) -> str:
+        """The cluster id every node is formatted with (made by the first node formatted)."""
+        if not self.cluster_id_file.exists():
+            self.cluster_id_file.parent.mkdir(parents=True, exist_ok=True)
+            self.cluster_id_file.write_text(_cluster_id())
+        return self.cluster_id_file.read_text().strip()
 
     def formatted(self) -> bool:
         return (self.log_dir / "meta.properties").exists()
@@ -162,13 +274,15 @@ class KafkaService(Service):
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.properties_file.write_text(self.server_properties())
         self.log4j_file.write_text(LOG4J2)
+        if self.sasl_ssl_port:
+            self.make_certificates()
         if self.formatted():
             return
         self.log_dir.mkdir(parents=True, exist_ok=True)
         argv = [
             java_bin(), *self._jvm_flags("256m", "32m"), "-cp", self._classpath(),
             "kafka.tools.StorageTool", "format",
-            "-t", _cluster_id(), "-c", str(self.properties_file), "--ignore-formatted",
+            "-t", self.cluster_id(), "-c", str(self.properties_file), "--ignore-formatted",
         ]
         run_checked(self.name, argv, self.log_file, cwd=self.data_dir)
         if not self.formatted():
@@ -194,22 +308,36 @@ class KafkaService(Service):
         )
 
     def ready(self) -> bool:
-        if not port_open(self.settings.kafka_port):
+        if self.node < self.nodes:  # the quorum forms when the last node is up: an earlier node waits for its turn
+            return port_open(self.controller_port)
+        if not port_open(self.port):
             return False
         admin = self._admin()
         try:
             cluster = admin.describe_cluster()
             brokers = cluster.get("brokers") or []
-            live = [
-                b for b in brokers
-                if int(b.get("broker_id", b.get("node_id", -1))) == NODE_ID and not b.get("is_fenced", False)
-            ]
-            return bool(live) and cluster.get("controller_id", -1) not in (-1, None)
+            live = {int(b.get("broker_id", b.get("node_id", -1))) for b in brokers if not b.get("is_fenced", False)}
+            return live >= set(range(1, self.nodes + 1)) and cluster.get("controller_id", -1) not in (-1, None)
         finally:
             admin.close()
 
     def after_ready(self) -> None:
+        if self.node < self.nodes:
+            return
+        if self.sasl_ssl_port:
+            self.create_scram_user()
         self.ensure_topic(self.settings.kafka_topic, self.settings.kafka_partitions)
+
+    def create_scram_user(self) -> None:
+        """The SCRAM user (both hashes), with the broker's own tool: ``kafka-configs --alter --add-config``."""
+        s = self.settings
+        password = s.kafka_sasl_password  # kafka-configs reads "[password=…]": no commas or brackets in it
+        run_checked(self.name, [
+            java_bin(), *self._jvm_flags("256m", "32m"), "-cp", self._classpath(), "kafka.admin.ConfigCommand",
+            "--bootstrap-server", self.bootstrap, "--alter", "--entity-type", "users",
+            "--entity-name", s.kafka_sasl_username,
+            "--add-config", f"SCRAM-SHA-256=[password={password}],SCRAM-SHA-512=[password={password}]",
+        ], self.log_file, cwd=self.data_dir)
 
     def ensure_topic(self, topic: str, partitions: int) -> None:
         """Create ``topic`` with ``partitions`` partitions unless it exists (idempotent)."""
@@ -221,13 +349,21 @@ class KafkaService(Service):
             if topic in admin.list_topics():
                 return
             try:
-                admin.create_topics([NewTopic(topic, partitions, 1)], timeout_ms=15000)
+                admin.create_topics([NewTopic(topic, partitions, min(self.nodes, 3))], timeout_ms=15000)
             except TopicAlreadyExistsError:
                 pass
         except Exception as exc:  # noqa: BLE001
             raise StackError(self.name, f"cannot create topic {topic!r}: {type(exc).__name__}: {exc}", self.log_file)
         finally:
             admin.close()
+
+
+def kafka_nodes(settings) -> list[KafkaService]:
+    """The local Kafka nodes: TVP_KAFKA_BROKERS of them, and any more a `stack up --kafka-brokers N` left running
+    (so `stack down` and `status` see them without the setting)."""
+    recorded = [int(p.stem.split("-")[1]) for p in settings.run_dir.glob("kafka-*.pid") if p.stem.split("-")[1].isdigit()]
+    nodes = max([max(1, settings.kafka_brokers), *recorded])
+    return [KafkaService(settings, node=n, nodes=nodes) for n in range(1, nodes + 1)]
 
 
 def _admin_client(**config):

@@ -1,0 +1,136 @@
+"""The Kafka data path on librdkafka (confluent-kafka): the range reader against what was produced, read_committed
+against a transactional producer's commits and aborts, the sensor's cut of offsets by record timestamps, and the
+security settings as each client gets them."""
+
+import random
+import time
+
+import pytest
+
+from tv_platform.dates import day_start_ms, record_day, timer_ms
+from tv_platform.engines.kafka import KafkaClientError, KafkaResource
+from tv_platform.resources import kafka_resource
+from tv_platform.sensors import cut_by_timestamp
+from tv_platform.streaming import DateRange
+
+DAYS = [f"2023-10-{d:02d}" for d in range(1, 31)]
+
+
+def _cut(stamps, start, stop, days=DAYS):
+    """The sensor's cut over records with these timestamps (offset = index), ``find`` as the broker answers it."""
+    def find(ts):
+        hit = next((i for i, t in enumerate(stamps) if t >= ts), None)
+        return None if hit is None else (hit, stamps[hit])
+
+    first = next(stamps[i] for i in range(start, stop))
+    return cut_by_timestamp(0, start, stop, first, find, days)
+
+
+def test_ordered_timestamps_are_cut_exactly_at_midnight():
+    rng = random.Random(5)
+    stamps = sorted(day_start_ms("2023-10-03") + rng.randrange(4 * 86_400_000) for _ in range(5_000))
+    for start, stop in ((0, 5_000), (1_234, 4_321), (10, 11)):
+        ranges = _cut(stamps, start, stop)
+        # contiguous, covering [start, stop), and every record in the range of its own day
+        assert ranges[0].start == start and ranges[-1].end == stop
+        assert all(a.end == b.start for a, b in zip(ranges, ranges[1:]))
+        for r in ranges:
+            assert {record_day(stamps[i]) for i in range(r.start, r.end)} == {r.day}
+        assert len({r.day for r in ranges}) == len(ranges)
+
+
+def test_days_outside_the_partitions_join_the_nearest_and_late_records_stay_in_place():
+    stamps = [day_start_ms("2023-09-20")] * 3 + [day_start_ms("2023-10-02") + 5] * 4 + \
+             [day_start_ms("2023-10-01") + 7] + [day_start_ms("2023-10-02") + 9] * 2 + [day_start_ms("2024-05-05")] * 3
+    ranges = _cut(stamps, 0, len(stamps))
+    assert ranges == [DateRange(0, 0, 3, "2023-10-01"), DateRange(0, 3, 10, "2023-10-02"),
+                      DateRange(0, 10, 13, "2023-10-30")]
+
+
+def test_a_day_is_its_timers_date():
+    stamps = timer_ms(["2023-10-05 00:00:00", "2023-10-05 23:59:59"])
+    assert [record_day(t) for t in stamps] == ["2023-10-05", "2023-10-05"]
+    assert stamps[0] == day_start_ms("2023-10-05")
+
+
+def test_security_settings_reach_both_clients():
+    kafka = KafkaResource(bootstrap_servers="b:1", topic="t", security_protocol="SASL_SSL",
+                          sasl_mechanism="SCRAM-SHA-256", sasl_username="u", sasl_password="p", ssl_cafile="/ca.pem",
+                          ssl_certfile="/c.pem", ssl_keyfile="/k.pem")
+    rd = kafka.librdkafka_config()
+    assert (rd["security.protocol"], rd["sasl.mechanism"], rd["sasl.username"], rd["sasl.password"]) == \
+        ("sasl_ssl", "SCRAM-SHA-256", "u", "p")
+    assert (rd["ssl.ca.location"], rd["ssl.certificate.location"], rd["ssl.key.location"]) == \
+        ("/ca.pem", "/c.pem", "/k.pem")
+    kp = kafka.kafka_python_config()
+    assert (kp["security_protocol"], kp["sasl_mechanism"], kp["sasl_plain_username"], kp["sasl_plain_password"],
+            kp["ssl_cafile"], kp["ssl_certfile"], kp["ssl_keyfile"]) == \
+        ("SASL_SSL", "SCRAM-SHA-256", "u", "p", "/ca.pem", "/c.pem", "/k.pem")
+    plain = KafkaResource(bootstrap_servers="b:1", topic="t").librdkafka_config()
+    assert plain["security.protocol"] == "plaintext" and "sasl.mechanism" not in plain
+    with pytest.raises(KafkaClientError, match="TVP_KAFKA_SECURITY_PROTOCOL"):
+        KafkaResource(bootstrap_servers="b:1", topic="t", security_protocol="TLS").librdkafka_config()
+
+
+@pytest.mark.services
+def test_the_reader_reads_exactly_what_was_produced(stack, unique):
+    from confluent_kafka import Producer
+
+    kafka = kafka_resource(stack).with_topic(f"read_{unique}")
+    kafka.ensure_topic(partitions=2)
+    rng = random.Random(11)
+    sent = {0: [], 1: []}
+    for compression in ("gzip", "zstd"):  # batches of both kinds in one partition
+        producer = Producer({**kafka.librdkafka_config(), "compression.type": compression, "batch.size": 16_384})
+        for i in range(6_000):
+            value = None if i % 1000 == 3 else bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 300)))
+            key = None if i % 5 == 1 else f"k{i % 17}".encode()
+            producer.produce(kafka.topic, value, key, partition=i % 2, timestamp=1_695_500_000_000 + i)
+            sent[i % 2].append((1_695_500_000_000 + i, key, value))
+        assert producer.flush(30) == 0
+    _, end = kafka.offsets()
+    assert end == {0: 6_000, 1: 6_000}
+    with kafka.reader() as reader:
+        for partition, start, stop in ((0, 0, 6_000), (1, 0, 6_000), (1, 2_345, 4_567)):
+            records = reader.read_exactly(partition, start, stop)
+            assert [(m.offset, m.timestamp_ms, m.key, m.value) for m in records] == \
+                [(o, *sent[partition][o]) for o in range(start, stop)]
+        # past the end: it reads what there is until the deadline
+        records, reached = reader.read(0, 5_990, 6_100, deadline=time.monotonic() + 1.5)
+        assert len(records) == 10 and reached == 6_000
+        with pytest.raises(KafkaClientError):
+            reader.read(0, 7_000, 7_010, deadline=time.monotonic() + 5)
+
+
+@pytest.mark.services
+def test_read_committed_skips_aborted_transactions_and_the_sensor_cuts_around_them(stack, unique):
+    import dagster as dg
+    from confluent_kafka import Producer
+
+    from tv_platform.sensors import kafka_events_sensor
+
+    kafka = kafka_resource(stack).with_topic(f"txn_{unique}")
+    kafka.ensure_topic(partitions=1)
+    producer = Producer({**kafka.librdkafka_config(), "transactional.id": f"tvp-test-{unique}"})
+    producer.init_transactions(30)
+    committed = []
+    for n, commit in enumerate((True, False, True, False)):
+        producer.begin_transaction()
+        for i in range(100):
+            value = f'{{"txn":{n},"i":{i}}}'.encode()
+            producer.produce(kafka.topic, value, b"k", timestamp=day_start_ms("2023-10-07") + n * 1000 + i)
+            if commit:
+                committed.append(value)
+        assert producer.flush(30) == 0  # all sent before the transaction ends
+        (producer.commit_transaction if commit else producer.abort_transaction)(30)
+    _, end = kafka.offsets()
+    assert end[0] == 404  # 400 records and 4 markers
+    records = kafka.read_range(0, 0, end[0])
+    assert records.values.to_pylist() == committed
+
+    ctx = dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources={"kafka": kafka})
+    result = kafka_events_sensor(ctx)
+    assert len(result.run_requests) == 1, [(r.partition_key, r.run_config) for r in result.run_requests]
+    (rr,) = result.run_requests
+    assert rr.partition_key == "2023-10-07"
+    assert rr.run_config["ops"]["tv_stream_snapshot"]["config"]["ranges"] == [{"partition": 0, "start": 0, "end": 404}]
