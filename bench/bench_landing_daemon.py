@@ -1,6 +1,7 @@
 """Benchmark: landing under the real Dagster daemon — events/s from the first event produced to the last one landed.
 
     python bench/bench_landing_daemon.py [--events 1000000] [--rate R] [--plot FILE.png] [--users 100000] [--port 3123]
+                                         [--brokers 3]
 
 `bench_ingest.py` runs the sensor and the landing asset in its own processes; this one measures what an operator
 gets: `dagster dev` (webserver + daemon, the platform's instance in PostgreSQL, `QueuedRunCoordinator` with three runs
@@ -9,7 +10,8 @@ topic and lake root (set through TVP_KAFKA_TOPIC / TVP_LAKE_ROOT for `dagster de
 automation sensor, which follows today's partition, stays out of it), and counts the landed events from the runs'
 materializations. A burst (default) shows what one tick's wait and the run start-up cost; ``--rate`` produces at a
 steady rate, as a live stream arrives, and shows whether landing keeps up (the drain time after the producer stops
-stays about one tick and one run, however long it ran). Needs the local stack (`tv-platform stack up`) and a free port; results go to stdout — copy them
+stays about one tick and one run, however long it ran). ``--brokers 3`` runs it against a 3-broker KRaft cluster of
+its own (RF 3, min.insync.replicas=2, free ports, a temporary state directory) instead of the stack's broker. Needs the local stack (`tv-platform stack up`) and a free port; results go to stdout — copy them
 into docs/benchmarks.md with the date.
 """
 
@@ -33,8 +35,24 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=3123)
     ap.add_argument("--timeout", type=float, default=900)
     ap.add_argument("--plot", metavar="FILE.png", help="draw produced and landed events over time into FILE.png")
+    ap.add_argument("--brokers", type=int, default=1, help="1: the stack's broker; 3: a cluster of its own")
     args = ap.parse_args()
+    if args.brokers > 1:
+        import tempfile
 
+        from tv_platform.settings import get_settings
+        from tv_platform.stack.kafka import own_kafka
+
+        with tempfile.TemporaryDirectory(prefix="tvp-bench-kafka-") as tmp, \
+                own_kafka(get_settings(), Path(tmp) / "state", brokers=args.brokers) as own:
+            os.environ["TVP_KAFKA_BOOTSTRAP"] = own.kafka_bootstrap  # for this process and `dagster dev`
+            get_settings.cache_clear()
+            run(args)
+    else:
+        run(args)
+
+
+def run(args) -> None:
     run_id = uuid.uuid4().hex[:6]
     os.environ["TVP_KAFKA_TOPIC"] = f"bench_daemon_{run_id}"
     os.environ["TVP_LAKE_ROOT"] = f"/bench/daemon_{run_id}/lake"

@@ -22,14 +22,14 @@ from tv_platform.resources import hdfs_io_manager, kafka_resource, lake_resource
 from tv_platform.sensors import kafka_events_sensor
 from tv_platform.simulator.live import live_frame
 from tv_platform.simulator.model import SimulationParams
-from tv_platform_tests.private_kafka import kill, node_of, private_kafka
+from tv_platform_tests.private_kafka import hdfs_up, kill, node_of, private_kafka
 
 pytestmark = pytest.mark.services
 
 
 @pytest.fixture(scope="module")
-def cluster(stack, tmp_path_factory):
-    with private_kafka(stack, tmp_path_factory.mktemp("kafka_cluster") / "state", brokers=3) as own:
+def cluster(settings, tmp_path_factory):
+    with private_kafka(hdfs_up(settings), tmp_path_factory.mktemp("kafka_cluster") / "state", brokers=3) as own:
         yield own
 
 
@@ -68,8 +68,12 @@ def _kill_leader_then_restart(cluster, kafka, topic, when):
     return leader, node
 
 
-def _frame(day, count, seed):
-    return live_frame(day, SimulationParams(users=10_000, seed=seed), count=count)
+def _frame(first_day, days, seed):
+    """Consecutive simulated days of the reference's 10 000 subscribers (16 k events a day), in timer order."""
+    from datetime import timedelta
+
+    return pd.concat([live_frame(first_day + timedelta(days=d), SimulationParams(users=10_000, seed=seed))
+                      for d in range(days)], ignore_index=True)
 
 
 def _values_in_topic(kafka):
@@ -89,7 +93,7 @@ def test_topics_are_replicated_three_times_with_two_in_sync_required(cluster):
 def test_leader_killed_during_produce_every_event_once_and_the_broker_rejoins(cluster):
     kafka = kafka_resource(cluster).with_topic(f"kill_produce_{uuid.uuid4().hex[:8]}")
     kafka.ensure_topic(partitions=3)
-    frame = _frame(date(2023, 10, 15), 300_000, 21)
+    frame = _frame(date(2023, 10, 1), 18, 21)  # ≈ 290 k events, ≈ 7 s at 40 k/s
     outcome = {}
     producing = threading.Thread(target=lambda: outcome.update(sent=publish_frame(kafka, frame, rate=40_000,
                                                                                   progress=False)))
@@ -117,7 +121,7 @@ def lake_res(cluster):
 def test_leader_killed_during_a_landing_run_every_event_lands_once(cluster, lake_res):
     kafka = kafka_resource(cluster).with_topic(f"kill_land_{uuid.uuid4().hex[:8]}")
     kafka.ensure_topic(partitions=3)
-    frame = _frame(date(2023, 10, 16), 400_000, 22)
+    frame = _frame(date(2023, 11, 1), 20, 22)  # ≈ 320 k events: twenty landing runs
     assert publish_frame(kafka, frame, progress=False) == len(frame)
     ctx = dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources={"kafka": kafka})
     requests = kafka_events_sensor(ctx).run_requests

@@ -18,19 +18,19 @@ import pytest
 from tv_platform import layout
 from tv_platform.assets import ingest
 from tv_platform.engines.hdfs import HdfsCsvIOManager, LakeResource
-from tv_platform.engines.kafka import KafkaClientError, encode_event_arrays
+from tv_platform.engines.kafka import KafkaClientError, KafkaResource
 from tv_platform.resources import hdfs_io_manager, kafka_resource, lake_resource
 from tv_platform.sensors import kafka_events_sensor
 from tv_platform.simulator.live import live_frame
 from tv_platform.simulator.model import SimulationParams
-from tv_platform_tests.private_kafka import private_kafka
+from tv_platform_tests.private_kafka import hdfs_up, private_kafka
 
 pytestmark = pytest.mark.services
 
 
 @pytest.fixture(scope="module")
-def secure(stack, tmp_path_factory):
-    with private_kafka(stack, tmp_path_factory.mktemp("kafka_sasl_ssl") / "state", sasl_ssl=True) as own:
+def secure(settings, tmp_path_factory):
+    with private_kafka(hdfs_up(settings), tmp_path_factory.mktemp("kafka_sasl_ssl") / "state", sasl_ssl=True) as own:
         yield own
 
 
@@ -41,15 +41,16 @@ def _env(own, **extra) -> dict:
             "TVP_KAFKA_SSL_CAFILE": str(own.state_dir / "data" / "kafka-tls" / "ca.pem"), **extra}
 
 
-def _secure_resource(own, topic, mechanism):
-    return kafka_resource(own).model_copy(update={
-        "bootstrap_servers": f"127.0.0.1:{own.kafka_sasl_ssl_port}", "topic": topic,
-        "security_protocol": "SASL_SSL", "sasl_mechanism": mechanism,
-        "ssl_cafile": str(own.state_dir / "data" / "kafka-tls" / "ca.pem")})
+def _secure_resource(own, topic, mechanism, **extra):
+    return KafkaResource(**{
+        **kafka_resource(own).model_dump(), "bootstrap_servers": f"127.0.0.1:{own.kafka_sasl_ssl_port}",
+        "topic": topic, "security_protocol": "SASL_SSL", "sasl_mechanism": mechanism,
+        "ssl_cafile": str(own.state_dir / "data" / "kafka-tls" / "ca.pem"), **extra})
 
 
 @pytest.fixture(scope="module")
-def lake_res(stack):
+def lake_res(secure):
+    stack = secure
     root = f"/tests/kafka_sasl_{uuid.uuid4().hex[:8]}"
     lake = LakeResource(**{**lake_resource(stack).model_dump(), "lake_root": root})
     io_manager = HdfsCsvIOManager(**{**hdfs_io_manager(stack).model_dump(), "lake_root": root})
@@ -98,7 +99,7 @@ def test_a_wrong_password_is_one_clear_line_not_a_hang(secure):
     assert "authentication" in lines[0].lower() or "sasl" in lines[0].lower(), lines[0]
     assert time.monotonic() - t0 < 60
     # the data path's clients alike
-    wrong = _secure_resource(secure, "never", "SCRAM-SHA-256").model_copy(update={"sasl_password": "wrong"})
+    wrong = _secure_resource(secure, "never", "SCRAM-SHA-256", sasl_password="wrong")
     for attempt in (lambda: wrong.producer(), lambda: wrong.reader().__enter__(), lambda: wrong.offsets()):
         t0 = time.monotonic()
         with pytest.raises(KafkaClientError) as info:

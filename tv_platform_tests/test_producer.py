@@ -124,7 +124,7 @@ def test_rate_is_honoured_within_ten_percent_over_ten_seconds(stack, unique):
     kafka = kafka_resource(stack).with_topic(f"rate_{unique}")
     kafka.ensure_topic(partitions=3)
     rate = 20_000
-    proc = _produce(dict(os.environ), "--topic", kafka.topic, "--date", "2023-10-13", "--users", "30000",
+    proc = _produce(dict(os.environ), "--topic", kafka.topic, "--date", "2023-10-13", "--users", "200000",
                     "--rate", str(rate), "--duration", "14")
     deadline = time.monotonic() + 60
     while sum(kafka.offsets()[1].values()) == 0 and time.monotonic() < deadline:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -332,12 +333,12 @@ class KafkaService(Service):
         """The SCRAM user (both hashes), with the broker's own tool: ``kafka-configs --alter --add-config``."""
         s = self.settings
         password = s.kafka_sasl_password  # kafka-configs reads "[password=…]": no commas or brackets in it
-        run_checked(self.name, [
-            java_bin(), *self._jvm_flags("256m", "32m"), "-cp", self._classpath(), "kafka.admin.ConfigCommand",
-            "--bootstrap-server", self.bootstrap, "--alter", "--entity-type", "users",
-            "--entity-name", s.kafka_sasl_username,
-            "--add-config", f"SCRAM-SHA-256=[password={password}],SCRAM-SHA-512=[password={password}]",
-        ], self.log_file, cwd=self.data_dir)
+        for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-512"):  # one credential a request
+            run_checked(self.name, [
+                java_bin(), *self._jvm_flags("256m", "32m"), "-cp", self._classpath(), "kafka.admin.ConfigCommand",
+                "--bootstrap-server", self.bootstrap, "--alter", "--entity-type", "users",
+                "--entity-name", s.kafka_sasl_username, "--add-config", f"{mechanism}=[password={password}]",
+            ], self.log_file, cwd=self.data_dir)
 
     def ensure_topic(self, topic: str, partitions: int) -> None:
         """Create ``topic`` with ``partitions`` partitions unless it exists (idempotent)."""
@@ -364,6 +365,42 @@ def kafka_nodes(settings) -> list[KafkaService]:
     recorded = [int(p.stem.split("-")[1]) for p in settings.run_dir.glob("kafka-*.pid") if p.stem.split("-")[1].isdigit()]
     nodes = max([max(1, settings.kafka_brokers), *recorded])
     return [KafkaService(settings, node=n, nodes=nodes) for n in range(1, nodes + 1)]
+
+
+@contextmanager
+def own_kafka(settings, state_dir: Path, brokers: int = 1, sasl_ssl: bool = False, base_port: int = 0):
+    """A Kafka of its own — ``brokers`` KRaft nodes (and a SASL_SSL listener) on free ports from ``base_port`` (or
+    found), under ``state_dir`` — for tests and benchmarks that must not touch the stack's broker; yields its
+    settings (the bootstrap lists every node) and stops it, state and all, afterwards."""
+    import dataclasses
+    import shutil
+
+    base = base_port or free_base_port(2 * brokers + 2)
+    own = dataclasses.replace(
+        settings, state_dir=state_dir,
+        kafka_bootstrap=",".join(f"127.0.0.1:{base + 2 * n}" for n in range(brokers)),
+        kafka_controller_port=base + 1, kafka_brokers=brokers,
+        kafka_sasl_ssl_port=base + 2 * brokers if sasl_ssl else 0, kafka_heap="384m")
+    nodes = kafka_nodes(own)
+    try:
+        for node in nodes:
+            node.install(lambda _m: None)
+            node.start()
+        yield own
+    finally:
+        for node in reversed(nodes):
+            node.stop(timeout=15)
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def free_base_port(span: int, low: int = 29_100, high: int = 39_000) -> int:
+    """A port p such that p .. p+span-1 are all free."""
+    import os
+
+    for base in range(low + (os.getpid() % 97) * 50, high, 50):
+        if not any(port_open(p) for p in range(base, base + span)):
+            return base
+    raise StackError("kafka", "no free ports for a Kafka of its own")
 
 
 def _admin_client(**config):
