@@ -36,15 +36,20 @@ def cluster(settings, tmp_path_factory):
 def _describe(kafka, topic):
     from confluent_kafka.admin import AdminClient
 
-    meta = AdminClient(kafka.librdkafka_config()).list_topics(topic, timeout=15).topics[topic]
-    return meta.partitions  # {id: PartitionMetadata(leader, replicas, isrs)}
+    admin, deadline = AdminClient(kafka.librdkafka_config()), time.monotonic() + 60
+    while True:  # a topic just created takes a moment to reach every broker's metadata
+        meta = admin.list_topics(topic, timeout=15).topics[topic]
+        if (meta.error is None and meta.partitions and all(p.leader >= 0 for p in meta.partitions.values())) \
+                or time.monotonic() > deadline:
+            return meta.partitions  # {id: PartitionMetadata(leader, replicas, isrs)}
+        time.sleep(0.5)
 
 
 def _topic_config(kafka, topic, name):
     from confluent_kafka.admin import AdminClient, ConfigResource
 
-    (future,) = AdminClient(kafka.librdkafka_config()).describe_configs(
-        [ConfigResource(ConfigResource.Type.TOPIC, topic)]).values()
+    admin = AdminClient(kafka.librdkafka_config())  # kept until the answer is in
+    (future,) = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, topic)]).values()
     return future.result(15)[name].value
 
 
