@@ -3,7 +3,6 @@ test's own): topics with replication factor 3 and min.insync.replicas=2; the par
 `produce` and again during a landing run — every event is there, and lands, exactly once (counted from the produced
 frame, not from the platform's metadata) — and the killed broker rejoins the in-sync replicas."""
 
-import io
 import threading
 import time
 import uuid
@@ -14,15 +13,15 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from tv_platform import layout
 from tv_platform.assets import ingest
-from tv_platform.engines.hdfs import HdfsCsvIOManager, LakeResource
 from tv_platform.engines.kafka import encode_event_arrays, publish_frame
-from tv_platform.resources import hdfs_io_manager, kafka_resource, lake_resource
+from tv_platform.resources import kafka_resource
 from tv_platform.sensors import kafka_events_sensor
 from tv_platform.simulator.live import live_frame
 from tv_platform.simulator.model import SimulationParams
-from tv_platform_tests.private_kafka import hdfs_up, kill, node_of, private_kafka
+from tv_platform_tests.private_kafka import (
+    hdfs_up, kill, landed_events, node_of, private_kafka, produced_events, reference_lake,
+)
 
 pytestmark = pytest.mark.services
 
@@ -114,13 +113,8 @@ def test_leader_killed_during_produce_every_event_once_and_the_broker_rejoins(cl
 
 @pytest.fixture(scope="module")
 def lake_res(cluster):
-    root = f"/tests/kafka_cluster_{uuid.uuid4().hex[:8]}"
-    lake = LakeResource(**{**lake_resource(cluster).model_dump(), "lake_root": root})
-    io_manager = HdfsCsvIOManager(**{**hdfs_io_manager(cluster).model_dump(), "lake_root": root})
-    assert dg.materialize([ingest.channels, ingest.users], resources={"hdfs_io_manager": io_manager},
-                          run_config={"ops": {"users": {"config": {"users": 10_000, "seed": 42}}}}).success
-    yield lake
-    lake.fs().delete(root)
+    with reference_lake(cluster, "kafka_cluster") as lake:
+        yield lake
 
 
 def test_leader_killed_during_a_landing_run_every_event_lands_once(cluster, lake_res):
@@ -146,13 +140,6 @@ def test_leader_killed_during_a_landing_run_every_event_lands_once(cluster, lake
     leader, node = _kill_leader_then_restart(cluster, kafka, kafka.topic, lambda: True)
     landing.join(timeout=600)
     assert len(results) == len(requests) and all(r.success for r in results)
-    fs = lake_res.fs()
-    landed = []
-    for day in sorted({rr.partition_key for rr in requests}):
-        base = layout.partition_dir(layout.raw_dir("tv_stream", lake_res.lake_root), day)
-        landed += [pd.read_csv(io.BytesIO(fs.read_bytes(f"{base}/{n}"))) for n in fs.listdir(base) if n.endswith(".csv")]
-    landed = pd.concat(landed)
-    want = Counter(zip(frame.session_id, frame.status, frame.timer.dt.strftime("%Y-%m-%d %H:%M:%S")))
-    assert Counter(zip(landed.session_id, landed.status, landed.timer)) == want
+    assert landed_events(lake_res, [rr.partition_key for rr in requests]) == produced_events(frame)
     node.start()
     _wait_rejoined(kafka, kafka.topic, leader)

@@ -2,28 +2,23 @@
 makes the certificates (openssl, keytool) and the SCRAM user (the broker's kafka-configs); `tv-platform produce`, the
 sensor and a landing run all go through the SASL_SSL listener; a wrong password is one clear line, quickly."""
 
-import io
 import os
 import subprocess
 import sys
 import time
 import uuid
-from collections import Counter
 from datetime import date
 
 import dagster as dg
-import pandas as pd
 import pytest
 
-from tv_platform import layout
 from tv_platform.assets import ingest
-from tv_platform.engines.hdfs import HdfsCsvIOManager, LakeResource
 from tv_platform.engines.kafka import KafkaClientError, KafkaResource
-from tv_platform.resources import hdfs_io_manager, kafka_resource, lake_resource
+from tv_platform.resources import kafka_resource
 from tv_platform.sensors import kafka_events_sensor
 from tv_platform.simulator.live import live_frame
 from tv_platform.simulator.model import SimulationParams
-from tv_platform_tests.private_kafka import hdfs_up, private_kafka
+from tv_platform_tests.private_kafka import hdfs_up, landed_events, private_kafka, produced_events, reference_lake
 
 pytestmark = pytest.mark.services
 
@@ -50,14 +45,8 @@ def _secure_resource(own, topic, mechanism, **extra):
 
 @pytest.fixture(scope="module")
 def lake_res(secure):
-    stack = secure
-    root = f"/tests/kafka_sasl_{uuid.uuid4().hex[:8]}"
-    lake = LakeResource(**{**lake_resource(stack).model_dump(), "lake_root": root})
-    io_manager = HdfsCsvIOManager(**{**hdfs_io_manager(stack).model_dump(), "lake_root": root})
-    assert dg.materialize([ingest.channels, ingest.users], resources={"hdfs_io_manager": io_manager},
-                          run_config={"ops": {"users": {"config": {"users": 10_000, "seed": 42}}}}).success
-    yield lake
-    lake.fs().delete(root)
+    with reference_lake(secure, "kafka_sasl") as lake:
+        yield lake
 
 
 def test_produce_sense_and_land_through_sasl_ssl(secure, lake_res):
@@ -77,15 +66,8 @@ def test_produce_sense_and_land_through_sasl_ssl(secure, lake_res):
         res = dg.materialize([ingest.tv_stream_snapshot], partition_key=rr.partition_key, run_config=rr.run_config,
                              resources={"kafka": kafka, "lake": lake_res})
         assert res.success
-    fs = lake_res.fs()
-    landed = []
-    for day in sorted({rr.partition_key for rr in result.run_requests}):
-        base = layout.partition_dir(layout.raw_dir("tv_stream", lake_res.lake_root), day)
-        landed += [pd.read_csv(io.BytesIO(fs.read_bytes(f"{base}/{n}"))) for n in fs.listdir(base) if n.endswith(".csv")]
-    landed = pd.concat(landed)
     frame = live_frame(date(2023, 10, 14), SimulationParams(users=10_000, seed=3), count=30_000)
-    want = Counter(zip(frame.session_id, frame.status, frame.timer.dt.strftime("%Y-%m-%d %H:%M:%S")))
-    assert Counter(zip(landed.session_id, landed.status, landed.timer)) == want
+    assert landed_events(lake_res, [rr.partition_key for rr in result.run_requests]) == produced_events(frame)
 
 
 def test_a_wrong_password_is_one_clear_line_not_a_hang(secure):

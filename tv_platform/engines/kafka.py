@@ -33,6 +33,7 @@ from kafka.errors import TopicAlreadyExistsError
 from tv_platform.streaming import Records
 
 if TYPE_CHECKING:
+    import numpy as np
     import pyarrow as pa
 
 EVENT_FIELDS = ("session_id", "user_id", "channel_id", "timer", "status")
