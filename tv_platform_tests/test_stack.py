@@ -12,14 +12,13 @@ pytestmark = pytest.mark.services
 
 
 def test_kafka_message_produced_and_consumed(stack, unique):
+    from tv_platform.engines.kafka import publish
     from tv_platform.resources import kafka_resource
 
     kafka = kafka_resource(stack).with_topic(f"test_roundtrip_{unique}")
     kafka.ensure_topic(partitions=1)
-    producer = kafka.producer()
     payload = {"session_id": unique * 4, "user_id": 7, "channel_id": 3, "timer": "2023-09-23 20:00:00", "status": "enabled"}
-    producer.send(kafka.topic, key=payload["session_id"], value=payload).get(timeout=30)
-    producer.close()
+    assert publish(kafka, [payload], raw=True, progress=False) == 1
 
     begin, end = kafka.offsets()
     assert begin == {0: 0} and end == {0: 1}
