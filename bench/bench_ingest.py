@@ -138,28 +138,28 @@ def main() -> None:
     land_reference_data(settings, args.users)
     events, seed = busy_stream(date(2023, 10, 10), args.users, args.events)
     more = busy_stream(date(2023, 10, 10), args.users, args.sustained, first_seed=seed)[0] if args.sustained else None
-    rows = []
-    if args.yardstick:
-        kafka = kafka_resource(settings).with_topic(f"bench_seed_{uuid.uuid4().hex[:6]}")
-        kafka.ensure_topic(partitions=args.partitions)
-        rows.append({"kafka": "1 broker", "seed producer": seed_producer(kafka, events.iloc[:args.yardstick])})
-    for brokers in [int(b) for b in args.brokers.split(",")]:
-        topic = f"bench_{uuid.uuid4().hex[:6]}"
-        if brokers == 1:
-            rows.append(measure("1 broker", kafka_resource(settings).with_topic(topic), args, events, more))
-            continue
-        with tempfile.TemporaryDirectory(prefix="tvp-bench-kafka-") as tmp, \
-                own_kafka(settings, Path(tmp) / "state", brokers=brokers) as own:
-            rows.append(measure(f"{brokers} brokers (RF {min(brokers, 3)}, min ISR {2 if brokers >= 3 else 1})",
-                                kafka_resource(own).with_topic(topic), args, events, more))
-
     columns = ["kafka", "seed producer", "producer", "tick", "serial", "parallel", "sustained"]
     print(f"\n{len(events):,} events, {args.partitions} partitions, landing runs {args.runners} at a time; events/s")
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))
-    for row in rows:
-        print("| " + " | ".join(f"{row[c]:,.0f}" if isinstance(row.get(c), float) else str(row.get(c, "")) for c in columns)
-              + " |")
+
+    def report(row: dict) -> None:  # a row as soon as it is measured
+        print("| " + " | ".join(f"{row[c]:,.0f}" if isinstance(row.get(c), float) else str(row.get(c, ""))
+                                for c in columns) + " |", flush=True)
+
+    if args.yardstick:
+        kafka = kafka_resource(settings).with_topic(f"bench_seed_{uuid.uuid4().hex[:6]}")
+        kafka.ensure_topic(partitions=args.partitions)
+        report({"kafka": "1 broker", "seed producer": seed_producer(kafka, events.iloc[:args.yardstick])})
+    for brokers in [int(b) for b in args.brokers.split(",")]:
+        topic = f"bench_{uuid.uuid4().hex[:6]}"
+        if brokers == 1:
+            report(measure("1 broker", kafka_resource(settings).with_topic(topic), args, events, more))
+            continue
+        with tempfile.TemporaryDirectory(prefix="tvp-bench-kafka-") as tmp, \
+                own_kafka(settings, Path(tmp) / "state", brokers=brokers) as own:
+            report(measure(f"{brokers} brokers (RF {min(brokers, 3)}, min ISR {2 if brokers >= 3 else 1})",
+                          kafka_resource(own).with_topic(topic), args, events, more))
 
 
 if __name__ == "__main__":

@@ -82,3 +82,11 @@ def landed_events(lake, days) -> Counter:
 def produced_events(frame) -> Counter:
     """(session_id, status, timer) of every event of a produced frame, counted."""
     return Counter(zip(frame.session_id, frame.status, frame.timer.dt.strftime("%Y-%m-%d %H:%M:%S")))
+
+
+def kafka_up(settings: Settings) -> Settings:
+    """The stack's broker up — all a test of the Kafka clients needs of the stack."""
+    from tv_platform.cli import stack_up
+
+    stack_up(["kafka"], quiet=True)
+    return settings

@@ -12,8 +12,14 @@ from tv_platform.engines.kafka import KafkaClientError, KafkaResource
 from tv_platform.resources import kafka_resource
 from tv_platform.sensors import cut_by_timestamp
 from tv_platform.streaming import DateRange
+from tv_platform_tests.private_kafka import kafka_up
 
 DAYS = [f"2023-10-{d:02d}" for d in range(1, 31)]
+
+
+@pytest.fixture(scope="module")
+def kafka_stack(settings):
+    return kafka_up(settings)
 
 
 def _cut(stamps, start, stop, days=DAYS):
@@ -73,7 +79,8 @@ def test_security_settings_reach_both_clients():
 
 
 @pytest.mark.services
-def test_the_reader_reads_exactly_what_was_produced(stack, unique):
+def test_the_reader_reads_exactly_what_was_produced(kafka_stack, unique):
+    stack = kafka_stack
     from confluent_kafka import Producer
 
     kafka = kafka_resource(stack).with_topic(f"read_{unique}")
@@ -103,7 +110,8 @@ def test_the_reader_reads_exactly_what_was_produced(stack, unique):
 
 
 @pytest.mark.services
-def test_read_committed_skips_aborted_transactions_and_the_sensor_cuts_around_them(stack, unique):
+def test_read_committed_skips_aborted_transactions_and_the_sensor_cuts_around_them(kafka_stack, unique):
+    stack = kafka_stack
     import dagster as dg
     from confluent_kafka import Producer
 
