@@ -23,6 +23,7 @@ defs = dg.Definitions(
         *ingest.assets,
         *follows_stream(lake.assets),
         *follows_stream(programmes.assets),
+        *follows_stream(analytics.daily_assets),  # the audience measures per broadcast day (docs/measures.md)
         *follows_stream(fresh_marts([*marts.assets, *programmes.mart_assets])),
         *analytics.assets,
         *fresh_marts(marts.forecast_assets),  # the forecast against the actuals, replaced whole (unpartitioned)

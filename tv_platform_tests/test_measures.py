@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import pandas as pd
 import pytest
 
 from tv_platform.lake import aggregates as A
@@ -171,7 +172,10 @@ def test_channel_measures_of_one_day(built):
     assert p1["ama"] == pytest.approx(76 / 240) and p1["share_pct"] == pytest.approx(100 * 76 / 107)
     m1 = rows[("morning", 1)]
     assert (m1["minutes"], m1["reach"], m1["share_pct"]) == (10, 1, 100.0)
-    assert ("morning", 2) not in rows and ("night", 1) not in rows
+    # every channel in every daypart, zeros included (so warehouse sums over days stay right on quiet days)
+    assert rows[("morning", 2)]["minutes"] == 0 and rows[("night", 1)]["minutes"] == 0
+    assert rows[("night", 1)]["ama"] == 0.0 and pd.isna(rows[("night", 1)]["share_pct"])
+    assert ch1["all_minutes"] == 117
 
 
 def test_reach_threshold(built):
@@ -189,6 +193,10 @@ def test_window_measures_count_quiet_days_as_zero(built):
     universe = _union([universe_df[d] for d in DAYS])
     rows = _rows(A.channel_measures(minutes, universe, CAL, 1), "daypart", "channel_id")
     ch1 = rows[("all", 1)]
+    # the quiet Saturday in one day's table: ch1 has its row of zeros
+    sat = _rows(A.audience_channel(minutes_df[DAYS[1]], universe_df[DAYS[1]], CAL, 1, DAYS[1]), "daypart", "channel_id")
+    assert (sat[("all", 1)]["minutes"], sat[("all", 1)]["reach"], sat[("all", 1)]["tvr_pct"]) == (0, 0, 0.0)
+    assert sat[("all", 1)]["is_weekend"] and sat[("all", 1)]["weekday"] == 6
     # ch1: 86 + 0 (Sat quiet) + 90 (u7 30, u1 60) = 176 over 3 × 1440 minutes; universes 4 + 4 + 5 member-days;
     # distinct members over the window 1, 2, 3, 4, 7 = 5; reached 1, 2, 3, 7; all minutes 117 + 40 + 120 = 277
     assert (ch1["days"], ch1["minutes"], ch1["period_minutes"], ch1["universe"], ch1["reach"]) == (3, 176, 4320, 5, 4)

@@ -347,9 +347,9 @@ AUDIENCE_TABLES: dict[str, Columns] = {
                          ("seconds", "INT"), ("programme_id", "STRING"), ("series", "STRING")],
     "audience_channel": [("daypart", "STRING"), ("channel_id", "INT"), ("channel_name", "STRING"),
                          ("weekday", "INT"), ("is_weekend", "BOOLEAN"), ("days", "INT"), ("universe", "BIGINT"),
-                         ("period_minutes", "BIGINT"), ("minutes", "BIGINT"), ("ama", "DOUBLE"), ("tvr_pct", "DOUBLE"),
-                         ("reach", "BIGINT"), ("reach_pct", "DOUBLE"), ("share_pct", "DOUBLE"),
-                         ("ats_universe_min", "DOUBLE"), ("ats_viewer_min", "DOUBLE")],
+                         ("period_minutes", "BIGINT"), ("minutes", "BIGINT"), ("all_minutes", "BIGINT"),
+                         ("ama", "DOUBLE"), ("tvr_pct", "DOUBLE"), ("reach", "BIGINT"), ("reach_pct", "DOUBLE"),
+                         ("share_pct", "DOUBLE"), ("ats_universe_min", "DOUBLE"), ("ats_viewer_min", "DOUBLE")],
     "audience_programme": [("programme_id", "STRING"), ("channel_id", "INT"), ("title", "STRING"),
                            ("series", "STRING"), ("programme_start", "TIMESTAMP"), ("programme_end", "TIMESTAMP"),
                            ("daypart", "STRING"), ("universe", "BIGINT"), ("airtime_min", "BIGINT"),
@@ -504,7 +504,9 @@ def channel_measures(minutes: DataFrame, universe: DataFrame, cal, threshold: in
     ``period_minutes`` (the daypart's minutes × days), credited ``minutes`` and the measures of :func:`_ratios` —
     AMA = minutes / period minutes, TVR = AMA as % of the universe (Σ over days of period minutes × that day's
     universe), reach (≥ ``threshold`` consecutive minutes), share = minutes / all channels' minutes in the daypart.
-    Daypart ``all`` is the whole broadcast day."""
+    Daypart ``all`` is the whole broadcast day. Every channel of ``names`` (channel_id, channel_name: the reference
+    channels and the viewed ones) gets a row in every daypart, zeros included — so a sum over days of ``minutes`` /
+    ``period_minutes`` in a warehouse is still the AMA of the whole span."""
     per_day = universe_sizes(universe)
     totals = per_day.agg(F.count(F.lit(1)).alias("days"), F.sum("universe").alias("universe_days"))
     members = universe.select("user_id").distinct().agg(F.count(F.lit(1)).alias("universe"))
@@ -515,16 +517,19 @@ def channel_measures(minutes: DataFrame, universe: DataFrame, cal, threshold: in
     everything = both.groupBy("daypart").agg(F.count(F.lit(1)).alias("all_minutes"))
     r = reached(both, ["daypart", "channel_id"], threshold).groupBy("daypart", "channel_id").agg(
         F.count(F.lit(1)).alias("reach"))
-    x = (m.join(r, ["daypart", "channel_id"], "left").join(everything, "daypart").join(parts, "daypart")
-         .crossJoin(totals).crossJoin(members)
+    named = minutes.select("channel_id").distinct().withColumn("channel_name", F.lit(None).cast("string"))
+    if names is not None:
+        named = named.unionByName(names.select(F.col("channel_id").cast("int"), "channel_name"))
+    named = named.groupBy("channel_id").agg(F.max("channel_name").alias("channel_name"))
+    cells = parts.crossJoin(named)
+    x = (cells.join(m, ["daypart", "channel_id"], "left").join(r, ["daypart", "channel_id"], "left")
+         .join(everything, "daypart", "left").crossJoin(totals).crossJoin(members)
+         .withColumn("minutes", F.coalesce(F.col("minutes"), F.lit(0)))
+         .withColumn("all_minutes", F.coalesce(F.col("all_minutes"), F.lit(0)))
          .withColumn("reach", F.coalesce(F.col("reach"), F.lit(0)))
          .withColumn("period_minutes", F.col("day_minutes") * F.col("days")))
-    if names is not None:
-        x = x.join(names.groupBy("channel_id").agg(F.max("channel_name").alias("channel_name")), "channel_id", "left")
-    else:
-        x = x.withColumn("channel_name", F.lit(None).cast("string"))
     return x.select(
-        "daypart", "channel_id", "channel_name", "days", "universe", "period_minutes", "minutes",
+        "daypart", "channel_id", "channel_name", "days", "universe", "period_minutes", "minutes", "all_minutes",
         *_ratios(F.col("minutes"), F.col("period_minutes"), F.col("day_minutes") * F.col("universe_days"),
                  F.col("reach"), F.col("universe"), F.col("all_minutes")))
 
