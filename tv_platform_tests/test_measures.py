@@ -194,7 +194,9 @@ def test_window_measures_count_quiet_days_as_zero(built):
     rows = _rows(A.channel_measures(minutes, universe, CAL, 1), "daypart", "channel_id")
     ch1 = rows[("all", 1)]
     # the quiet Saturday in one day's table: ch1 has its row of zeros
-    sat = _rows(A.audience_channel(minutes_df[DAYS[1]], universe_df[DAYS[1]], CAL, 1, DAYS[1]), "daypart", "channel_id")
+    names = built[0].select("channel_id", "channel_name")
+    sat = _rows(A.audience_channel(minutes_df[DAYS[1]], universe_df[DAYS[1]], CAL, 1, DAYS[1], names),
+                "daypart", "channel_id")
     assert (sat[("all", 1)]["minutes"], sat[("all", 1)]["reach"], sat[("all", 1)]["tvr_pct"]) == (0, 0, 0.0)
     assert sat[("all", 1)]["is_weekend"] and sat[("all", 1)]["weekday"] == 6
     # ch1: 86 + 0 (Sat quiet) + 90 (u7 30, u1 60) = 176 over 3 × 1440 minutes; universes 4 + 4 + 5 member-days;

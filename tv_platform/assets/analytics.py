@@ -564,21 +564,16 @@ def audience_measures(context: dg.AssetExecutionContext, config: AudienceWindowC
 # ---------------------------------------------------------------------------------------------------------------------
 # forecast
 # ---------------------------------------------------------------------------------------------------------------------
-def forecast_inputs(cat: HiveCatalog, days: list[str], top: int):
-    """Wide daily frames: total hours in day; hours of the top channels (by start, channel_rating); average concurrent
-    viewers per clock hour (hourly_activity minutes / 60)."""
+def forecast_inputs(cat: HiveCatalog, days: list[str]):
+    """Wide daily frames over every calendar day first..last of ``days``: total hours in day; hours of every channel
+    (by start, channel_rating; 0 on a day that exists without the channel); average concurrent viewers per clock hour
+    (hourly_activity minutes / 60). A day without a partition is missing (NaN), never 0."""
     first, last = days[0], days[-1]
-    every = pd.date_range(first, last, freq="D").strftime("%Y-%m-%d")
-    missing = sorted(set(every) - set(days))
-    if missing:
-        raise dg.Failure(f"daily_viewing misses {len(missing)} day(s) in {first}..{last} (e.g. {missing[:3]}): "
-                         "materialize them or set `end`/`days` to a complete window")
     daily = pull(cat, "daily_viewing", days, ["dt", "hours_in_day"]).set_index("dt")[["hours_in_day"]]
     total = FC.complete_days(daily.rename(columns={"hours_in_day": "total"}), first, last)
     rating = pull(cat, "channel_rating", days, ["dt", "channel_name", "hours"])
-    leaders = rating.groupby("channel_name")["hours"].sum().sort_values(ascending=False).head(top).index
-    ch = rating[rating["channel_name"].isin(leaders)].pivot_table(index="dt", columns="channel_name", values="hours",
-                                                                   aggfunc="sum")[list(leaders)]
+    ch = rating.pivot_table(index="dt", columns="channel_name", values="hours", aggfunc="sum")
+    ch = ch.reindex(index=sorted(daily.index)).fillna(0.0)
     channels = FC.complete_days(ch, first, last)
     hourly = pull(cat, "hourly_activity", days, ["dt", "hour", "minutes"])
     hh = hourly.pivot_table(index="dt", columns="hour", values="minutes", aggfunc="sum").reindex(
@@ -589,23 +584,30 @@ def forecast_inputs(cat: HiveCatalog, days: list[str], top: int):
 
 @_asset("viewing_forecast", ["daily_viewing", "channel_rating", "hourly_activity"],
         "The next 7 days of total viewing hours (in-day clock), per-channel hours (top channels) and the hourly load "
-        "profile (average concurrent viewers per clock hour), from the history: seasonal naive (same weekday last "
-        "week) vs a calendar ridge regression (trend + day-of-week, numpy least squares); backtest on the last "
-        "held-out week with both MAPEs and `beats_baseline`. Rows to Hive table forecast_daily (dt, series, kind, "
-        "model, hours).")
+        "profile (average concurrent viewers per clock hour), from the finished days of the history (today's "
+        "partition is left out; a missing day stays missing, never 0): seasonal naive (same weekday last week) vs a "
+        "calendar ridge regression (trend + day-of-week, numpy least squares); backtest on 4 rolling origins with "
+        "the mean MAPE, its 95 % interval and `beats_baseline`; the top channels of each fold chosen on its "
+        "training days only. Rows to Hive table forecast_daily (dt, series, kind, model, hours).")
 def viewing_forecast(context: dg.AssetExecutionContext, config: ForecastConfig, hive: HiveResource):
     cat = hive.catalog()
-    days = window(cat, "daily_viewing", config)
-    need = FC.MIN_MODEL_DAYS + config.horizon
-    if len(days) < need:
-        raise dg.Failure(f"the forecast needs {need} days (history {FC.MIN_MODEL_DAYS} + held-out {config.horizon}); "
-                         f"the window has {len(days)}")
-    total, channels, hours = forecast_inputs(cat, days, config.top_channels)
+    present = window(cat, "daily_viewing", config)
+    days = FC.finished_days(present)
+    unfinished = sorted(set(present) - set(days))
+    if unfinished:
+        context.log.info(f"left out of the forecast, not finished yet: {unfinished}")
     h = config.horizon
+    span_days = len(pd.date_range(days[0], days[-1])) if days else 0
+    need = FC.MIN_MODEL_DAYS + h + FC.FOLDS - 1
+    if span_days < need:
+        raise dg.Failure(f"the forecast needs {need} finished days (training {FC.MIN_MODEL_DAYS}, held-out {h}, "
+                         f"{FC.FOLDS} rolling origins); the window has {span_days}")
+    total, channels, hours = forecast_inputs(cat, days)
     bt_total = FC.backtest(total["total"], h)
-    bt_channels = FC.backtest_many(channels, h)
+    selected = FC.backtest_selected(channels, config.top_channels, h)
+    bt_channels = FC.backtest_many(channels[selected["selected"]], h)
     bt_hours = FC.backtest_many(hours, h)
-    err_ch, err_hr = FC.pooled_errors(bt_channels), FC.pooled_errors(bt_hours)
+    err_ch, err_hr = selected, FC.pooled_errors(bt_hours)
     mape_ch, mape_hr, wape_ch, wape_hr = err_ch["mape"], err_hr["mape"], err_ch["wape"], err_hr["wape"]
 
     rows = [FC.rows("total", bt_total)]
@@ -654,8 +656,15 @@ def viewing_forecast(context: dg.AssetExecutionContext, config: ForecastConfig, 
     verdict = ("**The calendar ridge model beats the seasonal-naive baseline**" if beats else
                "**The calendar ridge model does NOT beat the seasonal-naive baseline**")
     fut = bt_total.future["calendar_ridge"]
-    summary = (f"**Viewing forecast**, history {span(days)}, horizon {h} days.\n\n"
-               f"Backtest on the held-out week {act.index[-h]:%Y-%m-%d}..{act.index[-1]:%Y-%m-%d} (MAPE):\n\n"
+    lo_r, hi_r = bt_total.interval["calendar_ridge"]
+    lo_n, hi_n = bt_total.interval["seasonal_naive"]
+    summary = (f"**Viewing forecast**, history {span(days)} ({int(total['total'].isna().sum())} missing day(s) left "
+               f"missing), horizon {h} days.\n\n"
+               f"Backtest on {len(bt_total.origins)} rolling origins "
+               f"({', '.join(f'{o:%Y-%m-%d}' for o in bt_total.origins)}), mean MAPE over the folds — total hours: "
+               f"seasonal naive {bt_total.mape['seasonal_naive']:.2f}% (95% interval {lo_n:.2f}–{hi_n:.2f}), "
+               f"calendar ridge {bt_total.mape['calendar_ridge']:.2f}% ({lo_r:.2f}–{hi_r:.2f}). "
+               f"Top channels chosen on each fold's training days only.\n\n"
                f"| series | seasonal naive | calendar ridge |\n|---|---|---|\n"
                f"| total hours, MAPE | {bt_total.mape['seasonal_naive']:.2f}% | {bt_total.mape['calendar_ridge']:.2f}% |\n"
                f"| top {len(bt_channels)} channels, MAPE / WAPE | {mape_ch['seasonal_naive']:.2f}% / "
@@ -668,6 +677,14 @@ def viewing_forecast(context: dg.AssetExecutionContext, config: ForecastConfig, 
     return result(context, hive, "viewing_forecast", fig, summary, {
         "history": span(days),
         "holdout": f"{act.index[-h]:%Y-%m-%d}..{act.index[-1]:%Y-%m-%d}",
+        "folds": len(bt_total.origins),
+        "fold_origins": [f"{o:%Y-%m-%d}" for o in bt_total.origins],
+        "mape_total_folds": dg.MetadataValue.json({m: [r2(v) for v in bt_total.mape_folds[m]] for m in FC.MODELS}),
+        "mape_total_interval95": dg.MetadataValue.json({m: [r2(v) for v in bt_total.interval[m]]
+                                                        for m in FC.MODELS}),
+        "missing_days": int(total["total"].isna().sum()),
+        "unfinished_days_left_out": unfinished,
+        "channels_selected_per_fold": dg.MetadataValue.json(selected["selected_per_fold"]),
         "mape_total_seasonal_naive": r2(bt_total.mape["seasonal_naive"]),
         "mape_total_calendar_ridge": r2(bt_total.mape["calendar_ridge"]),
         "beats_baseline": beats,
