@@ -191,18 +191,6 @@ def test_retention_pairs_and_curve():
     assert curve.loc[2, "retention_pct"] == pytest.approx(100.0)
 
 
-def test_audience_reach_share_and_ama():
-    cwh = pd.DataFrame({"dt": ["2024-01-01", "2024-01-01", "2024-01-02"], "hour": [20, 21, 20],
-                        "channel_id": [1, 2, 1], "channel_name": ["A", "B", "A"], "minutes": [120.0, 60.0, 60.0]})
-    viewers = pd.DataFrame({"channel_id": [1, 2], "viewers": [5, 1]})
-    per, ama = M.audience(cwh, viewers, user_base=10)
-    per = per.set_index("channel_name")
-    assert per.loc["A", "reach_pct"] == 50 and per.loc["B", "reach_pct"] == 10
-    assert per.loc["A", "share_pct"] == pytest.approx(75.0)
-    assert ama.loc[1, 20] == pytest.approx(180.0 / (60 * 2))  # 1.5 users watching an average minute 20:00–21:00
-    assert per.loc["A", "ama"] == pytest.approx(180.0 / (60 * 24 * 2))
-
-
 # ---- segments and charts --------------------------------------------------------------------------------------------------
 def test_canonical_segment_order_is_by_peak_hour():
     centers = np.zeros((3, 24))

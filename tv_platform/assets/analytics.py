@@ -481,8 +481,10 @@ class AudienceWindowConfig(dg.Config):
 
 
 def calendar_window(cat: HiveCatalog, table: str, config: AudienceWindowConfig) -> list[str]:
-    """The ``config.days`` calendar days ending at ``config.end`` (or the latest partition of ``table``); a Failure
-    naming the missing days if any has no partition — a window never silently shrinks to the days that have rows."""
+    """The ``config.days`` calendar days ending at ``config.end`` (or the latest partition of ``table``), starting no
+    earlier than its first partition (a window longer than the history is the history: the metadata's ``window``
+    says which days); a Failure naming the missing days if any day inside has no partition — a window never
+    silently shrinks to the days that have rows."""
     if not cat.table_exists(table):
         raise dg.Failure(f"{cat.database}.{table} does not exist: materialize `audience_daily` first")
     have = set(cat.partitions(table))
@@ -490,7 +492,8 @@ def calendar_window(cat: HiveCatalog, table: str, config: AudienceWindowConfig) 
         raise dg.Failure(f"{cat.database}.{table} has no partitions: materialize `audience_daily` first")
     last = pd.Timestamp(config.end or max(have))
     n = max(int(config.days), 1)
-    days = list(pd.date_range(last - pd.Timedelta(days=n - 1), last, freq="D").strftime("%Y-%m-%d"))
+    first = max(last - pd.Timedelta(days=n - 1), pd.Timestamp(min(have)))  # not before the history begins
+    days = list(pd.date_range(first, last, freq="D").strftime("%Y-%m-%d"))
     missing = [d for d in days if d not in have]
     if missing:
         raise dg.Failure(f"the window {days[0]}..{days[-1]} misses audience_daily for {len(missing)} day(s) "
