@@ -25,10 +25,10 @@ import yaml
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from tv_platform.assets.marts import FORECAST, MARTS  # noqa: E402
+from tv_platform.assets.marts import AUDIENCE_MARTS, FORECAST, MARTS  # noqa: E402
 from tv_platform.epg.marts import PROGRAMME_MARTS  # noqa: E402
 
-ALL_MARTS = {**MARTS, **PROGRAMME_MARTS, FORECAST.source: FORECAST}
+ALL_MARTS = {**MARTS, **PROGRAMME_MARTS, FORECAST.source: FORECAST, **AUDIENCE_MARTS}
 """Every mart a dataset can be over: the lake's, the programme guide's and the forecast against the actuals."""
 
 NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/tv_platform/superset_exports")

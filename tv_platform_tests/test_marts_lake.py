@@ -78,7 +78,8 @@ def run(env):
 
     lake_assets = [L.hive_tv_dataset, L.hive_tv_stream, L.sessionize_assets, *L.AGGREGATES, AN.audience_daily]
     assert dg.materialize(lake_assets, partition_key=D, resources=resources).success
-    return dg.materialize([*lake_assets, *M.assets, *M.checks], partition_key=D, resources=resources,
+    return dg.materialize([*lake_assets, *M.assets, *M.checks, *M.audience_assets, *M.audience_checks],
+                          partition_key=D, resources=resources,
                           selection=dg.AssetSelection.groups("marts"))
 
 
@@ -94,7 +95,7 @@ def _pandas_sessions(events: pd.DataFrame) -> pd.DataFrame:
 def test_lake_to_marts_checks_pass(run):
     assert run.success
     evaluations = run.get_asset_check_evaluations()
-    assert len(evaluations) == 2 * len(M.MARTS)
+    assert len(evaluations) == 2 * (len(M.MARTS) + len(M.AUDIENCE_MARTS))
     failed = [(e.asset_key.to_user_string(), e.metadata) for e in evaluations if not e.passed]
     assert not failed
 
@@ -189,7 +190,7 @@ def test_audience_marts_equal_pandas_from_raw_events(env, run):
     total = int(per["minutes"].sum())
     assert total > 1_000_000  # ~19 900 hours watched on the day: the test is not vacuous
     for warehouse in M.WAREHOUSES:
-        mart = M.MARTS["audience_channel"]
+        mart = M.AUDIENCE_MARTS["audience_channel"]
         io = env["resources"][f"{warehouse}_io_manager"]
         got = io.read_frame(TableSpec.from_metadata(None, mart.metadata(warehouse)), [D])
         whole = got[got["daypart"] == "all"].set_index("channel_id")

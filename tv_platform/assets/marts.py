@@ -245,7 +245,6 @@ MARTS: dict[str, Mart] = {
         distributed_by=("user_id",),
         order_by=("dt", "user_id"),
     ),
-    **AUDIENCE_MARTS,
 }
 """Mart name -> declaration. ``MARTS[name].source`` is the lake asset it copies."""
 
@@ -368,6 +367,8 @@ def build(declarations: dict[str, Mart]) -> tuple[list, list]:
 
 
 assets, checks = build(MARTS)
+audience_assets, audience_checks = build(AUDIENCE_MARTS)
+"""The audience marts (docs/measures.md), built like the lake's from the ``audience_daily`` tables."""
 
 
 # ---- the forecast against the actuals ----------------------------------------------------------------------------------
