@@ -118,6 +118,15 @@ CALCULATED: dict[str, list[tuple[str, str, str, str]]] = {
 }
 NUMERIC_CALCULATED = {"duration_min", "start_hour"}
 
+AIRING_METRICS = [  # a programme airing's and a series' measures, over its airtime (docs/measures.md)
+    ("tvr", "TVR, %", "SUM(minutes) * 100.0 / NULLIF(SUM(airtime_min * universe), 0)",
+     "SUM(minutes) * 100.0 / nullIf(SUM(airtime_min * universe), 0)", ",.3f"),
+    ("average_minute_audience", "AMA", "SUM(minutes) * 1.0 / NULLIF(SUM(airtime_min), 0)",
+     "SUM(minutes) / nullIf(SUM(airtime_min), 0)", ",.2f"),
+    ("share", "Share, %", "SUM(minutes) * 100.0 / NULLIF(SUM(all_minutes), 0)",
+     "SUM(minutes) * 100.0 / nullIf(SUM(all_minutes), 0)", ",.2f"),
+]
+
 # Saved metrics. Names never equal a column name: ClickHouse resolves `SUM(views) AS views` into a cyclic alias.
 METRICS: dict[str, list[tuple[str, str, str, str, str]]] = {
     # table -> [(metric, verbose name, greenplum SQL, clickhouse SQL, d3 format)]
@@ -186,22 +195,8 @@ METRICS: dict[str, list[tuple[str, str, str, str, str]]] = {
         ("ats_per_member_day", "ATS per member and day, min", "SUM(minutes) * 1.0 / NULLIF(SUM(universe), 0)",
          "SUM(minutes) / nullIf(SUM(universe), 0)", ",.1f"),
     ],
-    "audience_programme": [
-        ("tvr", "TVR, %", "SUM(minutes) * 100.0 / NULLIF(SUM(airtime_min * universe), 0)",
-         "SUM(minutes) * 100.0 / nullIf(SUM(airtime_min * universe), 0)", ",.3f"),
-        ("average_minute_audience", "AMA", "SUM(minutes) * 1.0 / NULLIF(SUM(airtime_min), 0)",
-         "SUM(minutes) / nullIf(SUM(airtime_min), 0)", ",.2f"),
-        ("share", "Share, %", "SUM(minutes) * 100.0 / NULLIF(SUM(all_minutes), 0)",
-         "SUM(minutes) * 100.0 / nullIf(SUM(all_minutes), 0)", ",.2f"),
-    ],
-    "audience_series": [
-        ("tvr", "TVR, %", "SUM(minutes) * 100.0 / NULLIF(SUM(airtime_min * universe), 0)",
-         "SUM(minutes) * 100.0 / nullIf(SUM(airtime_min * universe), 0)", ",.3f"),
-        ("average_minute_audience", "AMA", "SUM(minutes) * 1.0 / NULLIF(SUM(airtime_min), 0)",
-         "SUM(minutes) / nullIf(SUM(airtime_min), 0)", ",.2f"),
-        ("share", "Share, %", "SUM(minutes) * 100.0 / NULLIF(SUM(all_minutes), 0)",
-         "SUM(minutes) * 100.0 / nullIf(SUM(all_minutes), 0)", ",.2f"),
-    ],
+    "audience_programme": AIRING_METRICS,
+    "audience_series": AIRING_METRICS,
     "sessions": [
         ("session_count", "Sessions", "COUNT(*)", "COUNT(*)", ",d"),
         ("total_hours", "Hours", "SUM(duration_s) / 3600.0", "SUM(duration_s) / 3600.0", ",.0f"),

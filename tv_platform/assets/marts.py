@@ -120,6 +120,11 @@ MEASURE_DOCS = {
     "is_weekend": f"the broadcast day is a Saturday or Sunday — {MEASURES}#broadcast-day",
     "dt": f"broadcast day — {MEASURES}#broadcast-day",
 }
+AIRING_MEASURES = {
+    "airtime_min": COUNT, "minutes": COUNT, "all_minutes": COUNT, "ama": RATIO, "tvr_pct": RATIO, "reach": COUNT,
+    "reach_pct": RATIO, "share_pct": RATIO, "ats_universe_min": RATIO, "ats_viewer_min": RATIO,
+}
+"""The measure columns of a programme airing and of a series, in the lake tables' order."""
 AUDIENCE_MARTS: dict[str, Mart] = {
     "audience_channel": Mart(
         source="audience_channel",
@@ -141,8 +146,7 @@ AUDIENCE_MARTS: dict[str, Mart] = {
             "dt": DT, "programme_id": TEXT, "channel_id": CHANNEL_ID, "title": TEXT, "series": ("text", "Nullable(String)"),
             "programme_start": ("timestamp", "Nullable(DateTime('UTC'))"),
             "programme_end": ("timestamp", "Nullable(DateTime('UTC'))"), "daypart": LABEL, "universe": COUNT,
-            "airtime_min": COUNT, "minutes": COUNT, "all_minutes": COUNT, "ama": RATIO, "tvr_pct": RATIO,
-            "reach": COUNT, "reach_pct": RATIO, "share_pct": RATIO, "ats_universe_min": RATIO, "ats_viewer_min": RATIO,
+            **AIRING_MEASURES,
         },
         sums=("minutes", "airtime_min"),
         distributed_by=("programme_id",),
@@ -153,9 +157,7 @@ AUDIENCE_MARTS: dict[str, Mart] = {
     "audience_series": Mart(
         source="audience_series",
         columns={
-            "dt": DT, "series": TEXT, "airings": COUNT, "days": SMALL, "universe": COUNT, "airtime_min": COUNT,
-            "minutes": COUNT, "all_minutes": COUNT, "ama": RATIO, "tvr_pct": RATIO, "reach": COUNT,
-            "reach_pct": RATIO, "share_pct": RATIO, "ats_universe_min": RATIO, "ats_viewer_min": RATIO,
+            "dt": DT, "series": TEXT, "airings": COUNT, "days": SMALL, "universe": COUNT, **AIRING_MEASURES,
         },
         sums=("minutes", "airtime_min"),
         distributed_by=("series",),
