@@ -183,8 +183,9 @@ def channel_leaders(context: dg.AssetExecutionContext, config: WindowConfig, hiv
 # weekday vs weekend
 # ---------------------------------------------------------------------------------------------------------------------
 @_asset("weekday_weekend", ["daily_viewing", "hourly_activity"],
-        "Weekday vs weekend behaviour: mean hours, views and active users per weekday, and the average audience by "
-        "hour of day on weekdays and weekends; table analytics_weekday_weekend.")
+        "Weekday vs weekend behaviour of the service on the calendar day: mean hours, views and active users per "
+        "weekday, and the average audience by hour of day on weekdays and weekends; table analytics_weekday_weekend. "
+        "The audience's weekday vs weekend on the broadcast day is in audience_measures (docs/measures.md).")
 def weekday_weekend(context: dg.AssetExecutionContext, config: WindowConfig, hive: HiveResource):
     cat = hive.catalog()
     days = window(cat, "daily_viewing", config)
@@ -523,6 +524,11 @@ def audience_measures(context: dg.AssetExecutionContext, config: AudienceWindowC
     store(cat, "analytics_audience_series", series)
 
     whole = per[per["daypart"] == ALL_DAY].sort_values(["share_pct", "channel_id"], ascending=[False, True])
+    # weekday vs weekend on the broadcast day (Friday night after midnight is Friday's): minutes per member and day
+    by_day = (cat.read("audience_channel", days).where(F.col("daypart") == ALL_DAY).groupBy("dt", "is_weekend")
+              .agg(F.sum("minutes").alias("minutes"), F.max("universe").alias("universe")).toPandas())
+    by_day["ats"] = by_day["minutes"] / by_day["universe"].where(by_day["universe"] > 0)
+    weekly = {("weekend" if k else "weekday"): float(v) for k, v in by_day.groupby("is_weekend")["ats"].mean().items()}
     top = whole.head(10)
     fig, axes = C.figure(2, 1, width=13, height=5)
     ax = axes[0][0]
@@ -551,7 +557,8 @@ def audience_measures(context: dg.AssetExecutionContext, config: AudienceWindowC
     cb.ax._tvp_colorbar = True  # noqa: SLF001
     universe_size = int(whole["universe"].max()) if len(whole) else 0
     summary = (f"**Audience measures**, {span(days)} ({cal.describe()}; reach ≥ {threshold} consecutive min), "
-               f"universe {universe_size} members (definitions: {MEASURES_DOC}).\n\n")
+               f"universe {universe_size} members (definitions: {MEASURES_DOC}). Minutes per member and broadcast "
+               f"day: " + ", ".join(f"{k} {v:.1f}" for k, v in weekly.items()) + ".\n\n")
     if len(whole):
         lead = whole.iloc[0]
         summary += (f"Largest share: **{lead.channel_name}** — share {lead.share_pct:.1f}%, TVR {lead.tvr_pct:.3f}%, "
@@ -561,6 +568,7 @@ def audience_measures(context: dg.AssetExecutionContext, config: AudienceWindowC
     return result(context, hive, "audience_measures", fig, summary, {
         "window": span(days), "universe": universe_size, "channels": int(whole["channel_id"].nunique()),
         "series": len(series), "reach_threshold_minutes": threshold, "calendar": cal.describe(),
+        **{f"ats_per_member_day_{k}": round(v, 3) for k, v in weekly.items() if np.isfinite(v)},
         "definitions": MEASURES_DOC, "table": written["table"]})
 
 
