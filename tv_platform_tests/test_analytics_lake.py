@@ -194,6 +194,8 @@ def test_audience_and_leaders_are_consistent(analytics_run, built):
     # AMA over every minute of the window: Σ minutes / (3 × 1440); TVR = AMA / universe
     assert np.allclose(whole["ama"], whole["minutes"] / (DAYS * 1440))
     assert np.allclose(whole["tvr_pct"], 100 * whole["minutes"] / (DAYS * 1440 * USERS))
+    md = analytics_run["audience_measures"]
+    assert md["ats_per_member_day_weekend"].value > 0 and md["ats_per_member_day_weekday"].value > 0
     lead = cat.read("analytics_channel_leaders").toPandas().sort_values("rank_hours")
     assert analytics_run["channel_leaders"]["leader_by_hours"].value == lead.iloc[0]["channel_name"]
 
