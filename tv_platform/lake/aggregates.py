@@ -370,8 +370,10 @@ def _audience_typed(frame: DataFrame, name: str, day) -> DataFrame:
 
 
 def _broadcast_secs(column: str, cal, day) -> Column:
-    lo, _ = cal.window(day)
-    return F.timestamp_diff("SECOND", F.lit(lo).cast("timestamp_ntz"), ntz(column))
+    """Seconds from the start of broadcast day ``day`` to ``column`` (wall clock: built from the date, never from a
+    client-side datetime, so no time zone of the client or the session enters)."""
+    lo = F.timestamp_add("MINUTE", F.lit(cal.start), F.lit(as_date(day)).cast("timestamp_ntz"))
+    return F.timestamp_diff("SECOND", lo, ntz(column))
 
 
 def broadcast_overlap(sessions: DataFrame, cal, day) -> DataFrame:
