@@ -226,8 +226,12 @@ def test_programme_and_series_measures(built):
     # the empty airing: no minutes, but 30 of airtime and u1's 30 minutes of ch2 during it
     assert (saga2["airtime_min"], saga2["minutes"], saga2["all_minutes"]) == (30, 0, 30)
     programmes = _union(list(progs.values()))
-    series = _rows(A.series_measures(programmes, _union(list(minutes_df.values())),
-                                     _union(list(universe_df.values())), 1), "series")["Saga"]
+    rows = _rows(A.series_measures(programmes, _union(list(minutes_df.values())),
+                                   _union(list(universe_df.values())), 1), "series", "daypart")
+    series = rows[("Saga", "all")]
+    # every airing is in prime: the prime row is the same; no other daypart has one
+    assert rows[("Saga", "prime")]["minutes"] == 60 and rows[("Saga", "prime")]["reach"] == 2
+    assert {k for k in rows if k[0] == "Saga"} == {("Saga", "all"), ("Saga", "prime")}
     # Saga: 3 airings, 90 min airtime, 30 + 0 + 30 = 60 min; all channels during them 30 + 30 + 30 = 90;
     # TVR = 60 / (30×4 + 30×4 + 30×5); reach u1, u7 of 5 members; share 60 / 90 (not 60 / 60: the empty airing counts)
     assert (series["airings"], series["airtime_min"], series["minutes"], series["all_minutes"]) == (3, 90, 60, 90)

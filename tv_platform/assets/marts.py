@@ -157,12 +157,12 @@ AUDIENCE_MARTS: dict[str, Mart] = {
     "audience_series": Mart(
         source="audience_series",
         columns={
-            "dt": DT, "series": TEXT, "airings": COUNT, "days": SMALL, "universe": COUNT, **AIRING_MEASURES,
+            "dt": DT, "series": TEXT, "daypart": LABEL, "airings": COUNT, "days": SMALL, "universe": COUNT, **AIRING_MEASURES,
         },
         sums=("minutes", "airtime_min"),
         distributed_by=("series",),
-        order_by=("dt", "series"),
-        description=f"Audience measures per series and broadcast day, over all its airings, empty ones included "
+        order_by=("dt", "series", "daypart"),
+        description=f"Audience measures per series, daypart and broadcast day, over its airings, empty ones included "
                     f"({MEASURES})",
         column_docs=MEASURE_DOCS,
     ),

@@ -356,7 +356,7 @@ AUDIENCE_TABLES: dict[str, Columns] = {
                            ("minutes", "BIGINT"), ("all_minutes", "BIGINT"), ("ama", "DOUBLE"), ("tvr_pct", "DOUBLE"),
                            ("reach", "BIGINT"), ("reach_pct", "DOUBLE"), ("share_pct", "DOUBLE"),
                            ("ats_universe_min", "DOUBLE"), ("ats_viewer_min", "DOUBLE")],
-    "audience_series": [("series", "STRING"), ("airings", "BIGINT"), ("days", "INT"), ("universe", "BIGINT"),
+    "audience_series": [("series", "STRING"), ("daypart", "STRING"), ("airings", "BIGINT"), ("days", "INT"), ("universe", "BIGINT"),
                         ("airtime_min", "BIGINT"), ("minutes", "BIGINT"), ("all_minutes", "BIGINT"), ("ama", "DOUBLE"),
                         ("tvr_pct", "DOUBLE"), ("reach", "BIGINT"), ("reach_pct", "DOUBLE"), ("share_pct", "DOUBLE"),
                         ("ats_universe_min", "DOUBLE"), ("ats_viewer_min", "DOUBLE")],
@@ -593,22 +593,26 @@ def audience_programme(minutes: DataFrame, universe: DataFrame, guide: DataFrame
 
 
 def series_measures(programmes: DataFrame, minutes: DataFrame, universe: DataFrame, threshold: int) -> DataFrame:
-    """Per series over the days of ``universe``: from its airings (audience_programme rows of those days — empty
-    airings count, in airtime and in the all-channels minutes during them) and the credited minutes (reach: distinct
-    members with ≥ ``threshold`` consecutive minutes in one of its airings). AMA = Σ minutes / Σ airtime, TVR =
-    Σ minutes / Σ (airtime × the airing day's universe), share = Σ minutes / Σ all minutes during its airings."""
+    """Per series and daypart (an airing's daypart is that of its first minute; ``all`` = every airing) over the days
+    of ``universe``: from its airings (audience_programme rows of those days — empty airings count, in airtime and in
+    the all-channels minutes during them) and the credited minutes (reach: distinct members with ≥ ``threshold``
+    consecutive minutes in one of its airings). AMA = Σ minutes / Σ airtime, TVR = Σ minutes / Σ (airtime × the
+    airing day's universe), share = Σ minutes / Σ all minutes during its airings."""
     p = programmes.where(F.col("series").isNotNull())
-    agg = p.groupBy("series").agg(
+    p = p.unionByName(p.withColumn("daypart", F.lit("all")))
+    agg = p.groupBy("series", "daypart").agg(
         F.count(F.lit(1)).alias("airings"),
         F.sum("airtime_min").alias("airtime_min"), F.sum("minutes").alias("minutes"),
         F.sum("all_minutes").alias("all_minutes"), F.sum(F.col("airtime_min") * F.col("universe")).alias("pu"))
-    r = reached(minutes.where(F.col("series").isNotNull()), ["series", "programme_id"], threshold) \
-        .select("series", "user_id").distinct().groupBy("series").agg(F.count(F.lit(1)).alias("reach"))
+    pairs = reached(minutes.where(F.col("series").isNotNull()), ["series", "programme_id"], threshold)
+    pairs = pairs.join(p.select("programme_id", "daypart").distinct(), "programme_id")
+    r = pairs.select("series", "daypart", "user_id").distinct().groupBy("series", "daypart").agg(
+        F.count(F.lit(1)).alias("reach"))
     days = universe.select("dt").distinct().agg(F.count(F.lit(1)).alias("days"))
     members = universe.select("user_id").distinct().agg(F.count(F.lit(1)).alias("universe"))
-    x = agg.join(r, "series", "left").crossJoin(days).crossJoin(members) \
+    x = agg.join(r, ["series", "daypart"], "left").crossJoin(days).crossJoin(members) \
         .withColumn("reach", F.coalesce(F.col("reach"), F.lit(0)))
-    return x.select("series", "airings", "days", "universe", "airtime_min", "minutes", "all_minutes",
+    return x.select("series", "daypart", "airings", "days", "universe", "airtime_min", "minutes", "all_minutes",
                     *_ratios(F.col("minutes"), F.col("airtime_min"), F.col("pu"), F.col("reach"), F.col("universe"),
                              F.col("all_minutes")))
 
