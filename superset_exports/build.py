@@ -25,10 +25,10 @@ import yaml
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from tv_platform.assets.marts import FORECAST, MARTS  # noqa: E402
+from tv_platform.assets.marts import AUDIENCE_MARTS, FORECAST, MARTS  # noqa: E402
 from tv_platform.epg.marts import PROGRAMME_MARTS  # noqa: E402
 
-ALL_MARTS = {**MARTS, **PROGRAMME_MARTS, FORECAST.source: FORECAST}
+ALL_MARTS = {**MARTS, **PROGRAMME_MARTS, FORECAST.source: FORECAST, **AUDIENCE_MARTS}
 """Every mart a dataset can be over: the lake's, the programme guide's and the forecast against the actuals."""
 
 NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/tv_platform/superset_exports")
@@ -118,6 +118,15 @@ CALCULATED: dict[str, list[tuple[str, str, str, str]]] = {
 }
 NUMERIC_CALCULATED = {"duration_min", "start_hour"}
 
+AIRING_METRICS = [  # a programme airing's and a series' measures, over its airtime (docs/measures.md)
+    ("tvr", "TVR, %", "SUM(minutes) * 100.0 / NULLIF(SUM(airtime_min * universe), 0)",
+     "SUM(minutes) * 100.0 / nullIf(SUM(airtime_min * universe), 0)", ",.3f"),
+    ("average_minute_audience", "AMA", "SUM(minutes) * 1.0 / NULLIF(SUM(airtime_min), 0)",
+     "SUM(minutes) / nullIf(SUM(airtime_min), 0)", ",.2f"),
+    ("share", "Share, %", "SUM(minutes) * 100.0 / NULLIF(SUM(all_minutes), 0)",
+     "SUM(minutes) * 100.0 / nullIf(SUM(all_minutes), 0)", ",.2f"),
+]
+
 # Saved metrics. Names never equal a column name: ClickHouse resolves `SUM(views) AS views` into a cyclic alias.
 METRICS: dict[str, list[tuple[str, str, str, str, str]]] = {
     # table -> [(metric, verbose name, greenplum SQL, clickhouse SQL, d3 format)]
@@ -174,6 +183,20 @@ METRICS: dict[str, list[tuple[str, str, str, str, str]]] = {
     "forecast_daily": [
         ("forecast_hours", "Hours watched", "SUM(hours)", "SUM(hours)", ",.0f"),
     ],
+    # the audience marts (docs/measures.md): ratios of sums, so any span of days and any filter stays right
+    "audience_channel": [
+        ("tvr", "TVR, %", "SUM(minutes) * 100.0 / NULLIF(SUM(period_minutes * universe), 0)",
+         "SUM(minutes) * 100.0 / nullIf(SUM(period_minutes * universe), 0)", ",.3f"),
+        ("average_minute_audience", "AMA", "SUM(minutes) * 1.0 / NULLIF(SUM(period_minutes), 0)",
+         "SUM(minutes) / nullIf(SUM(period_minutes), 0)", ",.2f"),
+        ("share", "Share, %", "SUM(minutes) * 100.0 / NULLIF(SUM(all_minutes), 0)",
+         "SUM(minutes) * 100.0 / nullIf(SUM(all_minutes), 0)", ",.2f"),
+        ("mean_daily_reach_pct", "Daily reach, % (mean over days)", "AVG(reach_pct)", "AVG(reach_pct)", ",.2f"),
+        ("ats_per_member_day", "ATS per member and day, min", "SUM(minutes) * 1.0 / NULLIF(SUM(universe), 0)",
+         "SUM(minutes) / nullIf(SUM(universe), 0)", ",.1f"),
+    ],
+    "audience_programme": AIRING_METRICS,
+    "audience_series": AIRING_METRICS,
     "sessions": [
         ("session_count", "Sessions", "COUNT(*)", "COUNT(*)", ",d"),
         ("total_hours", "Hours", "SUM(duration_s) / 3600.0", "SUM(duration_s) / 3600.0", ",.0f"),
@@ -183,7 +206,7 @@ METRICS: dict[str, list[tuple[str, str, str, str, str]]] = {
 
 DATASET_TABLES = ["channel_rating", "daily_viewing", "hourly_activity", "channel_weekday_hour", "duration_histogram",
                   "user_activity", "sessions", "series_weekday_hour", "programme_popularity", "series_popularity",
-                  "forecast_daily", "top_programmes"]
+                  "forecast_daily", "top_programmes", "audience_channel", "audience_programme", "audience_series"]
 TIME_COLUMN = {"forecast_daily": "day"}  # the dataset's time column (the Date range filter's), default dt
 SERIES_TABLES = ("series_weekday_hour", "series_popularity")
 """The Series filter's scope: the charts about series. Not programme_popularity (its charts rank programmes — mostly
@@ -210,7 +233,24 @@ VERBOSE = {  # column labels: every table, then per table
     "forecast_daily": {"day": "Day", "series": "Series", "kind": "Kind", "model": "Model", "hours": "Hours"},
     "top_programmes": {"chart": "Chart", "rank": "Rank", "name": "Programme", "kind": "Kind", "minutes": "Minutes",
                        "viewers": "Viewers", "first_start": "Start"},
+    **{t: {"dt": "Broadcast day", "daypart": "Daypart", "universe": "Universe", "minutes": "Credited minutes",
+           "tvr_pct": "TVR, %", "ama": "AMA", "reach": "Reach", "reach_pct": "Reach, %", "share_pct": "Share, %",
+           "ats_universe_min": "ATS per member, min", "ats_viewer_min": "ATS per viewer, min", "title": "Title",
+           "series": "Series", "airtime_min": "Airtime, min", "programme_start": "Start", "programme_end": "End"}
+       for t in ("audience_channel", "audience_programme", "audience_series")},
 }
+MEASURES_DOC = "docs/measures.md"
+METRIC_DOCS = {  # the anchor of docs/measures.md each metric's definition is under (default: the page)
+    "tvr": "tvr", "average_minute_audience": "ama", "mean_minute_audience": "ama", "share": "share",
+    "mean_daily_reach_pct": "reach", "ats_per_member_day": "ats", "mean_concurrent_viewers": "ama",
+}
+
+
+def metric_description(name: str, verbose: str) -> str:
+    anchor = METRIC_DOCS.get(name)
+    return f"{verbose}: definition in {MEASURES_DOC}" + (f"#{anchor}" if anchor else "")
+
+
 DTTM_COLUMNS = {"dt", "day", "time_start", "time_end", "first_start", "last_end", "programme_start", "programme_end"}
 
 
@@ -229,7 +269,7 @@ def dataset_yaml(wh: str, table: str) -> dict[str, Any]:
             "column_name": name, "verbose_name": VERBOSE.get(table, {}).get(name, VERBOSE["*"].get(name)),
             "is_dttm": is_dttm, "is_active": True,
             "type": typ, "advanced_data_type": None, "groupby": True, "filterable": True, "expression": None,
-            "description": None, "python_date_format": None, "extra": {},
+            "description": (mart.column_docs or {}).get(name), "python_date_format": None, "extra": {},
         })
     for name, verbose, gp_sql, ch_sql in CALCULATED.get(table, []):
         columns.append({
@@ -241,7 +281,8 @@ def dataset_yaml(wh: str, table: str) -> dict[str, Any]:
         })
     metrics = [{
         "metric_name": name, "verbose_name": verbose, "metric_type": None,
-        "expression": gp_sql if which == 0 else ch_sql, "description": None, "d3format": fmt,
+        "expression": gp_sql if which == 0 else ch_sql, "description": metric_description(name, verbose),
+        "d3format": fmt,
         "currency": None, "extra": {}, "warning_text": None,
     } for name, verbose, gp_sql, ch_sql, fmt in METRICS[table]]
     return {

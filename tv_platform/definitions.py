@@ -23,12 +23,14 @@ defs = dg.Definitions(
         *ingest.assets,
         *follows_stream(lake.assets),
         *follows_stream(programmes.assets),
+        *follows_stream(analytics.daily_assets),  # the audience measures per broadcast day (docs/measures.md)
         *follows_stream(fresh_marts([*marts.assets, *programmes.mart_assets])),
+        *follows_stream(fresh_marts(marts.audience_assets)),  # the audience measures' marts (docs/measures.md)
         *analytics.assets,
         *fresh_marts(marts.forecast_assets),  # the forecast against the actuals, replaced whole (unpartitioned)
     ],
     asset_checks=[*ingest.checks, *lake.checks, *programmes.checks, *marts.checks, *programmes.mart_checks,
-                  *marts.forecast_checks],
+                  *marts.forecast_checks, *marts.audience_checks],
     jobs=[*sensors.jobs, *schedules.jobs],
     schedules=[*schedules.schedules],
     sensors=[*sensors.sensors, *schedules.sensors],

@@ -73,6 +73,10 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "TVP_SIM_USERS": ("10000", "simulated subscribers"),
     "TVP_SIM_SEED": ("42", "simulator seed; a (seed, users, date) triple always gives the same day"),
     "TVP_START_DATE": ("2023-09-01", "first daily partition"),
+    # Audience measures (docs/measures.md)
+    "TVP_BROADCAST_DAY_START": ("05:00", "HH:MM at which a broadcast day starts (Mediascope's 05:00; `00:00` = calendar day); decides the day of a viewing minute in the audience measures"),
+    "TVP_REACH_THRESHOLD_MINUTES": ("1", "consecutive credited minutes on a channel / programme a universe member needs to count as reached"),
+    "TVP_DAYPARTS": ("night=01:00,morning=06:00,daytime=12:00,early_evening=17:00,prime=19:00,late=23:00", "dayparts as name=HH:MM (clock start; each runs to the next start, the last wraps to the first)"),
 }
 
 
@@ -135,6 +139,9 @@ class Settings:
     sim_users: int
     sim_seed: int
     start_date: str
+    broadcast_day_start: str
+    reach_threshold_minutes: int
+    dayparts: str
 
     @classmethod
     def from_env(cls) -> "Settings":

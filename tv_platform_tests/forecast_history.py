@@ -4,7 +4,7 @@ real ``viewing_forecast`` asset run on them (used by the forecast marts' tests a
 The forecast reads only ``daily_viewing.hours_in_day``, ``channel_rating (channel_name, hours)`` and
 ``hourly_activity (hour, minutes)``; building those through the lake graph takes ~18 s a day here, so they are
 computed with pandas from the simulator's sessions (by start day), as ``test_analytics_lake.py`` does. The forecast
-needs ``MIN_MODEL_DAYS + horizon`` days (21 with the default horizon of 7)."""
+needs ``MIN_MODEL_DAYS + horizon + FOLDS - 1`` days (24 with the default horizon of 7 and 4 rolling origins)."""
 
 import uuid
 from dataclasses import dataclass
@@ -15,7 +15,7 @@ import pandas as pd
 from tv_platform.analytics import forecast as FC
 from tv_platform.simulator import SimulationParams, load_channels, simulate_sessions
 
-DAYS = FC.MIN_MODEL_DAYS + FC.HORIZON
+DAYS = FC.MIN_MODEL_DAYS + FC.HORIZON + FC.FOLDS - 1
 USERS = 2_000
 TREND = 0.01  # +1 % sessions a day: a history the calendar model can tell from last week's copy
 

@@ -61,7 +61,7 @@ def test_simulator_with_a_planted_trend_is_forecast_within_bound():
     """The simulator's weekly cycle (weekdays keep 80 %) with sessions growing 1 %/day, 2 000 users, 5 weeks."""
     first = date(2024, 1, 1)
     hours = {}
-    for i in range(35):
+    for i in range(42):
         day = first + timedelta(days=i)
         s = simulate_sessions(day, SimulationParams(users=2_000, seed=3, sessions_per_user=1.0 + 0.01 * i))
         hours[pd.Timestamp(day)] = (s["end"] - s["start"]).dt.total_seconds().sum() / 3600
@@ -79,7 +79,65 @@ def test_rows_for_the_forecast_table():
     assert ((rows["kind"] == "forecast") & (rows["model"] == "calendar_ridge")).sum() == 7
     assert rows.loc[rows["kind"] == "forecast", "day"].min() == "2024-01-29"
     pooled = FC.pooled_errors({"a": bt, "b": bt})
-    assert pooled["mape"]["calendar_ridge"] == pytest.approx(bt.mape["calendar_ridge"])
+    held = bt.backtest["calendar_ridge"]
+    assert pooled["mape"]["calendar_ridge"] == pytest.approx(FC.mape(bt.actual.reindex(held.index), held))
+
+
+def test_rolling_origins_at_least_four_with_an_interval():
+    assert FC.fold_origins(42) == [35, 28, 21, 14]  # a week apart, 14 training days before the earliest
+    assert FC.fold_origins(28) == [21, 19, 17, 15]  # closer when the history is short
+    with pytest.raises(ValueError):
+        FC.fold_origins(23)  # 14 + 7 + 3 = 24 days at least
+    with pytest.raises(ValueError):
+        FC.fold_origins(60, folds=3)
+    bt = FC.backtest(planted(seed=4))
+    assert len(bt.origins) == 4 and all(len(v) == 4 for v in bt.mape_folds.values())
+    for m in FC.MODELS:
+        lo, hi = bt.interval[m]
+        assert lo <= bt.mape[m] <= hi
+        assert bt.mape[m] == pytest.approx(np.mean(bt.mape_folds[m]))
+    # each fold's forecast uses only the days before its origin: changing a later day leaves it unchanged
+    s = planted(seed=4)
+    first = bt.origins[0]
+    changed = s.copy()
+    changed[changed.index >= first + pd.Timedelta(days=7)] += 500.0
+    again = FC.backtest(changed)
+    assert again.mape_folds["calendar_ridge"][0] == pytest.approx(bt.mape_folds["calendar_ridge"][0])
+
+
+def test_missing_days_are_missing_not_zero():
+    s = planted(days=42, trend=0.0, noise=0.0)  # 1000 on weekdays, 1300 on weekends
+    gap = s.copy()
+    gap.iloc[-7] = np.nan  # the last Monday is missing (2024-02-05)
+    f = FC.seasonal_naive(gap)
+    assert f.iloc[0] == 1000.0  # the Monday before, not 0 and not NaN
+    fit = FC.fit_calendar(gap)
+    assert fit.predict(pd.DatetimeIndex([pd.Timestamp("2024-02-12")]))[0] == pytest.approx(1000.0, abs=1.0)
+    zero = FC.complete_days(pd.DataFrame({"v": [1.0, 2.0]}, index=["2024-01-01", "2024-01-03"]),
+                            "2024-01-01", "2024-01-03")
+    assert np.isnan(zero.loc["2024-01-02", "v"])
+    assert FC.mape([100, np.nan], [110, 0]) == pytest.approx(10.0)  # the missing actual is skipped
+    assert FC.wape([100, np.nan], [110, 0]) == pytest.approx(10.0)
+
+
+def test_unfinished_day_is_left_out():
+    from datetime import datetime
+
+    days = ["2024-03-01", "2024-03-02", "2024-03-03"]
+    assert FC.finished_days(days, now=datetime(2024, 3, 3, 23, 59)) == ["2024-03-01", "2024-03-02"]
+    assert FC.finished_days(days, now=datetime(2024, 3, 4, 0, 0)) == days
+
+
+def test_top_series_are_chosen_on_training_days_only():
+    idx = pd.date_range("2024-01-01", periods=42, freq="D")
+    frame = pd.DataFrame({f"c{i}": 100.0 - i for i in range(5)}, index=idx)
+    frame["late"] = 0.0
+    frame.loc[idx[-7:], "late"] = 10_000.0  # huge only in the last week: the last fold's test days
+    out = FC.backtest_selected(frame, 2)
+    assert all("late" not in cols for cols in out["selected_per_fold"])  # never chosen with its test week
+    assert out["selected_per_fold"][0] == ["c0", "c1"]
+    assert "late" in out["selected"]  # for the next week, chosen on every day
+    assert len(out["mape_folds"]["calendar_ridge"]) == 4
 
 
 def test_mape_and_wape():
@@ -131,18 +189,6 @@ def test_retention_pairs_and_curve():
     assert curve.loc[1, "retention_pct"] == pytest.approx(50.0)
     # lag 2: day1 {1,2} -> day3 {1,2}: 2 of 2
     assert curve.loc[2, "retention_pct"] == pytest.approx(100.0)
-
-
-def test_audience_reach_share_and_ama():
-    cwh = pd.DataFrame({"dt": ["2024-01-01", "2024-01-01", "2024-01-02"], "hour": [20, 21, 20],
-                        "channel_id": [1, 2, 1], "channel_name": ["A", "B", "A"], "minutes": [120.0, 60.0, 60.0]})
-    viewers = pd.DataFrame({"channel_id": [1, 2], "viewers": [5, 1]})
-    per, ama = M.audience(cwh, viewers, user_base=10)
-    per = per.set_index("channel_name")
-    assert per.loc["A", "reach_pct"] == 50 and per.loc["B", "reach_pct"] == 10
-    assert per.loc["A", "share_pct"] == pytest.approx(75.0)
-    assert ama.loc[1, 20] == pytest.approx(180.0 / (60 * 2))  # 1.5 users watching an average minute 20:00–21:00
-    assert per.loc["A", "ama"] == pytest.approx(180.0 / (60 * 24 * 2))
 
 
 # ---- segments and charts --------------------------------------------------------------------------------------------------

@@ -77,8 +77,10 @@ def built(env):
 
     t0 = time.time()
     assert dg.materialize([L.hive_channels, L.hive_users], resources=env["resources"]).success
+    from tv_platform.assets import analytics as AN
+
     lake_assets = [L.hive_tv_dataset, L.sessionize_assets, L.daily_viewing, L.channel_rating, L.hourly_activity,
-                   L.channel_weekday_hour, L.user_activity]
+                   L.channel_weekday_hour, L.user_activity, AN.audience_daily]
     res = dg.materialize(lake_assets, resources=env["resources"],
                          tags={"dagster/asset_partition_range_start": str(FIRST),
                                "dagster/asset_partition_range_end": str(LAST)})
@@ -185,8 +187,15 @@ def test_weekday_weekend_and_prime_time_find_the_planted_pattern(analytics_run):
 def test_audience_and_leaders_are_consistent(analytics_run, built):
     cat = built["hive"].catalog()
     aud = cat.read("analytics_audience").toPandas()
-    assert aud["share_pct"].sum() == pytest.approx(100.0, abs=1e-6)
-    assert (aud["reach_pct"] <= 100).all() and (aud["reach_pct"] > 0).all()
+    whole = aud[aud["daypart"] == "all"]
+    assert whole["share_pct"].sum() == pytest.approx(100.0, abs=1e-6)
+    assert (aud["reach_pct"] <= 100).all() and (whole.loc[whole["minutes"] > 0, "reach_pct"] > 0).all()
+    assert set(whole["days"]) == {DAYS} and set(whole["universe"]) == {USERS}  # 3 calendar days, the 2 000 users
+    # AMA over every minute of the window: Σ minutes / (3 × 1440); TVR = AMA / universe
+    assert np.allclose(whole["ama"], whole["minutes"] / (DAYS * 1440))
+    assert np.allclose(whole["tvr_pct"], 100 * whole["minutes"] / (DAYS * 1440 * USERS))
+    md = analytics_run["audience_measures"]
+    assert md["ats_per_member_day_weekend"].value > 0 and md["ats_per_member_day_weekday"].value > 0
     lead = cat.read("analytics_channel_leaders").toPandas().sort_values("rank_hours")
     assert analytics_run["channel_leaders"]["leader_by_hours"].value == lead.iloc[0]["channel_name"]
 

@@ -72,7 +72,7 @@ def test_forecast_marts_equal_the_hive_table_and_checks_pass(history, env):
 
     hive = history.hive.catalog().read("forecast_daily").toPandas()
     hive = hive[list(M.FORECAST.columns)].sort_values(["series", "kind", "model", "day"]).reset_index(drop=True)
-    # the history: 21 days of actuals per series, 7 backtest + 7 forecast days per model
+    # the history: 24 days of actuals per series, the folds' backtest days + 7 forecast days per model
     total = hive[hive["series"] == "total"]
     assert (total["kind"] == "actual").sum() == DAYS
     assert len(total[total["kind"] == "forecast"]) == 2 * 7 and total["day"].max() == "2024-04-07"

@@ -124,15 +124,18 @@ def load_seed_day_into_marts(settings, spark, lake, day: str = SEED_DAY) -> None
         lake.write_bytes(f"{root}/reference/users/users.csv", frame_to_csv_bytes(users))
 
         assert dg.materialize([L.hive_channels, L.hive_users], resources=resources).success
-        lake_assets = [L.hive_tv_dataset, L.hive_tv_stream, L.sessionize_assets, *L.AGGREGATES]
+        from tv_platform.assets import analytics as AN
+
+        lake_assets = [L.hive_tv_dataset, L.hive_tv_stream, L.sessionize_assets, *L.AGGREGATES, AN.audience_daily]
         assert dg.materialize(lake_assets, partition_key=day, resources=resources).success
         # the marts, and the programme guide of the day -> viewing by programme -> popularity -> its marts
         result = dg.materialize([*lake_assets, *M.assets, *M.checks, *PR.assets, *PR.checks, *PR.mart_assets,
-                                 *PR.mart_checks], partition_key=day, resources=resources,
+                                 *PR.mart_checks, *M.audience_assets, *M.audience_checks], partition_key=day,
+                                resources=resources,
                                 selection=dg.AssetSelection.groups("marts", "programmes"))
         assert result.success
         checks = result.get_asset_check_evaluations()
-        assert len(checks) == len(M.checks) + len(PR.mart_checks) + 4  # + the programme layer's own four
+        assert len(checks) == len(M.checks) + len(PR.mart_checks) + len(M.audience_checks) + 4  # + the programme layer's own four
         assert all(e.passed for e in checks), [e.metadata for e in checks if not e.passed]
     finally:
         try:

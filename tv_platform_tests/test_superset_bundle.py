@@ -108,10 +108,10 @@ def test_charts_use_current_viz_types_and_resolvable_names(files):
 
 
 def test_datasets_declare_the_marts_columns(files):
-    from tv_platform.assets.marts import FORECAST, MARTS
+    from tv_platform.assets.marts import AUDIENCE_MARTS, FORECAST, MARTS
     from tv_platform.epg.marts import PROGRAMME_MARTS
 
-    marts = {**MARTS, **PROGRAMME_MARTS, "forecast_daily": FORECAST}
+    marts = {**MARTS, **PROGRAMME_MARTS, "forecast_daily": FORECAST, **AUDIENCE_MARTS}
     assert set(B.DATASET_TABLES) == set(marts)  # every mart has a dataset
     for rel, ds in files.items():
         if rel.startswith("datasets/"):

@@ -1,13 +1,10 @@
 """Viewing measures as pure pandas functions of the lake's small daily aggregates (pulled from Spark with toPandas
 after aggregation). Inputs are the tables' columns (docs/lake.md); ``dt`` is an ISO date string.
 
-Definitions (TV audience measurement, over a window of N days):
-
-* **reach %** of a channel — distinct users who watched it at least once in the window / the user base (tv_users).
-* **share %** — the channel's minutes watched / all minutes watched (in-day clock, channel_weekday_hour).
-* **AMA** (average minute audience) — minutes watched / minutes in the period: the average number of users watching
-  at any minute. Per channel and hour of day: Σ minutes in that hour over the window / (60 × N).
-* **prime time** — 19:00–23:00 by default (``PRIME_HOURS``); concentration = share of the day's minutes in it.
+The audience measures (TVR, AMA, reach, share, ATS on the broadcast day, over a declared universe) are not here: they
+are Spark functions in tv_platform/lake/aggregates.py, defined in docs/measures.md. This module keeps the service's
+descriptive analyses: leaders, weekday profiles, the hourly load and **prime time** — 19:00–23:00 by default
+(``PRIME_HOURS``); concentration = share of the day's minutes in it.
 """
 
 from __future__ import annotations
@@ -142,20 +139,3 @@ def retention_curve(pairs: pd.DataFrame) -> pd.DataFrame:
     g = pairs.groupby("lag", as_index=False)[["base", "returned"]].sum()
     g["retention_pct"] = 100.0 * g["returned"] / g["base"].clip(lower=1)
     return g
-
-
-# ---- audience measures --------------------------------------------------------------------------------------------------
-def audience(cwh: pd.DataFrame, channel_viewers: pd.DataFrame, user_base: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """From channel_weekday_hour rows (dt, hour, channel_id, channel_name, minutes) and the channels' distinct viewers
-    over the window (channel_id, viewers): per channel reach %, share % and AMA; and the channel × hour AMA matrix."""
-    days = max(n_days(cwh), 1)
-    per = (cwh.groupby("channel_id", as_index=False)
-           .agg(channel_name=("channel_name", "max"), minutes=("minutes", "sum")))
-    per = per.merge(channel_viewers[["channel_id", "viewers"]], on="channel_id", how="left").fillna({"viewers": 0})
-    per["reach_pct"] = 100.0 * per["viewers"] / max(int(user_base), 1)
-    per["share_pct"] = 100.0 * per["minutes"] / max(float(per["minutes"].sum()), 1e-12)
-    per["ama"] = per["minutes"] / (60.0 * 24 * days)
-    per = per.sort_values(["share_pct", "channel_id"], ascending=[False, True]).reset_index(drop=True)
-    ama_hour = (cwh.pivot_table(index="channel_id", columns="hour", values="minutes", aggfunc="sum")
-                .reindex(columns=range(24)).fillna(0.0) / (60.0 * days))
-    return per, ama_hour

@@ -6,7 +6,9 @@ chart (PNG) and a markdown summary attached to its materialization.
     prime_time           prime-time concentration of minutes (19–23 h), per day              ← hourly_activity
     user_retention       users returning 1..7 days later; active users per day               ← user_activity
     user_segments        k-means (Spark MLlib) on each user's hour-of-day profile            ← viewing_sessions
-    audience_measures    reach, share, average minute audience by channel and hour           ← channel_weekday_hour, viewing_sessions
+    audience_daily [daily, group lake]  per broadcast day: universe, credited minutes, TVR / AMA / reach / share /
+                         ATS per channel × daypart, programme airing, series                  ← viewing_sessions, guide
+    audience_measures    the same measures over a window of calendar broadcast days          ← audience_daily tables
     viewing_forecast     next 7 days of total hours, per-channel hours, hourly load;         ← daily_viewing, channel_rating,
                          seasonal naive vs calendar ridge, backtest on the held-out week        hourly_activity
 
@@ -15,6 +17,8 @@ Tabular results go to unpartitioned Hive tables ``analytics_<asset>`` (and ``for
 ``<lake_root>/analytics/charts/<asset>.png`` in the lake. Pure logic: tv_platform/analytics/.
 Resource: ``hive`` (HiveResource) only.
 """
+
+from functools import reduce
 
 import dagster as dg
 import numpy as np
@@ -26,6 +30,10 @@ from tv_platform.analytics import forecast as FC
 from tv_platform.analytics import measures as M
 from tv_platform.analytics import segments as SG
 from tv_platform.engines.spark import HiveCatalog, HiveResource
+from tv_platform.lake import aggregates as A
+from tv_platform.lake.calendar import ALL_DAY, BroadcastCalendar
+from tv_platform.partitions import RAW_WINDOW, daily, spark_range
+from tv_platform.settings import get_settings
 
 GROUP = "analytics"
 KINDS = {"spark", "python"}
@@ -175,8 +183,9 @@ def channel_leaders(context: dg.AssetExecutionContext, config: WindowConfig, hiv
 # weekday vs weekend
 # ---------------------------------------------------------------------------------------------------------------------
 @_asset("weekday_weekend", ["daily_viewing", "hourly_activity"],
-        "Weekday vs weekend behaviour: mean hours, views and active users per weekday, and the average audience by "
-        "hour of day on weekdays and weekends; table analytics_weekday_weekend.")
+        "Weekday vs weekend behaviour of the service on the calendar day: mean hours, views and active users per "
+        "weekday, and the average audience by hour of day on weekdays and weekends; table analytics_weekday_weekend. "
+        "The audience's weekday vs weekend on the broadcast day is in audience_measures (docs/measures.md).")
 def weekday_weekend(context: dg.AssetExecutionContext, config: WindowConfig, hive: HiveResource):
     cat = hive.catalog()
     days = window(cat, "daily_viewing", config)
@@ -348,77 +357,234 @@ def user_segments(context: dg.AssetExecutionContext, config: SegmentsConfig, hiv
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# audience measures
+# audience measures (docs/measures.md)
 # ---------------------------------------------------------------------------------------------------------------------
-@_asset("audience_measures", ["channel_weekday_hour", "viewing_sessions", "hive_users"],
-        "TV audience measures per channel over the window: reach % (distinct viewers / the user base in tv_users), "
-        "share % (the channel's minutes / all minutes) and AMA (average minute audience, users) — overall and by "
-        "hour of day. Tables analytics_audience (per channel) and analytics_audience_hourly (channel × hour AMA).")
-def audience_measures(context: dg.AssetExecutionContext, config: WindowConfig, hive: HiveResource):
-    cat = hive.catalog()
-    days = window(cat, "channel_weekday_hour", config)
-    cwh = pull(cat, "channel_weekday_hour", days, ["dt", "hour", "channel_id", "channel_name", "minutes"])
-    viewers = (cat.read("viewing_sessions", days).groupBy("channel_id")
-               .agg(F.countDistinct("user_id").alias("viewers")).toPandas())
-    cat.refresh("tv_users")
-    user_base = int(cat.spark.table(cat.qualified("tv_users")).count())
-    per, ama = M.audience(cwh, viewers, user_base)
-    written = store(cat, "analytics_audience", per[["channel_id", "channel_name", "viewers", "reach_pct",
-                                                    "minutes", "share_pct", "ama"]])
-    long = ama.stack().rename("ama").reset_index().rename(columns={"level_1": "hour"})
-    long["hour"] = long["hour"].astype("int64")
-    store(cat, "analytics_audience_hourly", long[["channel_id", "hour", "ama"]])
+MEASURES_DOC = "docs/measures.md"
+AUDIENCE_OUTPUTS = ("audience_universe", "audience_minutes", "audience_channel", "audience_programme",
+                    "audience_series")
+_AUDIENCE_SUMS = {"audience_universe": [], "audience_minutes": ["seconds"], "audience_channel": ["minutes"],
+                  "audience_programme": ["minutes"], "audience_series": ["minutes"]}
+_AUDIENCE_DOCS = {
+    "audience_universe": A.audience_universe.__doc__,
+    "audience_minutes": A.credited_minutes.__doc__,
+    "audience_channel": A.channel_measures.__doc__,
+    "audience_programme": A.audience_programme.__doc__,
+    "audience_series": A.series_measures.__doc__,
+}
 
-    top = per.head(10)
+
+def _broadcast_days(days: list[str]) -> list[str]:
+    """The calendar days whose guide a set of broadcast days needs (D and D+1)."""
+    from datetime import timedelta
+
+    from tv_platform.dates import as_date
+
+    return sorted({d for day in days for d in (day, (as_date(day) + timedelta(days=1)).isoformat())})
+
+
+@dg.multi_asset(
+    name="audience_daily",
+    group_name="lake",  # daily lake tables (the analytics group is unpartitioned: its job holds one partitioning)
+    partitions_def=daily,
+    backfill_policy=spark_range,
+    outs={name: dg.AssetOut(io_manager_key="hive_io_manager", kinds={"spark", "parquet"},
+                            description=" ".join((_AUDIENCE_DOCS[name] or name).split()) + f" See {MEASURES_DOC}.",
+                            metadata={"hive/sums": _AUDIENCE_SUMS[name], "columns": dict(A.AUDIENCE_TABLES[name])})
+          for name in AUDIENCE_OUTPUTS},
+    ins={"viewing_sessions": dg.AssetIn(partition_mapping=RAW_WINDOW)},
+    deps=["hive_users", "hive_programme_guide"],
+    check_specs=[
+        dg.AssetCheckSpec("universe_declared", asset="audience_universe",
+                          description="the day's universe = the reference subscribers + the inferred members (viewers "
+                                      "of the day outside the reference), recounted with plain SQL"),
+        dg.AssetCheckSpec("shares_add_up", asset="audience_channel",
+                          description="per day and daypart the channels' shares add up to 100 % and their minutes to "
+                                      "the credited minutes of audience_minutes"),
+    ],
+)
+def audience_daily(context: dg.AssetExecutionContext, hive: HiveResource, viewing_sessions):
+    """The audience measures of each broadcast day (TVP_BROADCAST_DAY_START, dayparts TVP_DAYPARTS, reach threshold
+    TVP_REACH_THRESHOLD_MINUTES): the universe, the credited minutes, and TVR / AMA / reach / share / ATS per channel
+    × daypart, per programme airing and per series. Reads the sessions of D-1..D+1 and the guide of D and D+1."""
+    settings = get_settings()
+    cal = BroadcastCalendar.from_settings(settings)
+    threshold = settings.reach_threshold_minutes
+    days = list(context.partition_keys)
+    cat = hive.catalog()
+    cat.refresh("tv_users")
+    users = cat.spark.table(cat.qualified("tv_users"))
+    guide = None
+    if cat.table_exists("programme_guide"):
+        cat.refresh("programme_guide")
+        guide = cat.read("programme_guide", _broadcast_days(days))
+    context.log.info(cal.describe() + f"; reach threshold {threshold} min; guide: {guide is not None}")
+
+    def per_day(build):
+        return reduce(lambda a, b: a.unionByName(b), [build(d) for d in days])
+
+    yield dg.Output(per_day(lambda d: A.audience_universe(viewing_sessions, users, cal, d)),
+                    output_name="audience_universe")
+    yield dg.Output(per_day(lambda d: A.credited_minutes(viewing_sessions, cal, d, guide)),
+                    output_name="audience_minutes")
+    universe, minutes = cat.read("audience_universe", days), cat.read("audience_minutes", days)
+
+    def of(frame, d):
+        return frame.where(F.col("dt") == d)
+
+    channels = viewing_sessions.select("channel_id", "channel_name")
+    if cat.table_exists("tv_channels"):
+        cat.refresh("tv_channels")
+        channels = channels.unionByName(cat.spark.table(cat.qualified("tv_channels")).select("channel_id",
+                                                                                            "channel_name"))
+    yield dg.Output(per_day(lambda d: A.audience_channel(of(minutes, d), of(universe, d), cal, threshold, d,
+                                                         channels)),
+                    output_name="audience_channel")
+    empty_guide = cat.spark.createDataFrame([], "channel_id int, programme_id string, title string, series string, "
+                                                "start timestamp, end timestamp")
+    yield dg.Output(per_day(lambda d: A.audience_programme(of(minutes, d), of(universe, d),
+                                                           guide if guide is not None else empty_guide, cal,
+                                                           threshold, d)),
+                    output_name="audience_programme")
+    programmes = cat.read("audience_programme", days)
+    yield dg.Output(per_day(lambda d: A.audience_series(of(programmes, d), of(minutes, d), of(universe, d),
+                                                        threshold, d)),
+                    output_name="audience_series")
+
+    where = "WHERE dt IN (" + ", ".join(f"'{d}'" for d in days) + ")"
+    u = cat.spark.sql(
+        f"SELECT count(*) AS n, count(DISTINCT dt) AS days, "
+        f"coalesce(sum(CASE WHEN member = 'reference' THEN 1 END), 0) AS ref, "
+        f"coalesce(sum(CASE WHEN member = 'inferred' THEN 1 END), 0) AS inferred "
+        f"FROM {cat.qualified('audience_universe')} {where}").collect()[0]
+    ref_rows = int(users.select("user_id").where(F.col("user_id").isNotNull()).distinct().count())
+    ok_u = int(u["ref"]) == ref_rows * len(days) and int(u["n"]) == int(u["ref"]) + int(u["inferred"])
+    yield dg.AssetCheckResult(asset_key="audience_universe", check_name="universe_declared", passed=ok_u,
+                              metadata={"universe_member_days": int(u["n"]), "reference_subscribers": ref_rows,
+                                        "inferred_member_days": int(u["inferred"]), "days": len(days)})
+    c = cat.spark.sql(
+        f"SELECT dt, daypart, sum(share_pct) AS share, sum(minutes) AS minutes FROM "
+        f"{cat.qualified('audience_channel')} {where} GROUP BY dt, daypart").toPandas()
+    credited = cat.spark.sql(f"SELECT count(*) AS n FROM {cat.qualified('audience_minutes')} {where}").collect()[0]
+    whole = c[c["daypart"] == ALL_DAY]
+    ok_c = bool(((c["share"] - 100.0).abs() < 1e-6).all()) and int(whole["minutes"].sum()) == int(credited["n"])
+    yield dg.AssetCheckResult(asset_key="audience_channel", check_name="shares_add_up", passed=ok_c,
+                              metadata={"credited_minutes": int(credited["n"]),
+                                        "channel_minutes": int(whole["minutes"].sum()),
+                                        "cells": len(c)})
+
+
+class AudienceWindowConfig(dg.Config):
+    days: int = 28
+    """Calendar (broadcast) days of the window, ending at ``end``; every one must have its audience_daily partition
+    (a day without viewing is a partition with a universe and no minutes — it counts as zero, never skipped)."""
+    end: str = ""
+    """Last broadcast day of the window (YYYY-MM-DD); empty = the latest audience_universe partition."""
+
+
+def calendar_window(cat: HiveCatalog, table: str, config: AudienceWindowConfig) -> list[str]:
+    """The ``config.days`` calendar days ending at ``config.end`` (or the latest partition of ``table``), starting no
+    earlier than its first partition (a window longer than the history is the history: the metadata's ``window``
+    says which days); a Failure naming the missing days if any day inside has no partition — a window never
+    silently shrinks to the days that have rows."""
+    if not cat.table_exists(table):
+        raise dg.Failure(f"{cat.database}.{table} does not exist: materialize `audience_daily` first")
+    have = set(cat.partitions(table))
+    if not have:
+        raise dg.Failure(f"{cat.database}.{table} has no partitions: materialize `audience_daily` first")
+    last = pd.Timestamp(config.end or max(have))
+    n = max(int(config.days), 1)
+    first = max(last - pd.Timedelta(days=n - 1), pd.Timestamp(min(have)))  # not before the history begins
+    days = list(pd.date_range(first, last, freq="D").strftime("%Y-%m-%d"))
+    missing = [d for d in days if d not in have]
+    if missing:
+        raise dg.Failure(f"the window {days[0]}..{days[-1]} misses audience_daily for {len(missing)} day(s) "
+                         f"(e.g. {missing[:3]}): materialize them, or choose `end`/`days` inside what exists")
+    return days
+
+
+@_asset("audience_measures", ["audience_universe", "audience_minutes", "audience_programme"],
+        "TV audience measures over a window of calendar broadcast days, by the definitions of docs/measures.md: per "
+        "channel and daypart TVR, AMA (over every minute of the window, quiet days count as zero), reach (count and "
+        "% of the window's universe, at least TVP_REACH_THRESHOLD_MINUTES consecutive minutes), share and ATS per "
+        "universe member and per viewer; per series the same over all its airings (empty ones included). Tables "
+        "analytics_audience (channel × daypart) and analytics_audience_series.")
+def audience_measures(context: dg.AssetExecutionContext, config: AudienceWindowConfig, hive: HiveResource):
+    settings = get_settings()
+    cal = BroadcastCalendar.from_settings(settings)
+    threshold = settings.reach_threshold_minutes
+    cat = hive.catalog()
+    days = calendar_window(cat, "audience_universe", config)
+    universe, minutes = cat.read("audience_universe", days), cat.read("audience_minutes", days)
+    names = cat.read("audience_channel", days).select("channel_id", "channel_name").where(F.col("daypart") == ALL_DAY)
+    per = A.channel_measures(minutes, universe, cal, threshold, names).toPandas()
+    per = per.sort_values(["daypart", "share_pct", "channel_id"], ascending=[True, False, True])
+    written = store(cat, "analytics_audience", per)
+    series = A.series_measures(cat.read("audience_programme", days), minutes, universe, threshold).toPandas()
+    series = series.sort_values(["tvr_pct", "series"], ascending=[False, True])
+    store(cat, "analytics_audience_series", series)
+
+    whole = per[per["daypart"] == ALL_DAY].sort_values(["share_pct", "channel_id"], ascending=[False, True])
+    # weekday vs weekend on the broadcast day (Friday night after midnight is Friday's): minutes per member and day
+    by_day = (cat.read("audience_channel", days).where(F.col("daypart") == ALL_DAY).groupBy("dt", "is_weekend")
+              .agg(F.sum("minutes").alias("minutes"), F.max("universe").alias("universe")).toPandas())
+    by_day["ats"] = by_day["minutes"] / by_day["universe"].where(by_day["universe"] > 0)
+    weekly = {("weekend" if k else "weekday"): float(v) for k, v in by_day.groupby("is_weekend")["ats"].mean().items()}
+    top = whole.head(10)
     fig, axes = C.figure(2, 1, width=13, height=5)
     ax = axes[0][0]
     y = np.arange(len(top))
-    ax.barh(y - 0.2, top["reach_pct"], height=0.4, label="reach, % of users")
-    ax.barh(y + 0.2, top["share_pct"], height=0.4, label="share, % of minutes")
-    ax.set_yticks(y, top["channel_name"], fontsize=7)
+    ax.barh(y - 0.2, top["reach_pct"], height=0.4, label="reach, % of the universe")
+    ax.barh(y + 0.2, top["share_pct"], height=0.4, label="share, % of viewing minutes")
+    ax.set_yticks(y, top["channel_name"].fillna(top["channel_id"].astype(str)), fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("percent, %")
     ax.set_ylabel("channel")
     ax.legend(fontsize=7)
-    ax.set_title("top 10 channels by share")
+    ax.set_title("top 10 channels by share (whole broadcast day)")
     ax = axes[0][1]
-    m = ama.loc[top["channel_id"]].to_numpy()
-    im = ax.imshow(m, aspect="auto", cmap="viridis")
-    ax.set_yticks(range(len(top)), top["channel_name"], fontsize=7)
-    ax.set_xticks(range(0, 24, 2))
-    ax.set_xlabel("hour of day")
+    parts = [p.name for p in cal.dayparts]
+    pivot = per[per["channel_id"].isin(top["channel_id"])].pivot_table(
+        index="channel_id", columns="daypart", values="tvr_pct", aggfunc="sum").reindex(
+        index=top["channel_id"], columns=parts).fillna(0.0)
+    im = ax.imshow(pivot.to_numpy(), aspect="auto", cmap="viridis")
+    ax.set_yticks(range(len(top)), top["channel_name"].fillna(top["channel_id"].astype(str)), fontsize=7)
+    ax.set_xticks(range(len(parts)), parts, fontsize=7, rotation=30)
+    ax.set_xlabel("daypart")
     ax.set_ylabel("channel")
-    ax.set_title("average minute audience (AMA)")
+    ax.set_title("TVR by daypart")
     cb = fig.colorbar(im, ax=ax)
-    cb.set_label("AMA, users watching per minute")
+    cb.set_label("TVR, % of the universe watching an average minute")
     cb.ax._tvp_colorbar = True  # noqa: SLF001
-    lead = per.iloc[0]
-    summary = (f"**Audience measures**, {span(days)}, user base {user_base}.\n\nLargest share: **{lead.channel_name}** "
-               f"— share {lead.share_pct:.1f}%, reach {lead.reach_pct:.1f}%, AMA {lead.ama:.2f} users.\n\n"
-               + _md_table(top.head(5)[["channel_name", "reach_pct", "share_pct", "ama"]], ".2f"))
+    universe_size = int(whole["universe"].max()) if len(whole) else 0
+    summary = (f"**Audience measures**, {span(days)} ({cal.describe()}; reach ≥ {threshold} consecutive min), "
+               f"universe {universe_size} members (definitions: {MEASURES_DOC}). Minutes per member and broadcast "
+               f"day: " + ", ".join(f"{k} {v:.1f}" for k, v in weekly.items()) + ".\n\n")
+    if len(whole):
+        lead = whole.iloc[0]
+        summary += (f"Largest share: **{lead.channel_name}** — share {lead.share_pct:.1f}%, TVR {lead.tvr_pct:.3f}%, "
+                    f"reach {lead.reach_pct:.1f}%, AMA {lead.ama:.2f}.\n\n"
+                    + _md_table(top.head(5)[["channel_name", "tvr_pct", "reach_pct", "share_pct", "ama",
+                                             "ats_universe_min"]], ".3f"))
     return result(context, hive, "audience_measures", fig, summary, {
-        "window": span(days), "user_base": user_base, "channels": len(per), "table": written["table"],
-        "top_share_channel": str(lead.channel_name), "top_share_pct": round(float(lead.share_pct), 3)})
+        "window": span(days), "universe": universe_size, "channels": int(whole["channel_id"].nunique()),
+        "series": len(series), "reach_threshold_minutes": threshold, "calendar": cal.describe(),
+        **{f"ats_per_member_day_{k}": round(v, 3) for k, v in weekly.items() if np.isfinite(v)},
+        "definitions": MEASURES_DOC, "table": written["table"]})
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # forecast
 # ---------------------------------------------------------------------------------------------------------------------
-def forecast_inputs(cat: HiveCatalog, days: list[str], top: int):
-    """Wide daily frames: total hours in day; hours of the top channels (by start, channel_rating); average concurrent
-    viewers per clock hour (hourly_activity minutes / 60)."""
+def forecast_inputs(cat: HiveCatalog, days: list[str]):
+    """Wide daily frames over every calendar day first..last of ``days``: total hours in day; hours of every channel
+    (by start, channel_rating; 0 on a day that exists without the channel); average concurrent viewers per clock hour
+    (hourly_activity minutes / 60). A day without a partition is missing (NaN), never 0."""
     first, last = days[0], days[-1]
-    every = pd.date_range(first, last, freq="D").strftime("%Y-%m-%d")
-    missing = sorted(set(every) - set(days))
-    if missing:
-        raise dg.Failure(f"daily_viewing misses {len(missing)} day(s) in {first}..{last} (e.g. {missing[:3]}): "
-                         "materialize them or set `end`/`days` to a complete window")
     daily = pull(cat, "daily_viewing", days, ["dt", "hours_in_day"]).set_index("dt")[["hours_in_day"]]
     total = FC.complete_days(daily.rename(columns={"hours_in_day": "total"}), first, last)
     rating = pull(cat, "channel_rating", days, ["dt", "channel_name", "hours"])
-    leaders = rating.groupby("channel_name")["hours"].sum().sort_values(ascending=False).head(top).index
-    ch = rating[rating["channel_name"].isin(leaders)].pivot_table(index="dt", columns="channel_name", values="hours",
-                                                                   aggfunc="sum")[list(leaders)]
+    ch = rating.pivot_table(index="dt", columns="channel_name", values="hours", aggfunc="sum")
+    ch = ch.reindex(index=sorted(daily.index)).fillna(0.0)
     channels = FC.complete_days(ch, first, last)
     hourly = pull(cat, "hourly_activity", days, ["dt", "hour", "minutes"])
     hh = hourly.pivot_table(index="dt", columns="hour", values="minutes", aggfunc="sum").reindex(
@@ -429,23 +595,30 @@ def forecast_inputs(cat: HiveCatalog, days: list[str], top: int):
 
 @_asset("viewing_forecast", ["daily_viewing", "channel_rating", "hourly_activity"],
         "The next 7 days of total viewing hours (in-day clock), per-channel hours (top channels) and the hourly load "
-        "profile (average concurrent viewers per clock hour), from the history: seasonal naive (same weekday last "
-        "week) vs a calendar ridge regression (trend + day-of-week, numpy least squares); backtest on the last "
-        "held-out week with both MAPEs and `beats_baseline`. Rows to Hive table forecast_daily (dt, series, kind, "
-        "model, hours).")
+        "profile (average concurrent viewers per clock hour), from the finished days of the history (today's "
+        "partition is left out; a missing day stays missing, never 0): seasonal naive (same weekday last week) vs a "
+        "calendar ridge regression (trend + day-of-week, numpy least squares); backtest on 4 rolling origins with "
+        "the mean MAPE, its 95 % interval and `beats_baseline`; the top channels of each fold chosen on its "
+        "training days only. Rows to Hive table forecast_daily (dt, series, kind, model, hours).")
 def viewing_forecast(context: dg.AssetExecutionContext, config: ForecastConfig, hive: HiveResource):
     cat = hive.catalog()
-    days = window(cat, "daily_viewing", config)
-    need = FC.MIN_MODEL_DAYS + config.horizon
-    if len(days) < need:
-        raise dg.Failure(f"the forecast needs {need} days (history {FC.MIN_MODEL_DAYS} + held-out {config.horizon}); "
-                         f"the window has {len(days)}")
-    total, channels, hours = forecast_inputs(cat, days, config.top_channels)
+    present = window(cat, "daily_viewing", config)
+    days = FC.finished_days(present)
+    unfinished = sorted(set(present) - set(days))
+    if unfinished:
+        context.log.info(f"left out of the forecast, not finished yet: {unfinished}")
     h = config.horizon
+    span_days = len(pd.date_range(days[0], days[-1])) if days else 0
+    need = FC.MIN_MODEL_DAYS + h + FC.FOLDS - 1
+    if span_days < need:
+        raise dg.Failure(f"the forecast needs {need} finished days (training {FC.MIN_MODEL_DAYS}, held-out {h}, "
+                         f"{FC.FOLDS} rolling origins); the window has {span_days}")
+    total, channels, hours = forecast_inputs(cat, days)
     bt_total = FC.backtest(total["total"], h)
-    bt_channels = FC.backtest_many(channels, h)
+    selected = FC.backtest_selected(channels, config.top_channels, h)
+    bt_channels = FC.backtest_many(channels[selected["selected"]], h)
     bt_hours = FC.backtest_many(hours, h)
-    err_ch, err_hr = FC.pooled_errors(bt_channels), FC.pooled_errors(bt_hours)
+    err_ch, err_hr = selected, FC.pooled_errors(bt_hours)
     mape_ch, mape_hr, wape_ch, wape_hr = err_ch["mape"], err_hr["mape"], err_ch["wape"], err_hr["wape"]
 
     rows = [FC.rows("total", bt_total)]
@@ -494,8 +667,15 @@ def viewing_forecast(context: dg.AssetExecutionContext, config: ForecastConfig, 
     verdict = ("**The calendar ridge model beats the seasonal-naive baseline**" if beats else
                "**The calendar ridge model does NOT beat the seasonal-naive baseline**")
     fut = bt_total.future["calendar_ridge"]
-    summary = (f"**Viewing forecast**, history {span(days)}, horizon {h} days.\n\n"
-               f"Backtest on the held-out week {act.index[-h]:%Y-%m-%d}..{act.index[-1]:%Y-%m-%d} (MAPE):\n\n"
+    lo_r, hi_r = bt_total.interval["calendar_ridge"]
+    lo_n, hi_n = bt_total.interval["seasonal_naive"]
+    summary = (f"**Viewing forecast**, history {span(days)} ({int(total['total'].isna().sum())} missing day(s) left "
+               f"missing), horizon {h} days.\n\n"
+               f"Backtest on {len(bt_total.origins)} rolling origins "
+               f"({', '.join(f'{o:%Y-%m-%d}' for o in bt_total.origins)}), mean MAPE over the folds — total hours: "
+               f"seasonal naive {bt_total.mape['seasonal_naive']:.2f}% (95% interval {lo_n:.2f}–{hi_n:.2f}), "
+               f"calendar ridge {bt_total.mape['calendar_ridge']:.2f}% ({lo_r:.2f}–{hi_r:.2f}). "
+               f"Top channels chosen on each fold's training days only.\n\n"
                f"| series | seasonal naive | calendar ridge |\n|---|---|---|\n"
                f"| total hours, MAPE | {bt_total.mape['seasonal_naive']:.2f}% | {bt_total.mape['calendar_ridge']:.2f}% |\n"
                f"| top {len(bt_channels)} channels, MAPE / WAPE | {mape_ch['seasonal_naive']:.2f}% / "
@@ -508,6 +688,14 @@ def viewing_forecast(context: dg.AssetExecutionContext, config: ForecastConfig, 
     return result(context, hive, "viewing_forecast", fig, summary, {
         "history": span(days),
         "holdout": f"{act.index[-h]:%Y-%m-%d}..{act.index[-1]:%Y-%m-%d}",
+        "folds": len(bt_total.origins),
+        "fold_origins": [f"{o:%Y-%m-%d}" for o in bt_total.origins],
+        "mape_total_folds": dg.MetadataValue.json({m: [r2(v) for v in bt_total.mape_folds[m]] for m in FC.MODELS}),
+        "mape_total_interval95": dg.MetadataValue.json({m: [r2(v) for v in bt_total.interval[m]]
+                                                        for m in FC.MODELS}),
+        "missing_days": int(total["total"].isna().sum()),
+        "unfinished_days_left_out": unfinished,
+        "channels_selected_per_fold": dg.MetadataValue.json(selected["selected_per_fold"]),
         "mape_total_seasonal_naive": r2(bt_total.mape["seasonal_naive"]),
         "mape_total_calendar_ridge": r2(bt_total.mape["calendar_ridge"]),
         "beats_baseline": beats,
@@ -528,3 +716,5 @@ def viewing_forecast(context: dg.AssetExecutionContext, config: ForecastConfig, 
 
 assets = [channel_leaders, weekday_weekend, prime_time, user_retention, user_segments, audience_measures,
           viewing_forecast]
+daily_assets = [audience_daily]
+"""The daily (partitioned) audience tables: definitions.py makes them follow the landed stream like the lake."""

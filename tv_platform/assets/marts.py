@@ -76,6 +76,7 @@ class Mart:
     partition_by: str = "month"  # ClickHouse partitions: daily aggregates are small -> months
     description: str = ""
     partition_column: str | None = "dt"  # None: an unpartitioned table, replaced whole by every materialization
+    column_docs: dict[str, str] | None = None  # name -> description (the audience marts link docs/measures.md)
 
     def metadata(self, warehouse: str) -> dict[str, Any]:
         which = 0 if warehouse == "greenplum" else 1
@@ -86,7 +87,8 @@ class Mart:
             "sum_columns": list(self.sums),
             "lake_table": self.source,
             "dagster/column_schema": dg.TableSchema(
-                columns=[dg.TableColumn(name, typ) for name, typ in columns.items()]),
+                columns=[dg.TableColumn(name, typ, description=(self.column_docs or {}).get(name))
+                         for name, typ in columns.items()]),
         }
         if self.partition_column:
             meta["partition_column"] = self.partition_column
@@ -97,6 +99,74 @@ class Mart:
             meta["partition_by"] = self.partition_by
         return meta
 
+
+# ---- the audience measures per broadcast day (docs/measures.md) --------------------------------------------------------
+MEASURES = "docs/measures.md"
+MEASURE_DOCS = {
+    "daypart": f"daypart of the broadcast day (TVP_DAYPARTS; 'all' = the whole day) — {MEASURES}#dayparts",
+    "universe": f"members of the universe (reference + inferred subscribers) — {MEASURES}#universe",
+    "period_minutes": f"minutes of the period (daypart × days) — {MEASURES}#ama",
+    "airtime_min": f"minutes the airing owns (minute starts inside it) — {MEASURES}#programmes-and-series",
+    "minutes": f"credited viewing minutes — {MEASURES}#minute-crediting",
+    "all_minutes": f"all channels' credited minutes in the same period / during the airing(s) — {MEASURES}#share",
+    "ama": f"AMA, average minute audience (members) — {MEASURES}#ama",
+    "tvr_pct": f"TVR, AMA as % of the universe — {MEASURES}#tvr",
+    "reach": f"reach, members with >= threshold consecutive minutes — {MEASURES}#reach",
+    "reach_pct": f"reach as % of the universe — {MEASURES}#reach",
+    "share_pct": f"share of viewing minutes, % — {MEASURES}#share",
+    "ats_universe_min": f"ATS per universe member, minutes — {MEASURES}#ats",
+    "ats_viewer_min": f"ATS per reached viewer, minutes — {MEASURES}#ats",
+    "weekday": f"ISO weekday of the broadcast day — {MEASURES}#broadcast-day",
+    "is_weekend": f"the broadcast day is a Saturday or Sunday — {MEASURES}#broadcast-day",
+    "dt": f"broadcast day — {MEASURES}#broadcast-day",
+}
+AIRING_MEASURES = {
+    "airtime_min": COUNT, "minutes": COUNT, "all_minutes": COUNT, "ama": RATIO, "tvr_pct": RATIO, "reach": COUNT,
+    "reach_pct": RATIO, "share_pct": RATIO, "ats_universe_min": RATIO, "ats_viewer_min": RATIO,
+}
+"""The measure columns of a programme airing and of a series, in the lake tables' order."""
+AUDIENCE_MARTS: dict[str, Mart] = {
+    "audience_channel": Mart(
+        source="audience_channel",
+        columns={
+            "dt": DT, "daypart": LABEL, "channel_id": CHANNEL_ID, "channel_name": NAME, "weekday": SMALL,
+            "is_weekend": FLAG, "days": SMALL, "universe": COUNT, "period_minutes": COUNT, "minutes": COUNT,
+            "all_minutes": COUNT, "ama": RATIO, "tvr_pct": RATIO, "reach": COUNT, "reach_pct": RATIO, "share_pct": RATIO,
+            "ats_universe_min": RATIO, "ats_viewer_min": RATIO,
+        },
+        sums=("minutes", "reach"),
+        distributed_by=("channel_id",),
+        order_by=("dt", "daypart", "channel_id"),
+        description=f"Audience measures per broadcast day, channel and daypart (TVR, AMA, reach, share, ATS; {MEASURES})",
+        column_docs=MEASURE_DOCS,
+    ),
+    "audience_programme": Mart(
+        source="audience_programme",
+        columns={
+            "dt": DT, "programme_id": TEXT, "channel_id": CHANNEL_ID, "title": TEXT, "series": ("text", "Nullable(String)"),
+            "programme_start": ("timestamp", "Nullable(DateTime('UTC'))"),
+            "programme_end": ("timestamp", "Nullable(DateTime('UTC'))"), "daypart": LABEL, "universe": COUNT,
+            **AIRING_MEASURES,
+        },
+        sums=("minutes", "airtime_min"),
+        distributed_by=("programme_id",),
+        order_by=("dt", "channel_id", "programme_id"),
+        description=f"Audience measures per programme airing of each broadcast day ({MEASURES})",
+        column_docs=MEASURE_DOCS,
+    ),
+    "audience_series": Mart(
+        source="audience_series",
+        columns={
+            "dt": DT, "series": TEXT, "daypart": LABEL, "airings": COUNT, "days": SMALL, "universe": COUNT, **AIRING_MEASURES,
+        },
+        sums=("minutes", "airtime_min"),
+        distributed_by=("series",),
+        order_by=("dt", "series", "daypart"),
+        description=f"Audience measures per series, daypart and broadcast day, over its airings, empty ones included "
+                    f"({MEASURES})",
+        column_docs=MEASURE_DOCS,
+    ),
+}
 
 MARTS: dict[str, Mart] = {
     "sessions": Mart(
@@ -299,6 +369,8 @@ def build(declarations: dict[str, Mart]) -> tuple[list, list]:
 
 
 assets, checks = build(MARTS)
+audience_assets, audience_checks = build(AUDIENCE_MARTS)
+"""The audience marts (docs/measures.md), built like the lake's from the ``audience_daily`` tables."""
 
 
 # ---- the forecast against the actuals ----------------------------------------------------------------------------------

@@ -85,6 +85,10 @@ def programme_guide(context: dg.AssetExecutionContext, config: ProgrammeGuideCon
         "programmes": len(guide), "channels": int(guide["channel_id"].nunique()),
         "source": "xmltv" if config.xmltv_file else f"synthetic (seed {config.seed})",
         "by_kind": dg.MetadataValue.json({k: int(v) for k, v in guide["kind"].value_counts().sort_index().items()}),
+        **({"xmltv_counts": dg.MetadataValue.json(guide.attrs["counts"]),
+            "xmltv_skipped_channels": dg.MetadataValue.json(guide.attrs.get("skipped_channels", [])),
+            "xmltv_invalid": dg.MetadataValue.json(guide.attrs.get("invalid", []))}
+           if "counts" in guide.attrs else {}),
     })
     return guide
 

@@ -55,7 +55,8 @@ def normalize_day(guide: pd.DataFrame, day, channel_ids=None) -> pd.DataFrame:
     """The guide of calendar day D, exactly covering [D 00:00, D+1 00:00) per channel, gap-free and without overlaps:
 
     * programmes are clipped to the day (one straddling midnight keeps its id and is cut at 00:00);
-    * an overlap is resolved by ending the earlier programme where the next one starts;
+    * an overlap is resolved by ending the earlier programme where the next one starts (the XMLTV importer has
+      resolved them already, see xmltv.resolve_channel; this keeps the synthetic guide's contract);
     * a gap (and a whole day of a channel in ``channel_ids`` without any programme) becomes an ``unknown`` programme
       titled :data:`GAP_TITLE`.
 
@@ -82,9 +83,9 @@ def normalize_day(guide: pd.DataFrame, day, channel_ids=None) -> pd.DataFrame:
                              "kind": "unknown", "genre": "", "series": "", "episode": 0, "start": a, "end": b})
     if fill:
         g = pd.concat([g, pd.DataFrame(fill)], ignore_index=True)
-    if g.empty:
-        return empty_guide()
-    return typed(g)
+    out = empty_guide() if g.empty else typed(g)
+    out.attrs.update(guide.attrs)  # the importer's counts (xmltv.parse_xmltv) stay with the guide
+    return out
 
 
 def coverage_problems(guide: pd.DataFrame, day) -> list[str]:

@@ -333,3 +333,290 @@ BUILDERS = {
 
 NEEDS_PREVIOUS_DAY = {"daily_viewing", "hourly_activity", "channel_weekday_hour", "user_activity"}
 """Builders that read the sessions of D-1 as well (sessions crossing into D)."""
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# audience measures on the broadcast day (docs/measures.md)
+# ---------------------------------------------------------------------------------------------------------------------
+CREDIT_MIN_S = 30
+"""A viewer's clock minute is credited only if the channel watched longest in it was watched at least this long."""
+
+AUDIENCE_TABLES: dict[str, Columns] = {
+    "audience_universe": [("user_id", "INT"), ("member", "STRING")],
+    "audience_minutes": [("user_id", "INT"), ("channel_id", "INT"), ("minute", "INT"), ("daypart", "STRING"),
+                         ("seconds", "INT"), ("programme_id", "STRING"), ("series", "STRING")],
+    "audience_channel": [("daypart", "STRING"), ("channel_id", "INT"), ("channel_name", "STRING"),
+                         ("weekday", "INT"), ("is_weekend", "BOOLEAN"), ("days", "INT"), ("universe", "BIGINT"),
+                         ("period_minutes", "BIGINT"), ("minutes", "BIGINT"), ("all_minutes", "BIGINT"),
+                         ("ama", "DOUBLE"), ("tvr_pct", "DOUBLE"), ("reach", "BIGINT"), ("reach_pct", "DOUBLE"),
+                         ("share_pct", "DOUBLE"), ("ats_universe_min", "DOUBLE"), ("ats_viewer_min", "DOUBLE")],
+    "audience_programme": [("programme_id", "STRING"), ("channel_id", "INT"), ("title", "STRING"),
+                           ("series", "STRING"), ("programme_start", "TIMESTAMP"), ("programme_end", "TIMESTAMP"),
+                           ("daypart", "STRING"), ("universe", "BIGINT"), ("airtime_min", "BIGINT"),
+                           ("minutes", "BIGINT"), ("all_minutes", "BIGINT"), ("ama", "DOUBLE"), ("tvr_pct", "DOUBLE"),
+                           ("reach", "BIGINT"), ("reach_pct", "DOUBLE"), ("share_pct", "DOUBLE"),
+                           ("ats_universe_min", "DOUBLE"), ("ats_viewer_min", "DOUBLE")],
+    "audience_series": [("series", "STRING"), ("daypart", "STRING"), ("airings", "BIGINT"), ("days", "INT"), ("universe", "BIGINT"),
+                        ("airtime_min", "BIGINT"), ("minutes", "BIGINT"), ("all_minutes", "BIGINT"), ("ama", "DOUBLE"),
+                        ("tvr_pct", "DOUBLE"), ("reach", "BIGINT"), ("reach_pct", "DOUBLE"), ("share_pct", "DOUBLE"),
+                        ("ats_universe_min", "DOUBLE"), ("ats_viewer_min", "DOUBLE")],
+}
+"""The audience tables (dt appended), all per broadcast day: the universe's members, the credited minutes, and the
+measures per channel × daypart, per programme airing and per series."""
+
+
+def _audience_typed(frame: DataFrame, name: str, day) -> DataFrame:
+    return _typed(frame, AUDIENCE_TABLES[name], day)
+
+
+def _broadcast_secs(column: str, cal, day) -> Column:
+    """Seconds from the start of broadcast day ``day`` to ``column`` (wall clock: built from the date, never from a
+    client-side datetime, so no time zone of the client or the session enters)."""
+    lo = F.timestamp_add("MINUTE", F.lit(cal.start), F.lit(as_date(day)).cast("timestamp_ntz"))
+    return F.timestamp_diff("SECOND", lo, ntz(column))
+
+
+def broadcast_overlap(sessions: DataFrame, cal, day) -> DataFrame:
+    """The sessions overlapping broadcast day D ([D start, D+1 start), see lake/calendar.py), with ``in_s``/``out_s``:
+    the part inside it in seconds from its start. Reads sessions started on D-1..D+1 (a session started on D+1 before
+    the broadcast-day start belongs partly to D). A zero-length session overlaps if its instant lies in the day."""
+    d = as_date(day)
+    s, e = _broadcast_secs("time_start", cal, d), _broadcast_secs("time_end", cal, d)
+    base = sessions.where(F.col("dt").between((d - timedelta(days=1)).isoformat(), (d + timedelta(days=1)).isoformat())
+                          ).select("session_id", "user_id", "channel_id", "channel_name", s.alias("start_s"),
+                                   e.alias("end_s"))
+    start_s, end_s = F.col("start_s"), F.col("end_s")
+    overlaps = ((end_s > start_s) & (end_s > 0) & (start_s < DAY_S)) | (
+        (end_s == start_s) & (start_s >= 0) & (start_s < DAY_S))
+    return (base.where(overlaps).withColumn("in_s", F.greatest(start_s, F.lit(0)))
+            .withColumn("out_s", F.least(end_s, F.lit(DAY_S))))
+
+
+def audience_universe(sessions: DataFrame, users: DataFrame, cal, day) -> DataFrame:
+    """The universe of broadcast day D, one row per member: every subscriber of the reference table ``users``
+    (``member = 'reference'``; the table carries no churn or activation dates, so every row is active) and every
+    user with a session overlapping D who is not in it (``member = 'inferred'``, e.g. a new subscriber the reference
+    extract does not hold yet). Its row count is the day's universe."""
+    ref = users.select(F.col("user_id").cast("int").alias("user_id")).where(F.col("user_id").isNotNull()).distinct()
+    seen = broadcast_overlap(sessions, cal, day).select(F.col("user_id").cast("int").alias("user_id")).distinct()
+    inferred = seen.join(ref, "user_id", "left_anti").withColumn("member", F.lit("inferred"))
+    out = ref.withColumn("member", F.lit("reference")).unionByName(inferred)
+    return _audience_typed(out, "audience_universe", day)
+
+
+def guide_minutes(guide: DataFrame, cal, day) -> DataFrame:
+    """The programmes on screen in broadcast day D with the minutes they own: minute m belongs to the programme on
+    screen at its first second (``first_minute`` <= m < ``end_minute``); ``airtime_min`` = their count (0: a programme
+    shorter than a minute that holds no minute start). ``guide``: programme_guide rows of calendar days D and D+1."""
+    a = F.ceil(_broadcast_secs("start", cal, day) / 60.0).cast("int")
+    b = F.ceil(_broadcast_secs("end", cal, day) / 60.0).cast("int")
+    lo, hi = F.lit(0), F.lit(DAY_S // 60)
+    # a programme across midnight is in both calendar days' guides (clipped, same id): one airing again
+    whole = guide.groupBy(F.col("channel_id").cast("int").alias("channel_id"), "programme_id").agg(
+        F.first(F.coalesce(F.col("title"), F.lit("")), ignorenulls=True).alias("title"),
+        F.first(F.when(F.col("series") != "", F.col("series")), ignorenulls=True).alias("series"),
+        F.min("start").alias("start"), F.max("end").alias("end"))
+    g = whole.select(
+        "channel_id", "programme_id", "title", "series",
+        F.col("start").alias("programme_start"), F.col("end").alias("programme_end"),
+        F.greatest(F.least(a, hi), lo).alias("first_minute"), F.greatest(F.least(b, hi), lo).alias("end_minute"),
+    )
+    return (g.where((F.col("end_minute") > F.col("first_minute"))
+                    | ((F.col("programme_end") > F.col("programme_start"))
+                       & (_broadcast_secs("programme_start", cal, day) < DAY_S)
+                       & (_broadcast_secs("programme_end", cal, day) > 0)))
+            .withColumn("airtime_min", F.col("end_minute") - F.col("first_minute")))
+
+
+def credited_minutes(sessions: DataFrame, cal, day, guide: DataFrame | None = None) -> DataFrame:
+    """Minute crediting: one row per (viewer, clock minute of broadcast day D) credited to a channel.
+
+    Each session is cut at the clock minutes of D; in each minute a viewer's seconds are summed per channel, and the
+    minute goes to the channel watched longest in it (ties: the smaller channel_id), if that channel was watched at
+    least :data:`CREDIT_MIN_S` seconds of it. So a zero-length session, and any viewing shorter than half a minute,
+    credits nothing; two sessions of one viewer on one channel never credit a minute twice. ``seconds`` is the
+    credited channel's seconds in the minute (≤ 60). With ``guide`` (programme_guide rows of D and D+1) each minute
+    carries the programme on screen on that channel at the minute's first second and its series; a channel without a
+    guide gets the pseudo programme ``<channel>-none``."""
+    d = as_date(day)
+    ov = broadcast_overlap(sessions, cal, d).where(F.col("out_s") > F.col("in_s"))
+    s, e = F.col("in_s"), F.col("out_s")
+    cut = ov.withColumn("minute", F.explode(F.sequence(F.floor(s / 60).cast("int"),
+                                                       (F.ceil(e / 60) - 1).cast("int"))))
+    ms = F.col("minute").cast("bigint") * 60
+    cut = cut.withColumn("s", F.greatest(F.least(e, ms + 60) - F.greatest(s, ms), F.lit(0)))
+    per = cut.groupBy("user_id", "minute", "channel_id").agg(F.least(F.sum("s"), F.lit(60)).alias("seconds"))
+    best = Window.partitionBy("user_id", "minute").orderBy(F.desc("seconds"), F.asc("channel_id"))
+    credited = (per.withColumn("_r", F.row_number().over(best))
+                .where((F.col("_r") == 1) & (F.col("seconds") >= CREDIT_MIN_S)).drop("_r")
+                .withColumn("daypart", cal.daypart_column(F.col("minute"))))
+    if guide is None:
+        out = credited.withColumn("programme_id", F.concat(F.col("channel_id").cast("string"), F.lit("-none"))) \
+            .withColumn("series", F.lit(None).cast("string"))
+    else:
+        g = guide_minutes(guide, cal, d).select("channel_id", F.col("programme_id").alias("g_programme_id"),
+                                                F.col("series").alias("g_series"), "first_minute", "end_minute")
+        c, q = credited.alias("c"), g.alias("q")
+        joined = c.join(q, (F.col("c.channel_id") == F.col("q.channel_id"))
+                        & (F.col("c.minute") >= F.col("q.first_minute")) & (F.col("c.minute") < F.col("q.end_minute")),
+                        "left")
+        out = joined.select(
+            "c.user_id", "c.channel_id", "c.minute", "c.daypart", "c.seconds",
+            F.coalesce(F.col("q.g_programme_id"), F.concat(F.col("c.channel_id").cast("string"), F.lit("-none")))
+            .alias("programme_id"),
+            F.col("q.g_series").alias("series"))
+    return _audience_typed(out, "audience_minutes", d)
+
+
+def reached(minutes: DataFrame, keys: list[str], threshold: int) -> DataFrame:
+    """Distinct (``keys``…, user_id) with at least ``threshold`` consecutive credited minutes within one broadcast day
+    (``dt``) and one value of ``keys`` — the reach rule. Consecutive: minute numbers without a gap, on the same
+    channel (``keys`` include channel_id or a programme of one channel)."""
+    part = ["dt", "user_id", *keys]
+    w = Window.partitionBy(*part).orderBy("minute")
+    runs = (minutes.select(*part, "minute").withColumn("_run", F.col("minute") - F.row_number().over(w))
+            .groupBy(*part, "_run").agg(F.count(F.lit(1)).alias("_len")))
+    return runs.where(F.col("_len") >= int(threshold)).select("user_id", *keys).distinct()
+
+
+def _ratios(minutes: Column, period: Column, period_universe: Column, reach: Column, universe: Column,
+            everything: Column) -> list[Column]:
+    """The measures from their sums (docs/measures.md): AMA, TVR %, reach %, share %, ATS per member and per viewer."""
+    def div(a, b):
+        return F.when(b > 0, a / b)
+
+    return [div(minutes.cast("double"), period).alias("ama"),
+            div(100.0 * minutes, period_universe).alias("tvr_pct"),
+            reach.alias("reach"),
+            div(100.0 * reach, universe).alias("reach_pct"),
+            div(100.0 * minutes, everything).alias("share_pct"),
+            div(minutes.cast("double"), universe).alias("ats_universe_min"),
+            div(minutes.cast("double"), reach).alias("ats_viewer_min")]
+
+
+def universe_sizes(universe: DataFrame) -> DataFrame:
+    """(dt, universe) per day of a window of audience_universe rows."""
+    return universe.groupBy("dt").agg(F.count(F.lit(1)).alias("universe"))
+
+
+def channel_measures(minutes: DataFrame, universe: DataFrame, cal, threshold: int,
+                     names: DataFrame | None = None) -> DataFrame:
+    """Per (daypart, channel_id) over the days of ``universe`` (audience_universe rows; every day of the window must
+    be there, a quiet day simply has no minutes): ``days``, ``universe`` (distinct members over the days),
+    ``period_minutes`` (the daypart's minutes × days), credited ``minutes`` and the measures of :func:`_ratios` —
+    AMA = minutes / period minutes, TVR = AMA as % of the universe (Σ over days of period minutes × that day's
+    universe), reach (≥ ``threshold`` consecutive minutes), share = minutes / all channels' minutes in the daypart.
+    Daypart ``all`` is the whole broadcast day. Every channel of ``names`` (channel_id, channel_name: the reference
+    channels and the viewed ones) gets a row in every daypart, zeros included — so a sum over days of ``minutes`` /
+    ``period_minutes`` in a warehouse is still the AMA of the whole span."""
+    per_day = universe_sizes(universe)
+    totals = per_day.agg(F.count(F.lit(1)).alias("days"), F.sum("universe").alias("universe_days"))
+    members = universe.select("user_id").distinct().agg(F.count(F.lit(1)).alias("universe"))
+    spark = minutes.sparkSession
+    parts = spark.createDataFrame(list(cal.daypart_minutes().items()), "daypart string, day_minutes bigint")
+    both = minutes.unionByName(minutes.withColumn("daypart", F.lit("all")))
+    m = both.groupBy("daypart", "channel_id").agg(F.count(F.lit(1)).alias("minutes"))
+    everything = both.groupBy("daypart").agg(F.count(F.lit(1)).alias("all_minutes"))
+    r = reached(both, ["daypart", "channel_id"], threshold).groupBy("daypart", "channel_id").agg(
+        F.count(F.lit(1)).alias("reach"))
+    named = minutes.select("channel_id").distinct().withColumn("channel_name", F.lit(None).cast("string"))
+    if names is not None:
+        named = named.unionByName(names.select(F.col("channel_id").cast("int"), "channel_name"))
+    named = named.groupBy("channel_id").agg(F.max("channel_name").alias("channel_name"))
+    cells = parts.crossJoin(named)
+    x = (cells.join(m, ["daypart", "channel_id"], "left").join(r, ["daypart", "channel_id"], "left")
+         .join(everything, "daypart", "left").crossJoin(totals).crossJoin(members)
+         .withColumn("minutes", F.coalesce(F.col("minutes"), F.lit(0)))
+         .withColumn("all_minutes", F.coalesce(F.col("all_minutes"), F.lit(0)))
+         .withColumn("reach", F.coalesce(F.col("reach"), F.lit(0)))
+         .withColumn("period_minutes", F.col("day_minutes") * F.col("days")))
+    return x.select(
+        "daypart", "channel_id", "channel_name", "days", "universe", "period_minutes", "minutes", "all_minutes",
+        *_ratios(F.col("minutes"), F.col("period_minutes"), F.col("day_minutes") * F.col("universe_days"),
+                 F.col("reach"), F.col("universe"), F.col("all_minutes")))
+
+
+def audience_channel(minutes: DataFrame, universe: DataFrame, cal, threshold: int, day,
+                     names: DataFrame | None = None) -> DataFrame:
+    """:func:`channel_measures` of broadcast day D, tagged with its weekday (the broadcast day's)."""
+    d = as_date(day)
+    x = channel_measures(minutes, universe, cal, threshold, names)
+    x = x.withColumn("weekday", F.lit(d.isoweekday())).withColumn("is_weekend", F.lit(d.weekday() >= 5))
+    return _audience_typed(x, "audience_channel", d)
+
+
+def minute_totals_before(minutes: DataFrame) -> DataFrame:
+    """(minute, before): all channels' credited minutes in minutes [0, minute) of the day, for minute = 0..1440 —
+    so all viewing in minutes [a, b) is before(b) − before(a)."""
+    spark = minutes.sparkSession
+    every = spark.range(DAY_S // 60 + 1).select(F.col("id").cast("int").alias("minute"))
+    per = minutes.groupBy("minute").agg(F.count(F.lit(1)).alias("n"))
+    w = Window.partitionBy(F.lit(0)).orderBy("minute").rowsBetween(Window.unboundedPreceding, -1)  # 1441 rows
+    return every.join(per, "minute", "left").select(
+        "minute", F.coalesce(F.sum(F.coalesce(F.col("n"), F.lit(0))).over(w), F.lit(0)).alias("before"))
+
+
+def audience_programme(minutes: DataFrame, universe: DataFrame, guide: DataFrame, cal, threshold: int,
+                       day) -> DataFrame:
+    """Per programme airing on screen in broadcast day D (every airing of the guide, empty ones included, plus the
+    pseudo programmes of viewed channels without a guide): airtime (minutes it owns), credited minutes, all channels'
+    minutes during it, AMA = minutes / airtime, TVR, reach, share = minutes / all minutes during it, ATS. ``daypart``:
+    the daypart of its first minute."""
+    d = as_date(day)
+    g = guide_minutes(guide, cal, d)
+    pseudo = minutes.where(F.col("programme_id").endswith("-none")).select("channel_id", "programme_id").distinct() \
+        .select("channel_id", "programme_id", F.lit("").alias("title"), F.lit(None).cast("string").alias("series"),
+                F.lit(None).cast("timestamp").alias("programme_start"),
+                F.lit(None).cast("timestamp").alias("programme_end"), F.lit(0).alias("first_minute"),
+                F.lit(DAY_S // 60).alias("end_minute"), F.lit(DAY_S // 60).alias("airtime_min"))
+    progs = g.unionByName(pseudo.select(*g.columns))
+    u = universe_sizes(universe).agg(F.sum("universe").alias("universe"))
+    m = minutes.groupBy("channel_id", "programme_id").agg(F.count(F.lit(1)).alias("minutes"))
+    r = reached(minutes, ["channel_id", "programme_id"], threshold).groupBy("channel_id", "programme_id").agg(
+        F.count(F.lit(1)).alias("reach"))
+    before = minute_totals_before(minutes)
+    a, b = before.alias("a"), before.alias("b")
+    x = (progs.join(m, ["channel_id", "programme_id"], "left").join(r, ["channel_id", "programme_id"], "left")
+         .crossJoin(u)
+         .join(a, F.col("first_minute") == F.col("a.minute"), "left")
+         .join(b, F.col("end_minute") == F.col("b.minute"), "left")
+         .withColumn("minutes", F.coalesce(F.col("minutes"), F.lit(0)))
+         .withColumn("reach", F.coalesce(F.col("reach"), F.lit(0)))
+         .withColumn("all_minutes", F.col("b.before") - F.col("a.before"))
+         .withColumn("daypart", cal.daypart_column(F.col("first_minute"))))
+    out = x.select(
+        "programme_id", "channel_id", "title", "series", "programme_start", "programme_end", "daypart", "universe",
+        "airtime_min", "minutes", "all_minutes",
+        *_ratios(F.col("minutes"), F.col("airtime_min"), F.col("airtime_min") * F.col("universe"), F.col("reach"),
+                 F.col("universe"), F.col("all_minutes")))
+    return _audience_typed(out, "audience_programme", d)
+
+
+def series_measures(programmes: DataFrame, minutes: DataFrame, universe: DataFrame, threshold: int) -> DataFrame:
+    """Per series and daypart (an airing's daypart is that of its first minute; ``all`` = every airing) over the days
+    of ``universe``: from its airings (audience_programme rows of those days — empty airings count, in airtime and in
+    the all-channels minutes during them) and the credited minutes (reach: distinct members with ≥ ``threshold``
+    consecutive minutes in one of its airings). AMA = Σ minutes / Σ airtime, TVR = Σ minutes / Σ (airtime × the
+    airing day's universe), share = Σ minutes / Σ all minutes during its airings."""
+    p = programmes.where(F.col("series").isNotNull())
+    p = p.unionByName(p.withColumn("daypart", F.lit("all")))
+    agg = p.groupBy("series", "daypart").agg(
+        F.count(F.lit(1)).alias("airings"),
+        F.sum("airtime_min").alias("airtime_min"), F.sum("minutes").alias("minutes"),
+        F.sum("all_minutes").alias("all_minutes"), F.sum(F.col("airtime_min") * F.col("universe")).alias("pu"))
+    pairs = reached(minutes.where(F.col("series").isNotNull()), ["series", "programme_id"], threshold)
+    pairs = pairs.join(p.select("programme_id", "daypart").distinct(), "programme_id")
+    r = pairs.select("series", "daypart", "user_id").distinct().groupBy("series", "daypart").agg(
+        F.count(F.lit(1)).alias("reach"))
+    days = universe.select("dt").distinct().agg(F.count(F.lit(1)).alias("days"))
+    members = universe.select("user_id").distinct().agg(F.count(F.lit(1)).alias("universe"))
+    x = agg.join(r, ["series", "daypart"], "left").crossJoin(days).crossJoin(members) \
+        .withColumn("reach", F.coalesce(F.col("reach"), F.lit(0)))
+    return x.select("series", "daypart", "airings", "days", "universe", "airtime_min", "minutes", "all_minutes",
+                    *_ratios(F.col("minutes"), F.col("airtime_min"), F.col("pu"), F.col("reach"), F.col("universe"),
+                             F.col("all_minutes")))
+
+
+def audience_series(programmes: DataFrame, minutes: DataFrame, universe: DataFrame, threshold: int, day) -> DataFrame:
+    """:func:`series_measures` of broadcast day D."""
+    return _audience_typed(series_measures(programmes, minutes, universe, threshold), "audience_series", day)
