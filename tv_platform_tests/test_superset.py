@@ -1,7 +1,7 @@
 """Superset for real: the bundle of superset_exports/ imported into Superset 6.1 (its own virtualenv, started by
 ``tv-platform superset up``'s code), every chart's data answered by both warehouses over real marts (the seed's stream
 day 2023-09-23 built through the lake and the programme guide; the forecast computed by ``viewing_forecast`` over a
-simulated 21-day history ending that day), and both dashboards rendered by headless Chromium with no chart in error —
+simulated 21-day history ending that day), and both dashboards rendered by headless Chromium (Playwright) with no chart in error —
 screenshots in test-artifacts/. The marts and the Superset are the tests' own (``isolated``), never the platform's."""
 
 import time
@@ -212,7 +212,7 @@ def superset(isolated, superset_marts):
     session started it."""
     from dataclasses import replace
 
-    svc = S.SupersetService(isolated, conf=replace(S.SupersetSettings.from_env(), port=TEST_SUPERSET_PORT))
+    svc = S.SupersetService(isolated, conf=replace(S.SupersetSettings.from_env(isolated), port=TEST_SUPERSET_PORT))
     t0 = time.monotonic()
     svc.install(print)
     t_install = time.monotonic() - t0
@@ -227,7 +227,7 @@ def superset(isolated, superset_marts):
 @pytest.fixture(scope="session")
 def browser(superset):
     S.ensure_chromium(print)
-    with S.Chromium() as b:
+    with S.Browser() as b:
         yield b
 
 
