@@ -208,6 +208,8 @@ def test_render_bundle_takes_endpoints_schemas_and_passwords_from_the_settings(m
             assert doc["schema"] == "marts2"
         elif name.startswith("datasets/tv_clickhouse/"):
             assert doc["schema"] == "dw"
+        if name.startswith("datasets/"):
+            assert "tv_marts" not in (doc["sql"] or "")  # a virtual dataset's tables follow the schema too
     blob = b"".join(zf.read(n) for n in zf.namelist())
     assert b"s3cret" not in blob and b"p@ss" not in blob and b"p%40ss" not in blob
 

@@ -71,7 +71,8 @@ def render_bundle(settings: Settings, root: Path = BUNDLE_DIR) -> tuple[bytes, d
     """The bundle as the zip Superset imports, adapted to the settings; and the passwords to send along with it.
 
     The databases' URIs come from the settings (host, port, database, reader role; chDB path or ClickHouse server) and
-    the datasets' schemas from ``TVP_GP_SCHEMA`` / ``TVP_CLICKHOUSE_DATABASE``; nothing else changes. The metadata type
+    the datasets' schemas (also in a virtual dataset's SQL) from ``TVP_GP_SCHEMA`` / ``TVP_CLICKHOUSE_DATABASE``;
+    nothing else changes. The metadata type
     becomes ``assets`` (the importer that overwrites every object, see the module doc)."""
     import yaml
 
@@ -89,7 +90,10 @@ def render_bundle(settings: Settings, root: Path = BUNDLE_DIR) -> tuple[bytes, d
     for rel, doc in files.items():
         if rel.startswith("datasets/"):
             kind = db_kind[doc["database_uuid"]]
-            doc["schema"] = settings.gp_schema if kind == "greenplum" else settings.clickhouse_database
+            schema = settings.gp_schema if kind == "greenplum" else settings.clickhouse_database
+            if doc.get("sql"):  # a virtual dataset names its tables with the bundle's schema
+                doc["sql"] = doc["sql"].replace(f"{doc['schema']}.", f"{schema}.")
+            doc["schema"] = schema
     files["metadata.yaml"] = {**files["metadata.yaml"], "type": "assets"}
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:

@@ -22,6 +22,7 @@ SUPERSET_ENV_VARS: dict[str, tuple[str, str]] = {
     "TVP_SUPERSET_ADMIN_PASSWORD": ("", "its password; empty = generated at the first `superset up` into "
                                         "<state>/superset/admin_password (mode 0600) and printed once"),
     "TVP_SUPERSET_SECRET_KEY": ("", "Superset's SECRET_KEY; empty = generated once into <state>/superset/secret_key"),
+    "TVP_SUPERSET_HOME": ("", "directory of its metadata, config and generated secrets; empty = <state>/superset"),
 }
 
 PASSWORD_FILE = "admin_password"
@@ -66,7 +67,7 @@ class SupersetSettings:
             admin_user=os.environ.get("TVP_SUPERSET_ADMIN_USER", "admin"),
             admin_password_env=os.environ.get("TVP_SUPERSET_ADMIN_PASSWORD") or None,
             secret_key=os.environ.get("TVP_SUPERSET_SECRET_KEY") or None,
-            data_dir=settings.state_dir / "superset",
+            data_dir=Path(os.path.expanduser(os.environ.get("TVP_SUPERSET_HOME") or settings.state_dir / "superset")),
         )
 
     @property
