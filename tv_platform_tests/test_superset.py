@@ -174,16 +174,9 @@ def isolated(stack):
     replace the forecast, which must never happen to the platform's own marts and dashboards."""
     from dataclasses import replace
 
-    from tv_platform.stack.postgres import PostgresService
+    from tv_platform_tests.conftest import create_warehouse_schema
 
-    admin = PostgresService(stack).admin_connect(stack.gp_database)  # the loader role may not create schemas
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cur:
-            cur.execute(f'CREATE SCHEMA IF NOT EXISTS "{TEST_SCHEMA}" AUTHORIZATION "{stack.gp_loader_user}"')
-            cur.execute(f'GRANT USAGE ON SCHEMA "{TEST_SCHEMA}" TO "{stack.gp_reader_user}"')
-    finally:
-        admin.close()
+    create_warehouse_schema(stack, TEST_SCHEMA)
     return replace(stack, gp_schema=TEST_SCHEMA, clickhouse_database=TEST_SCHEMA, state_dir=stack.state_dir / "tests")
 
 

@@ -273,7 +273,7 @@ def test_service_layout_config_and_generated_secret(monkeypatch, tmp_path):
     svc = S.SupersetService(s)
     assert svc.venv == tmp_path / "cache" / "superset-venv"
     assert svc.data_dir == tmp_path / "state" / "superset"
-    assert svc.pid_file == tmp_path / "state" / "run" / "superset.pid"
+    assert svc.pid_file == tmp_path / "state" / "superset" / "superset.pid"
     assert svc.log_file == tmp_path / "state" / "logs" / "superset.log"
     svc.write_config()
     text = svc.config_file.read_text()
@@ -331,3 +331,30 @@ def test_cli_has_the_superset_command():
     assert (args.command, args.superset_action, args.no_import) == ("superset", "up", True)
     for action in ("down", "status", "import", "screenshot"):
         assert build_parser().parse_args(["superset", action]).superset_action == action
+
+
+def test_settings_command_masks_every_secret(monkeypatch, tmp_path, capsys):
+    """`tv-platform settings` prints no password, secret or password inside a URL."""
+    from tv_platform.cli import main
+    from tv_platform.settings import get_settings
+
+    _settings(monkeypatch, tmp_path, TVP_GP_LOADER_PASSWORD="l0ader-pw", TVP_GP_READER_PASSWORD="r3ader-pw",
+              TVP_DAGSTER_PG_PASSWORD="dag-pw", TVP_CLICKHOUSE_URL="https://ana:url-pw@ch.example:8443")
+    get_settings.cache_clear()
+    try:
+        assert main(["settings"]) == 0
+    finally:
+        get_settings.cache_clear()
+    out = capsys.readouterr().out
+    for secret in ("l0ader-pw", "r3ader-pw", "dag-pw", "url-pw"):
+        assert secret not in out
+    assert "https://ana:********@ch.example:8443" in out and "gp_reader_password         ********" in out
+
+
+def test_the_state_directory_is_created_owner_only(monkeypatch, tmp_path):
+    from tv_platform.settings import make_state_dir
+
+    s = _settings(monkeypatch, tmp_path)
+    assert not s.state_dir.exists()
+    make_state_dir(s)
+    assert stat.S_IMODE(s.state_dir.stat().st_mode) == 0o700

@@ -54,6 +54,7 @@ def demo_env(stack) -> dict[str, str]:
 def _prepare_postgres(stack, env: dict[str, str]) -> None:
     """The demo's Dagster database and warehouse schema (the platform's roles may not create them)."""
     from tv_platform.stack.postgres import PostgresService
+    from tv_platform_tests.conftest import create_warehouse_schema
 
     pg = PostgresService(stack)
     admin = pg.admin_connect()
@@ -65,14 +66,7 @@ def _prepare_postgres(stack, env: dict[str, str]) -> None:
                 cur.execute(f'CREATE DATABASE "{env["TVP_DAGSTER_PG_DATABASE"]}" OWNER "{stack.dagster_pg_user}"')
     finally:
         admin.close()
-    admin = pg.admin_connect(stack.gp_database)
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cur:
-            cur.execute(f'CREATE SCHEMA IF NOT EXISTS "{env["TVP_GP_SCHEMA"]}" AUTHORIZATION "{stack.gp_loader_user}"')
-            cur.execute(f'GRANT USAGE ON SCHEMA "{env["TVP_GP_SCHEMA"]}" TO "{stack.gp_reader_user}"')
-    finally:
-        admin.close()
+    create_warehouse_schema(stack, env["TVP_GP_SCHEMA"])
 
 
 @pytest.fixture(scope="module")

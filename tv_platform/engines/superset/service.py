@@ -12,7 +12,7 @@
    ``TVP_SUPERSET_ADMIN_USER`` with ``TVP_SUPERSET_ADMIN_PASSWORD`` — or, when that is unset, a password generated
    once into ``admin_password`` (mode 0600) and printed once (see :mod:`.conf`). No default password.
 3. **start** — gunicorn, one worker process with threads, on ``127.0.0.1:8088`` (``TVP_SUPERSET_PORT``); pid file
-   ``<state>/run/superset.pid``, log ``<state>/logs/superset.log`` (the conventions of ``tv_platform/stack/base.py``).
+   ``<state>/superset/superset.pid`` (with the metadata), log ``<state>/logs/superset.log`` (the conventions of ``tv_platform/stack/base.py``).
    One process on purpose: the embedded ClickHouse engine (chDB) admits a single process at a time.
 4. **import** — the bundle (:mod:`.bundle`).
 
@@ -140,6 +140,11 @@ class SupersetService(Service):
     @property
     def data_dir(self) -> Path:
         return self.conf.data_dir
+
+    @property
+    def pid_file(self) -> Path:
+        """With the metadata: one Superset per data directory, whichever state directory the caller has."""
+        return self.data_dir / "superset.pid"
 
     @property
     def venv(self) -> Path:
