@@ -237,10 +237,7 @@ class SupersetService(Service):
     def prepare(self) -> None:
         self.write_config()
         self.generated_password = self.conf.ensure_admin_password()
-        # the stamp remembers which admin credentials were applied — as an HMAC keyed by the secret, not the password
-        admin = hmac.new(self.secret_key().encode(), f"{self.conf.admin_user}\0{self.conf.admin_password}".encode(),
-                         hashlib.sha256).hexdigest()
-        want = f"{SUPERSET_VERSION}\n{admin}"
+        want = self._init_stamp_text()
         try:
             have = self.init_stamp.read_text()
         except OSError:
@@ -252,6 +249,13 @@ class SupersetService(Service):
         if have != want:
             self._ensure_admin()
         self.init_stamp.write_text(want)
+
+    def _init_stamp_text(self) -> str:
+        """The version initialized and which admin credentials were applied — as an HMAC keyed by the secret, not the
+        password."""
+        admin = hmac.new(self.secret_key().encode(), f"{self.conf.admin_user}\0{self.conf.admin_password}".encode(),
+                         hashlib.sha256).hexdigest()
+        return f"{SUPERSET_VERSION}\n{admin}"
 
     def _ensure_admin(self) -> None:
         """Create the admin, or set its password when it exists (so the environment always wins). The password
@@ -314,6 +318,11 @@ class SupersetService(Service):
         return r.status_code == 200 and r.text.strip() == "OK"
 
     def after_ready(self) -> None:
+        generated = self.conf.ensure_admin_password()
+        if generated:  # running since before it had a password (an older `superset up`): its admin gets this one
+            self.generated_password = generated
+            self._ensure_admin()
+            self.init_stamp.write_text(self._init_stamp_text())
         if self.import_bundle:
             from tv_platform.engines.superset.bundle import import_bundle
 
