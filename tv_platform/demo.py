@@ -124,6 +124,8 @@ def run_demo(args) -> int:
             to_mart = wait_for_mart(settings, instance, today.isoformat(), sessions, since=t_produce, timeout=600)
             _say(f"end-to-end freshness: {to_mart:.0f} s from the first event produced to all {sessions:,} of its "
                  f"finished sessions in ClickHouse (tv_marts.sessions, built by the automation sensor)")
+            # the dashboards read every mart of today, the programme guide's too: let the automation finish them
+            wait_for_marts(defs, instance, today.isoformat(), since=t_produce, timeout=600)
         except TimeoutError as exc:
             _say(f"{exc}; building today's partition directly")
             materialize_partitions(defs, instance, "lake+programmes+marts", [today.isoformat()])
@@ -242,6 +244,28 @@ def wait_for_mart(settings, instance, day: str, sessions: int, since: float, tim
         time.sleep(3)
     raise TimeoutError(f"the ClickHouse sessions mart had {rows:,} of {sessions:,} sessions of {day} after "
                        f"{timeout:.0f} s (is the automation sensor running? Dagster UI, Automation tab)")
+
+
+def wait_for_marts(defs, instance, day: str, since: float, timeout: float) -> None:
+    """Wait until every mart (group ``marts``: the lake's and the programme guide's, both warehouses) has been
+    materialized for ``day`` after ``since`` (wall clock) and no run is building one. Raises TimeoutError."""
+    import dagster as dg
+
+    from tv_platform.ops import resolve_selection
+
+    keys = resolve_selection(defs, "marts")
+    deadline = time.monotonic() + timeout
+    missing = keys
+    while time.monotonic() < deadline:
+        missing = [k for k in keys if not instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=k, asset_partitions=[day], after_timestamp=since), limit=1).records]
+        busy = instance.get_runs_count(dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTED,
+                                                               dg.DagsterRunStatus.STARTING]))
+        if not missing and not busy:
+            return
+        time.sleep(5)
+    raise TimeoutError(f"{len(missing)} marts of {day} not built by the automation after {timeout:.0f} s "
+                       f"(e.g. {missing[0].to_user_string() if missing else 'runs still going'})")
 
 
 def print_summary(settings, days: list[str]) -> None:
