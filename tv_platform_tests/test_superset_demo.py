@@ -6,7 +6,7 @@ the forecast), not on a fixture.
 The demo runs as a user runs it, in a subprocess, but on names of this module's own so it never touches the
 platform's data or anybody's Dagster: its own Dagster instance database, lake root, Hive database, Kafka topic,
 warehouse schema / ClickHouse database, and the tests' Superset (port 8089, metadata under ``<state>/tests``).
-Fewer simulated subscribers (1,000) keep it within a CI budget; the lake still gets the forecast's 21 days.
+Fewer simulated subscribers (500) keep it within a CI budget; the lake still gets the forecast's 21 days.
 
 The screenshots the browser test takes are the ones in docs/img/ (docs/superset.md)."""
 
@@ -45,7 +45,7 @@ def demo_env(stack) -> dict[str, str]:
         "TVP_KAFKA_TOPIC": f"{NAME}_events",
         "TVP_GP_SCHEMA": f"{NAME}_marts",
         "TVP_CLICKHOUSE_DATABASE": f"{NAME}_marts",
-        "TVP_SIM_USERS": "1000",
+        "TVP_SIM_USERS": "500",
         "TVP_SUPERSET_PORT": "8089",
         "TVP_SUPERSET_HOME": str(stack.state_dir / "tests" / "superset"),
     }
