@@ -564,8 +564,9 @@ def query_context(params: dict[str, Any], dataset_id: int, extra_filters: list[d
     their own at runtime; ``test_superset.py`` checks that they equal these."""
     viz = params["viz_type"]
     q: dict[str, Any] = {
-        "filters": [{"col": f["subject"], "op": f["operator"], "val": f["comparator"]}
-                    for f in params["adhoc_filters"]] + list(extra_filters),
+        # the dashboard puts its native filters' conditions before the chart's own
+        "filters": list(extra_filters) + [{"col": f["subject"], "op": f["operator"], "val": f["comparator"]}
+                                          for f in params["adhoc_filters"]],
         "extras": {"having": "", "where": ""},
         "applied_time_extras": {},
         "annotation_layers": [],
