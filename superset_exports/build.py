@@ -127,6 +127,13 @@ AIRING_METRICS = [  # a programme airing's and a series' measures, over its airt
      "SUM(minutes) * 100.0 / nullIf(SUM(all_minutes), 0)", ",.2f"),
 ]
 
+PER_DAY = ("hours_per_day", "Hours watched per day (average over the calendar days of that weekday)",
+           "SUM(minutes) / 60.0 / COUNT(DISTINCT dt)", "SUM(minutes) / 60 / COUNT(DISTINCT dt)", ",.1f")
+"""A weekday × hour cell as the average day: its hours over the range divided by the number of calendar days in the
+cell (two Tuesdays count twice as many days as one Saturday, so neither weekday outweighs the other by occurring more
+often in the range). Every day of the range has viewing in every clock hour of a whole-audience heatmap, so the days
+in a cell are the range's days of that weekday."""
+
 # Saved metrics. Names never equal a column name: ClickHouse resolves `SUM(views) AS views` into a cyclic alias.
 METRICS: dict[str, list[tuple[str, str, str, str, str]]] = {
     # table -> [(metric, verbose name, greenplum SQL, clickhouse SQL, d3 format)]
@@ -150,6 +157,7 @@ METRICS: dict[str, list[tuple[str, str, str, str, str]]] = {
     ],
     "channel_weekday_hour": [
         ("total_hours", "Hours watched", "SUM(minutes) / 60", "SUM(minutes) / 60", ",.1f"),
+        PER_DAY,
         ("viewer_hours", "Viewers (sum over hours)", "SUM(viewers)", "SUM(viewers)", ",d"),
     ],
     "duration_histogram": [
@@ -164,6 +172,7 @@ METRICS: dict[str, list[tuple[str, str, str, str, str]]] = {
     ],
     "series_weekday_hour": [
         ("total_hours", "Hours watched", "SUM(minutes) / 60", "SUM(minutes) / 60", ",.1f"),
+        PER_DAY,
         ("total_sessions", "Sessions", "SUM(sessions)", "SUM(sessions)", ",d"),
     ],
     "programme_popularity": [
@@ -207,8 +216,48 @@ METRICS: dict[str, list[tuple[str, str, str, str, str]]] = {
 DATASET_TABLES = ["channel_rating", "daily_viewing", "hourly_activity", "channel_weekday_hour", "duration_histogram",
                   "user_activity", "sessions", "series_weekday_hour", "programme_popularity", "series_popularity",
                   "forecast_daily", "top_programmes", "audience_channel", "audience_programme", "audience_series"]
+TOP_N_DEFAULT = 20
+"""The programme and series heatmaps show this many rows (the most watched) unless the Top N filter says otherwise."""
+TOP_N_CAP = 60
+"""The most rows they ever show: more labels than this on one axis are unreadable (the tables list every one)."""
+TOP_DATASETS: dict[str, tuple[str, str, str]] = {
+    # virtual dataset -> (the mart it ranks, Greenplum SQL, ClickHouse SQL); {s} is the schema. top_rank: 1 = the row
+    # group with the most minutes in the whole mart (ties broken by name, so every rank is unique)
+    "series_weekday_hour_top": (
+        "series_weekday_hour",
+        "SELECT m.*, r.top_rank FROM {s}.series_weekday_hour AS m JOIN (SELECT series, CAST(row_number() OVER "
+        "(ORDER BY sum(minutes) DESC, series) AS integer) AS top_rank FROM {s}.series_weekday_hour GROUP BY series) "
+        "AS r ON r.series = m.series",
+        "SELECT m.*, r.top_rank FROM {s}.series_weekday_hour AS m INNER JOIN (SELECT series, toUInt32(row_number() "
+        "OVER (ORDER BY sum(minutes) DESC, series)) AS top_rank FROM {s}.series_weekday_hour GROUP BY series) AS r "
+        "ON r.series = m.series",
+    ),
+    "programme_popularity_top": (
+        "programme_popularity",
+        "SELECT m.*, r.top_rank FROM {s}.programme_popularity AS m JOIN (SELECT title, coalesce(channel_name, '') AS "
+        "channel_key, CAST(row_number() OVER (ORDER BY sum(minutes) DESC, title, coalesce(channel_name, '')) AS "
+        "integer) AS top_rank FROM {s}.programme_popularity GROUP BY title, coalesce(channel_name, '')) AS r "
+        "ON r.title = m.title AND r.channel_key = coalesce(m.channel_name, '')",
+        "SELECT m.*, r.top_rank FROM {s}.programme_popularity AS m INNER JOIN (SELECT title, ifNull(channel_name, '') "
+        "AS channel_key, toUInt32(row_number() OVER (ORDER BY sum(minutes) DESC, title, channel_key)) AS top_rank "
+        "FROM {s}.programme_popularity GROUP BY title, channel_key) AS r "
+        "ON r.title = m.title AND r.channel_key = ifNull(m.channel_name, '')",
+    ),
+}
+"""The programme and series heatmaps' datasets: their mart with each row's ``top_rank`` (the rank of its series, or of
+its programme — title on a channel — by minutes watched), which the Top N filter (default ``top_rank <=
+TOP_N_DEFAULT``) and the charts' own cap (``top_rank <= TOP_N_CAP``) act on. The rank is over the whole mart, not the
+date range (a virtual dataset cannot see the dashboard's range without Jinja templating, which stays off)."""
+ALL_DATASETS = DATASET_TABLES + list(TOP_DATASETS)
+
+
+def base_table(table: str) -> str:
+    """The mart a dataset reads: itself, or the one a top-N dataset ranks."""
+    return TOP_DATASETS[table][0] if table in TOP_DATASETS else table
+
+
 TIME_COLUMN = {"forecast_daily": "day"}  # the dataset's time column (the Date range filter's), default dt
-SERIES_TABLES = ("series_weekday_hour", "series_popularity")
+SERIES_TABLES = ("series_weekday_hour", "series_popularity", "series_weekday_hour_top")
 """The Series filter's scope: the charts about series. Not programme_popularity (its charts rank programmes — mostly
 one-offs: films, sport, news — so a series filter would usually empty them) nor forecast_daily (its ``series`` is
 another thing: 'total', 'channel:…', 'hour:…')."""
@@ -254,24 +303,24 @@ def metric_description(name: str, verbose: str) -> str:
 DTTM_COLUMNS = {"dt", "day", "time_start", "time_end", "first_start", "last_end", "programme_start", "programme_end"}
 
 
-def _mart_table(name: str) -> str:
-    return name  # the sessions mart's table is `sessions`; every other mart's table has the lake table's name
-
-
 def dataset_yaml(wh: str, table: str) -> dict[str, Any]:
     which = 0 if wh == "greenplum" else 1
-    mart = ALL_MARTS[table]
+    base = base_table(table)
+    mart = ALL_MARTS[base]
     columns = []
-    for name, types in mart.columns.items():
+    physical = dict(mart.columns)
+    if table in TOP_DATASETS:
+        physical["top_rank"] = ("integer not null", "UInt32")
+    for name, types in physical.items():
         typ = types[which].replace(" not null", "").upper() if which == 0 else types[which]
         is_dttm = name in DTTM_COLUMNS
         columns.append({
-            "column_name": name, "verbose_name": VERBOSE.get(table, {}).get(name, VERBOSE["*"].get(name)),
+            "column_name": name, "verbose_name": VERBOSE.get(base, {}).get(name, VERBOSE["*"].get(name)),
             "is_dttm": is_dttm, "is_active": True,
             "type": typ, "advanced_data_type": None, "groupby": True, "filterable": True, "expression": None,
             "description": (mart.column_docs or {}).get(name), "python_date_format": None, "extra": {},
         })
-    for name, verbose, gp_sql, ch_sql in CALCULATED.get(table, []):
+    for name, verbose, gp_sql, ch_sql in CALCULATED.get(base, []):
         columns.append({
             "column_name": name, "verbose_name": verbose, "is_dttm": False, "is_active": True,
             "type": "NUMERIC" if name in NUMERIC_CALCULATED else ("TEXT" if which == 0 else "String"),
@@ -284,17 +333,20 @@ def dataset_yaml(wh: str, table: str) -> dict[str, Any]:
         "expression": gp_sql if which == 0 else ch_sql, "description": metric_description(name, verbose),
         "d3format": fmt,
         "currency": None, "extra": {}, "warning_text": None,
-    } for name, verbose, gp_sql, ch_sql, fmt in METRICS[table]]
+    } for name, verbose, gp_sql, ch_sql, fmt in METRICS[base]]
+    sql = TOP_DATASETS[table][1 + which].format(s=WAREHOUSES[wh]["schema"]) if table in TOP_DATASETS else None
     return {
-        "table_name": _mart_table(table),
+        "table_name": table,
         "main_dttm_col": TIME_COLUMN.get(table, "dt"),
-        "description": f"Mart {table} ({WAREHOUSES[wh]['engine']}); see docs/marts.md",
+        "description": (f"Mart {base} with the rank of each row's {'series' if 'series' in base else 'programme'} "
+                        f"(top_rank) ({WAREHOUSES[wh]['engine']}); see docs/superset.md" if sql else
+                        f"Mart {table} ({WAREHOUSES[wh]['engine']}); see docs/marts.md"),
         "default_endpoint": None,
         "offset": 0,
         "cache_timeout": None,
         "catalog": None,
         "schema": WAREHOUSES[wh]["schema"],
-        "sql": None,
+        "sql": sql,
         "params": None,
         "template_params": None,
         "filter_select_enabled": True,
@@ -424,16 +476,9 @@ def heatmap(x_axis: str, groupby: str, metric: str, *, sort_y: str = "alpha_asc"
     return p
 
 
-def histogram(label: str, sql: str, bins: int, *, row_limit: int = 100000) -> dict[str, Any]:
-    """A histogram of an SQL expression over the rows. The column is ad hoc (not a calculated column of the dataset):
-    Superset 6.1 looks a raw-mode column up by its sqlglot-requoted name, which misses calculated columns on
-    ClickHouse ("Unknown expression identifier")."""
-    p = _common("histogram_v2")
-    column = {"expressionType": "SQL", "sqlExpression": sql, "label": label}
-    p.update({"column": column, "groupby": [], "bins": bins, "normalize": False, "cumulative": False,
-              "row_limit": row_limit, "color_scheme": "supersetColors", "show_legend": False, "show_value": False,
-              "x_axis_title": "minutes", "y_axis_title": "sessions"})
-    return p
+def top_n(params: dict[str, Any]) -> dict[str, Any]:
+    """A chart over a top-N dataset (TOP_DATASETS): never more than TOP_N_CAP rows of labels, whatever the filter."""
+    return where(params, "top_rank", "<=", TOP_N_CAP)
 
 
 # (key, title, dataset table, params, channel filter applies, width, description)
@@ -471,16 +516,20 @@ CHARTS: list[tuple[str, str, str, dict[str, Any], bool, str]] = [
      timeseries("echarts_timeseries_bar", "hour", ["mean_concurrent_viewers"], time_grain=None, row_limit=24,
                 x_sort="hour", x_sort_asc=True, x_title="hour of day", show_legend=False), False,
      "Average number of concurrent viewers in each hour of the day, averaged over the days of the range."),
-    ("channel_heatmap", "Channel popularity by weekday × hour", "channel_weekday_hour",
-     heatmap("hour", "weekday_label", "total_hours"), True,
-     "Hours watched by weekday (1 = Monday) and hour of day; pick channels with the Channel filter."),
+    ("channel_heatmap", "Channel popularity by weekday × hour (hours on an average day)", "channel_weekday_hour",
+     heatmap("hour", "weekday_label", "hours_per_day"), True,
+     "Hours watched in each hour of an average day of each weekday (1 = Monday): a cell's hours in the date range "
+     "divided by the number of calendar days of that weekday in it, so a weekday that occurs twice in the range does "
+     "not outweigh one that occurs once. Pick channels with the Channel filter."),
     ("duration_buckets", "Session durations", "duration_histogram",
      timeseries("echarts_timeseries_bar", "bucket_label", ["total_sessions"], time_grain=None, row_limit=100,
                 x_sort="bucket_label", x_sort_asc=True, show_legend=False, x_title="session length"), False,
      "Sessions by length bucket (from the duration_histogram mart)."),
-    ("duration_histogram", "Session length histogram", "sessions",
-     histogram("duration_min", "least(duration_s, 14400) / 60.0", 48), True,
-     "Histogram of session lengths in minutes from the sessions mart (capped at 4 h); follows the Channel filter."),
+    ("duration_hours", "Hours by session length", "duration_histogram",
+     timeseries("echarts_timeseries_bar", "bucket_label", ["total_hours"], time_grain=None, row_limit=100,
+                x_sort="bucket_label", x_sort_asc=True, show_legend=False, x_title="session length"), False,
+     "Hours watched in sessions of each length bucket: where the viewing time goes (from the duration_histogram "
+     "mart — every session started in the date range, counted once per day, no sampling)."),
     ("active_users_daily", "Active users per day", "daily_viewing",
      timeseries("echarts_timeseries_bar", "dt", ["active_user_days"], show_legend=False), False,
      "Subscribers with at least one session, per day."),
@@ -492,18 +541,25 @@ CHARTS: list[tuple[str, str, str, dict[str, Any], bool, str]] = [
      "User-days by the part of the day with the most viewing (night 0–6, morning 6–12, afternoon 12–18, "
      "evening 18–24)."),
     # the programme guide (docs/programmes.md): viewing attributed to programmes and series
-    ("series_hour_heatmap", "Series by hour of day", "series_weekday_hour",
-     heatmap("hour", "series", "total_hours", sort_y="value_desc"), False,
-     "Hours of each series or recurring strand (TV series, shows, documentaries, kids, music) watched in each clock "
-     "hour, the most watched at the bottom; pick series with the Series filter."),
-    ("series_weekday_heatmap", "Series by weekday × hour", "series_weekday_hour",
-     heatmap("hour", "weekday_label", "total_hours"), False,
-     "Hours of series and other recurring strands watched by weekday (1 = Monday) and hour of day — all strands, or "
-     "the ones picked with the Series filter."),
-    ("top_shows_heatmap", "Top shows by start hour", "programme_popularity",
-     where(heatmap("start_hour", "programme_label", "total_hours", sort_y="value_desc"), "rank", "<=", 30), True,
-     "Hours watched of the day's 30 most watched programmes (rank of the day ≤ 30), by the hour they started; "
-     "follows the Channel filter (a channel's programmes among the day's top 30)."),
+    ("series_hour_heatmap", "Top series by hour of day", "series_weekday_hour_top",
+     top_n(heatmap("hour", "series", "total_hours", sort_y="value_desc")), False,
+     f"Hours of the most watched series and recurring strands (TV series, shows, documentaries, kids, music) in each "
+     f"clock hour — the top {TOP_N_DEFAULT} by minutes watched (the Top N filter changes how many, up to "
+     f"{TOP_N_CAP}); every series is in the Series popularity table. Pick series with the Series filter."),
+    ("series_weekday_heatmap", "Series by weekday × hour (hours on an average day)", "series_weekday_hour",
+     heatmap("hour", "weekday_label", "hours_per_day"), False,
+     "Hours of series and other recurring strands watched in each hour of an average day of each weekday (1 = "
+     "Monday): a cell's hours in the date range divided by the calendar days of that weekday in it — all strands, "
+     "or the ones picked with the Series filter."),
+    ("top_shows_heatmap", "Top programmes by start hour", "programme_popularity_top",
+     top_n(heatmap("start_hour", "programme_label", "total_hours", sort_y="value_desc")), True,
+     f"Hours watched of the most watched programmes (a title on a channel, all its airings) by the hour they "
+     f"started — the top {TOP_N_DEFAULT} by minutes watched (the Top N filter changes how many, up to {TOP_N_CAP}); "
+     f"every programme is in the Programme popularity table. Follows the Channel filter."),
+    ("programmes_table", "Programme popularity", "programme_popularity",
+     table_chart(["programme_label", "kind"], ["total_hours", "total_sessions"], order_by="total_hours",
+                 page_length=15), True,
+     "Every programme (a title on a channel) by hours watched in the date range, with its sessions; searchable."),
     ("series_table", "Series popularity", "series_popularity",
      table_chart(["series", "kind"], ["total_hours", "viewer_days", "total_airings", "mean_minute_audience"],
                  order_by="total_hours", page_length=15), False,
@@ -529,22 +585,29 @@ LAYOUT: list[list[tuple[str, int, int]]] = [
     [("daily_line", 8, 56), ("daily_table", 4, 56)],
     [("top20", 6, 80), ("outsiders20", 6, 80)],
     [("hourly_activity", 6, 60), ("channel_heatmap", 6, 60)],
-    [("duration_buckets", 4, 56), ("duration_histogram", 4, 56), ("sessions_per_user", 4, 56)],
+    [("duration_buckets", 4, 56), ("duration_hours", 4, 56), ("sessions_per_user", 4, 56)],
     [("active_users_daily", 6, 56), ("segments", 6, 56)],
-    [("series_hour_heatmap", 7, 150), ("series_weekday_heatmap", 5, 150)],
-    [("top_shows_heatmap", 7, 110), ("series_table", 5, 110)],
-    [("forecast_line", 8, 64), ("top_programmes_table", 4, 64)],
+    [("series_hour_heatmap", 7, 90), ("series_table", 5, 90)],
+    [("top_shows_heatmap", 7, 90), ("programmes_table", 5, 90)],
+    [("series_weekday_heatmap", 6, 64), ("forecast_line", 6, 64)],
+    [("top_programmes_table", 12, 64)],
 ]
 
 
-def query_context(params: dict[str, Any], dataset_id: int) -> dict[str, Any]:
+def top_n_filters(n: int = TOP_N_DEFAULT) -> list[dict[str, Any]]:
+    """What the Top N (range) filter adds to the query of a chart in its scope: ``1 <= top_rank <= n``."""
+    return [{"col": "top_rank", "op": ">=", "val": 1}, {"col": "top_rank", "op": "<=", "val": n}]
+
+
+def query_context(params: dict[str, Any], dataset_id: int, extra_filters: list[dict[str, Any]] = ()) -> dict[str, Any]:
     """The query context Superset's frontend builds for these params (its ``buildQuery`` of each viz type, for the
     controls used here), saved with the chart so ``GET /api/v1/chart/<id>/data`` answers too. The dashboards build
     their own at runtime; ``test_superset.py`` checks that they equal these."""
     viz = params["viz_type"]
     q: dict[str, Any] = {
-        "filters": [{"col": f["subject"], "op": f["operator"], "val": f["comparator"]}
-                    for f in params["adhoc_filters"]],
+        # the dashboard puts its native filters' conditions before the chart's own
+        "filters": list(extra_filters) + [{"col": f["subject"], "op": f["operator"], "val": f["comparator"]}
+                                          for f in params["adhoc_filters"]],
         "extras": {"having": "", "where": ""},
         "applied_time_extras": {},
         "annotation_layers": [],
@@ -605,11 +668,6 @@ def query_context(params: dict[str, Any], dataset_id: int) -> dict[str, Any]:
                  metrics=[m], orderby=[[m if "value" in params["sort_x_axis"] else x, "asc" in params["sort_x_axis"]],
                                        [m if "value" in params["sort_y_axis"] else y, "asc" in params["sort_y_axis"]]],
                  row_limit=params["row_limit"], post_processing=[{"operation": "rank", "options": {"metric": m}}])
-    elif viz == "histogram_v2":
-        col = params["column"]
-        q.update(columns=[col], row_limit=params["row_limit"], post_processing=[{"operation": "histogram", "options": {
-            "column": col["label"] if isinstance(col, dict) else col, "groupby": params["groupby"],
-            "bins": params["bins"], "cumulative": params["cumulative"], "normalize": params["normalize"]}}])
     else:
         raise ValueError(f"no query context for viz type {viz!r}")
     return {"datasource": {"id": dataset_id, "type": "table"}, "force": False, "queries": [q],
@@ -619,7 +677,7 @@ def query_context(params: dict[str, Any], dataset_id: int) -> dict[str, Any]:
 
 def dataset_id(wh: str, table: str) -> int:
     """The id a dataset has inside the bundle (Superset replaces it at import)."""
-    return (1 if wh == "greenplum" else 101) + DATASET_TABLES.index(table)
+    return (1 if wh == "greenplum" else 101) + ALL_DATASETS.index(table)
 
 
 def chart_id(wh: str, index: int) -> int:
@@ -642,7 +700,10 @@ def chart_yaml(wh: str, index: int) -> tuple[str, dict[str, Any]]:
         "certification_details": None,
         "viz_type": params["viz_type"],
         "params": params,
-        "query_context": json.dumps(query_context(params, dataset_id(wh, table)), ensure_ascii=False),
+        # the dashboard's Top N filter applies its default to the top-N charts: their saved queries do the same
+        "query_context": json.dumps(query_context(params, dataset_id(wh, table),
+                                                  top_n_filters() if table in TOP_DATASETS else []),
+                                    ensure_ascii=False),
         "cache_timeout": None,
         "uuid": uid("chart", wh, key),
         "version": VERSION,
@@ -681,6 +742,25 @@ def select_filter(wh: str, key: str, name: str, dataset: str, column: str, exclu
         "cascadeParentIds": [],
         "scope": {"rootPath": ["ROOT_ID"], "excluded": excluded},
         "description": description,
+    }
+
+
+def top_n_filter(wh: str, excluded: list) -> dict:
+    """A range filter on ``top_rank`` over the top-N charts: how many of the most watched series / programmes the
+    heatmaps show (default 1..TOP_N_DEFAULT)."""
+    return {
+        "id": "NATIVE_FILTER-top_n",
+        "name": "Top N",
+        "filterType": "filter_range",
+        "type": "NATIVE_FILTER",
+        "targets": [{"column": {"name": "top_rank"}, "datasetUuid": uid("dataset", wh, "series_weekday_hour_top")}],
+        "controlValues": {"enableEmptyFilter": False},
+        "defaultDataMask": {"extraFormData": {"filters": top_n_filters()},
+                            "filterState": {"value": [1, TOP_N_DEFAULT]}, "ownState": {}},
+        "cascadeParentIds": [],
+        "scope": {"rootPath": ["ROOT_ID"], "excluded": excluded},
+        "description": f"Ranks of the most watched series and programmes the top-N heatmaps show (default "
+                       f"1–{TOP_N_DEFAULT}; at most {TOP_N_CAP})",
     }
 
 
@@ -730,6 +810,7 @@ def dashboard_yaml(wh: str) -> dict[str, Any]:
         select_filter(wh, "channel", "Channel", "channel_rating", "channel_name", not_channel, search_all=False,
                       description="Channels; applies to the charts over channel_rating, channel_weekday_hour, sessions "
                                   "and programme_popularity and top_programmes."),
+        top_n_filter(wh, [chart_id(wh, i) for i, c in enumerate(CHARTS) if c[2] not in TOP_DATASETS]),
         # the series charts only (see SERIES_TABLES)
         select_filter(wh, "series", "Series", "series_popularity", "series", not_series, search_all=True,
                       description="Series and recurring strands of the programme guide; applies to the charts over "
@@ -769,7 +850,7 @@ def bundle() -> dict[str, dict[str, Any]]:
                                                           "timestamp": TIMESTAMP}}
     for wh, w in WAREHOUSES.items():
         files[f"databases/{w['key']}.yaml"] = database_yaml(wh)
-        for table in DATASET_TABLES:
+        for table in ALL_DATASETS:
             files[f"datasets/{w['key']}/{table}.yaml"] = dataset_yaml(wh, table)
         for i in range(len(CHARTS)):
             name, doc = chart_yaml(wh, i)

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from tv_platform.settings import get_settings, settings_table
+from tv_platform.settings import get_settings, settings_table, shown_value
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "settings":
             s = get_settings()
             for key, value in vars(s).items():
-                _say(f"{key:<26} {value}")
+                _say(f"{key:<26} {shown_value(key, value)}")
             _say("\n" + settings_table())
             return 0
         if args.command == "superset":

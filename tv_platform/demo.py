@@ -3,12 +3,15 @@
 1. brings the local stack up (Kafka, HDFS, Spark Connect + Hive, PostgreSQL, ClickHouse);
 2. starts Dagster (webserver + daemon, instance storage in PostgreSQL) so the kafka sensor runs;
 3. materializes the reference data, backfills the last week of simulated history and builds the lake, the programme
-   attribution and the marts for those days;
-4. produces today's live viewing events through Kafka, waits until the sensor has landed them in HDFS and the
-   automation sensor has carried them through the lake into the marts, and prints the end-to-end freshness
+   attribution and the marts for those days — the lake for at least the days the forecast needs
+   (:func:`forecast_history_days`: 21), so the forecast has its history whatever ``--days`` says;
+4. builds today's programme guide (no sensor makes it: the guide is published ahead, not landed), produces today's
+   live viewing events through Kafka, waits until the sensor has landed them in HDFS and the automation sensor has
+   carried them through the lake and the programme attribution into the marts, and prints the end-to-end freshness
    (first event produced -> its day's sessions visible in ClickHouse) — today's partition is built by Dagster's own
    sensors and automation, as in production, not by the demo;
-5. brings Superset up with the dashboards, prints where to look and a summary, then keeps the UI up until Ctrl-C
+5. builds the analytics and the forecast (with its marts), so every dashboard chart has data;
+6. brings Superset up with the dashboards, prints where to look and a summary, then keeps the UI up until Ctrl-C
    (``--exit`` stops instead).
 """
 
@@ -54,16 +57,24 @@ def start_dagster(port: int) -> subprocess.Popen:
     raise RuntimeError(f"the Dagster UI did not answer within 180 s (log: {log})")
 
 
+def forecast_history_days() -> int:
+    """Days of lake history ``viewing_forecast`` needs (the model's minimum plus the held-out week)."""
+    from tv_platform.analytics.forecast import MIN_MODEL_DAYS
+    from tv_platform.assets.analytics import ForecastConfig
+
+    return MIN_MODEL_DAYS + ForecastConfig().horizon
+
+
 def run_demo(args) -> int:
     """``args``: days, events, port, exit (see ``tv-platform demo --help``)."""
     t_start = time.monotonic()
     settings = get_settings()
-    _say("== 1/5 local stack")
+    _say("== 1/6 local stack")
     stack_up()
     for key, value in dagster_env().items():
         os.environ.setdefault(key, value)
 
-    _say(f"\n== 2/5 Dagster UI on http://127.0.0.1:{args.port}")
+    _say(f"\n== 2/6 Dagster UI on http://127.0.0.1:{args.port}")
     ui = start_dagster(args.port)
     try:
         import dagster as dg
@@ -73,17 +84,23 @@ def run_demo(args) -> int:
         instance = dg.DagsterInstance.get()
         today = date.today()
         days = [(today - timedelta(days=i)).isoformat() for i in range(args.days, 0, -1)]
+        # the forecast's history: the lake only (the marts and the programmes keep --days)
+        lake_days = [(today - timedelta(days=i)).isoformat()
+                     for i in range(max(args.days, forecast_history_days()), 0, -1)]
 
-        _say(f"\n== 3/5 reference data and {len(days)} days of history ({days[0]} .. {days[-1]}): "
-             "lake, programmes, marts")
+        _say(f"\n== 3/6 reference data and {len(days)} days of history ({days[0]} .. {days[-1]}): "
+             f"lake (from {lake_days[0]}, the forecast's history), programmes, marts")
         from tv_platform.ops import materialize_partitions
 
         materialize_partitions(defs, instance, ["channels", "users"], None)
-        materialize_partitions(defs, instance, ["tv_dataset"], days)
-        built = materialize_partitions(defs, instance, "lake+programmes+marts", days)
+        materialize_partitions(defs, instance, ["tv_dataset"], lake_days)
+        built = materialize_partitions(defs, instance, "lake", lake_days)
+        built += materialize_partitions(defs, instance, "programmes+marts", days)
         _say(f"built {built} asset partitions (Spark assets one run per range of days)")
 
-        _say(f"\n== 4/5 {args.events:,} live events for {today} through Kafka -> sensor -> HDFS -> automation -> marts")
+        _say(f"\n== 4/6 today's programme guide, {args.events:,} live events for {today} through Kafka -> sensor -> "
+             "HDFS -> automation -> marts")
+        materialize_partitions(defs, instance, ["programme_guide", "hive_programme_guide"], [today.isoformat()])
         from tv_platform.engines.kafka import publish_frame
         from tv_platform.resources import kafka_resource, lake_resource
         from tv_platform.simulator.live import live_frame
@@ -107,20 +124,27 @@ def run_demo(args) -> int:
             to_mart = wait_for_mart(settings, instance, today.isoformat(), sessions, since=t_produce, timeout=600)
             _say(f"end-to-end freshness: {to_mart:.0f} s from the first event produced to all {sessions:,} of its "
                  f"finished sessions in ClickHouse (tv_marts.sessions, built by the automation sensor)")
+            # the dashboards read every mart of today, the programme guide's too: let the automation finish them
+            wait_for_marts(defs, instance, today.isoformat(), since=t_produce, timeout=600)
         except TimeoutError as exc:
             _say(f"{exc}; building today's partition directly")
             materialize_partitions(defs, instance, "lake+programmes+marts", [today.isoformat()])
-        lake_days = sorted(set(days) | {today.isoformat()})
+        summary_days = sorted(set(days) | {today.isoformat()})
 
-        _say("\n== 5/5 dashboards and summary")
+        _say("\n== 5/6 analytics and the forecast (with its marts)")
+        built = materialize_partitions(defs, instance, "analytics", None)
+        _say(f"built {built} analytics assets")
+
+        _say("\n== 6/6 dashboards and summary")
         from tv_platform.engines.superset import superset_up
 
         try:
-            superset_up(settings)
-            superset_url = "http://127.0.0.1:8088  (admin / TVP_SUPERSET_ADMIN_PASSWORD, default admin)"
+            svc = superset_up(settings, progress=_say)
+            superset_url = (f"{svc.conf.url}  (user {svc.conf.admin_user!r}; password: "
+                            f"{'TVP_SUPERSET_ADMIN_PASSWORD' if svc.conf.admin_password_env else svc.conf.password_file})")
         except Exception as exc:  # noqa: BLE001 - the platform works without dashboards; say why they are missing
             superset_url = f"not started: {exc}"
-        print_summary(settings, lake_days)
+        print_summary(settings, summary_days)
         _say(f"\nDagster UI:  http://127.0.0.1:{args.port}   (asset graph: /asset-groups, runs: /runs)")
         _say(f"Superset:    {superset_url}")
         _say(f"lake:        {settings.webhdfs_url}/explorer.html#{settings.lake_root}")
@@ -220,6 +244,28 @@ def wait_for_mart(settings, instance, day: str, sessions: int, since: float, tim
         time.sleep(3)
     raise TimeoutError(f"the ClickHouse sessions mart had {rows:,} of {sessions:,} sessions of {day} after "
                        f"{timeout:.0f} s (is the automation sensor running? Dagster UI, Automation tab)")
+
+
+def wait_for_marts(defs, instance, day: str, since: float, timeout: float) -> None:
+    """Wait until every mart (group ``marts``: the lake's and the programme guide's, both warehouses) has been
+    materialized for ``day`` after ``since`` (wall clock) and no run is building one. Raises TimeoutError."""
+    import dagster as dg
+
+    from tv_platform.ops import resolve_selection
+
+    keys = resolve_selection(defs, "marts")
+    deadline = time.monotonic() + timeout
+    missing = keys
+    while time.monotonic() < deadline:
+        missing = [k for k in keys if not instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=k, asset_partitions=[day], after_timestamp=since), limit=1).records]
+        busy = instance.get_runs_count(dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTED,
+                                                               dg.DagsterRunStatus.STARTING]))
+        if not missing and not busy:
+            return
+        time.sleep(5)
+    raise TimeoutError(f"{len(missing)} marts of {day} not built by the automation after {timeout:.0f} s "
+                       f"(e.g. {missing[0].to_user_string() if missing else 'runs still going'})")
 
 
 def print_summary(settings, days: list[str]) -> None:

@@ -211,6 +211,28 @@ def get_settings() -> Settings:
     return Settings.from_env()
 
 
+def make_state_dir(settings: Settings) -> Path:
+    """The state directory, created owner-only (mode 0700) when missing: it holds the services' data and the secrets
+    the platform generates (Superset's admin password and key)."""
+    if not settings.state_dir.exists():
+        settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(settings.state_dir, 0o700)  # mkdir's mode is filtered by the umask
+    return settings.state_dir
+
+
+SECRET_WORDS = ("password", "secret")
+
+
+def shown_value(name: str, value) -> str:
+    """A setting as ``tv-platform settings`` prints it: passwords and secrets masked, so is a password inside a URL."""
+    import re
+
+    text = str(value)
+    if any(w in name.lower() for w in SECRET_WORDS):
+        return "********" if text else ""
+    return re.sub(r"(://[^:/@\s]*:)[^@/\s]*@", r"\1********@", text)
+
+
 def settings_table() -> str:
     """Markdown table of every variable, its default and meaning (docs/configuration.md is made from it)."""
     rows = ["| variable | default | meaning |", "|---|---|---|"]

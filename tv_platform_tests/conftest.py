@@ -58,5 +58,20 @@ def artifacts_dir() -> Path:
     return ARTIFACTS
 
 
+def create_warehouse_schema(stack: Settings, schema: str) -> None:
+    """A PostgreSQL/Greenplum schema of a test's own, owned by the loader role and readable by the reader role (the
+    loader may not create schemas)."""
+    from tv_platform.stack.postgres import PostgresService
+
+    admin = PostgresService(stack).admin_connect(stack.gp_database)
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}" AUTHORIZATION "{stack.gp_loader_user}"')
+            cur.execute(f'GRANT USAGE ON SCHEMA "{schema}" TO "{stack.gp_reader_user}"')
+    finally:
+        admin.close()
+
+
 def pytest_report_header(config):
     return f"tv_platform: TVP_ENV={os.environ.get('TVP_ENV', 'local')} state={get_settings().state_dir}"

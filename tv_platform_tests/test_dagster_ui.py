@@ -1,5 +1,5 @@
 """The Dagster UI, as a user opens it: ``dagster dev`` on the PostgreSQL-backed instance serves the asset graph (GraphQL
-and the rendered pages in headless Chromium) and shows a materialized partition of ``tv_dataset``.
+and the rendered pages in headless Chromium, driven by Playwright) and shows a materialized partition of ``tv_dataset``.
 
 The partition is written to a lake root of this module only (the platform's lake is left alone); the run is recorded
 in the platform's instance (DAGSTER_HOME), which is what the UI reads."""
@@ -105,56 +105,47 @@ def test_graphql_knows_the_materialized_partition(dagster_ui):
     assert DAY in {m["partition"] for m in data["assetNodeOrError"]["assetMaterializations"]}
 
 
-def _wait_for_text(page, texts: list[str], timeout: float = 90) -> str:
-    """Poll the page's visible text until it contains every one of ``texts``; returns the text."""
+def _wait_for_text(page, texts: list[str], timeout: float = 90) -> None:
+    """Wait until the page's visible text contains every one of ``texts`` (Playwright's retrying assertion)."""
+    from playwright.sync_api import expect
+
+    body = page.locator("body")
     deadline = time.monotonic() + timeout
-    body = ""
-    while time.monotonic() < deadline:
-        body = page.evaluate("document.body ? document.body.innerText : ''") or ""
-        if all(t in body for t in texts):
-            return body
-        time.sleep(1)
-    missing = [t for t in texts if t not in body]
-    raise AssertionError(f"the page never showed {missing} within {timeout:.0f} s; it shows:\n{body[:2000]}")
+    for text in texts:
+        expect(body).to_contain_text(text, timeout=max(1.0, deadline - time.monotonic()) * 1000)
 
 
 def _dismiss_newsletter(page, seconds: float = 8) -> None:
     """Close Dagster's "Join the Dagster community" dialog (shown once per browser profile) if it comes up."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        clicked = page.evaluate("""(() => {
-            const b = [...document.querySelectorAll('button')].find(b => b.innerText.trim() === 'Skip');
-            if (b) { b.click(); return true; } return false; })()""")
-        if clicked:
-            time.sleep(1)
-            return
-        time.sleep(1)
+    skip = page.get_by_role("button", name="Skip", exact=True)
+    try:
+        skip.wait_for(state="visible", timeout=seconds * 1000)
+    except Exception:  # noqa: BLE001 - playwright's TimeoutError: the dialog did not come up
+        return
+    skip.click()
+    skip.wait_for(state="hidden", timeout=10_000)
 
 
 @pytest.fixture(scope="module")
 def browser():
-    from tv_platform.engines.superset import Chromium
+    from tv_platform.engines.superset import Browser
 
-    with Chromium() as b:
+    with Browser() as b:
         yield b
 
 
-def _render(browser, url: str, texts: list[str], shot) -> str:
+def _render(browser, url: str, texts: list[str], shot) -> None:
     page = browser.new_page(width=1800, height=1100)
     try:
-        page.navigate(url)
-        body = _wait_for_text(page, texts)
+        page.goto(url, wait_until="domcontentloaded")
+        _wait_for_text(page, texts)
         _dismiss_newsletter(page)
-        body = _wait_for_text(page, texts)
-        time.sleep(2)  # let the graph's layout settle before the picture
-        page.screenshot(shot, full_page=False)
+        _wait_for_text(page, texts)
+        page.wait_for_timeout(2000)  # let the graph's layout settle before the picture
+        page.screenshot(path=str(shot))
         assert shot.stat().st_size > 10_000
-        return body
     finally:
-        try:
-            browser.send("Target.closeTarget", {"targetId": page.target_id}, timeout=10)
-        except Exception:  # noqa: BLE001 - closing a tab is best effort
-            pass
+        page.context.close()
 
 
 def test_ui_renders_the_global_asset_lineage(dagster_ui, browser, artifacts_dir):

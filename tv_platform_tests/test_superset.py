@@ -1,7 +1,7 @@
 """Superset for real: the bundle of superset_exports/ imported into Superset 6.1 (its own virtualenv, started by
 ``tv-platform superset up``'s code), every chart's data answered by both warehouses over real marts (the seed's stream
 day 2023-09-23 built through the lake and the programme guide; the forecast computed by ``viewing_forecast`` over a
-simulated 21-day history ending that day), and both dashboards rendered by headless Chromium with no chart in error —
+simulated 21-day history ending that day), and both dashboards rendered by headless Chromium (Playwright) with no chart in error —
 screenshots in test-artifacts/. The marts and the Superset are the tests' own (``isolated``), never the platform's."""
 
 import time
@@ -177,16 +177,9 @@ def isolated(stack):
     replace the forecast, which must never happen to the platform's own marts and dashboards."""
     from dataclasses import replace
 
-    from tv_platform.stack.postgres import PostgresService
+    from tv_platform_tests.conftest import create_warehouse_schema
 
-    admin = PostgresService(stack).admin_connect(stack.gp_database)  # the loader role may not create schemas
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cur:
-            cur.execute(f'CREATE SCHEMA IF NOT EXISTS "{TEST_SCHEMA}" AUTHORIZATION "{stack.gp_loader_user}"')
-            cur.execute(f'GRANT USAGE ON SCHEMA "{TEST_SCHEMA}" TO "{stack.gp_reader_user}"')
-    finally:
-        admin.close()
+    create_warehouse_schema(stack, TEST_SCHEMA)
     return replace(stack, gp_schema=TEST_SCHEMA, clickhouse_database=TEST_SCHEMA, state_dir=stack.state_dir / "tests")
 
 
@@ -215,7 +208,7 @@ def superset(isolated, superset_marts):
     session started it."""
     from dataclasses import replace
 
-    svc = S.SupersetService(isolated, conf=replace(S.SupersetSettings.from_env(), port=TEST_SUPERSET_PORT))
+    svc = S.SupersetService(isolated, conf=replace(S.SupersetSettings.from_env(isolated), port=TEST_SUPERSET_PORT))
     t0 = time.monotonic()
     svc.install(print)
     t_install = time.monotonic() - t0
@@ -230,7 +223,7 @@ def superset(isolated, superset_marts):
 @pytest.fixture(scope="session")
 def browser(superset):
     S.ensure_chromium(print)
-    with S.Chromium() as b:
+    with S.Browser() as b:
         yield b
 
 
@@ -462,9 +455,15 @@ def test_programme_and_forecast_charts_show_the_marts_values(superset, chart_key
         return pd.DataFrame(superset.chart_data(by_key[key])["result"][0]["data"])
 
     want = _warehouse_values(isolated, {
-        "series_hours": ("series_weekday_hour", "SELECT sum(minutes) / 60 FROM {t}"),
-        "top_hours": ("programme_popularity", "SELECT sum(minutes) / 60 FROM {t} WHERE rank <= 30"),
-        "top_rows": ("programme_popularity", "SELECT count(*) FROM {t} WHERE rank <= 30"),
+        # the top 20 series and programmes (a title on a channel) by minutes: the heatmaps' default Top N
+        "series_hours": ("series_weekday_hour", "SELECT sum(m) / 60 FROM (SELECT series, sum(minutes) AS m FROM {t} "
+                                                "GROUP BY series ORDER BY m DESC, series LIMIT 20) AS x"),
+        "top_hours": ("programme_popularity", "SELECT sum(m) / 60 FROM (SELECT title, coalesce(channel_name, '') AS c, "
+                                              "sum(minutes) AS m FROM {t} GROUP BY title, c ORDER BY m DESC, title, c "
+                                              "LIMIT 20) AS x"),
+        "programmes": ("programme_popularity", "SELECT count(*) FROM (SELECT DISTINCT title, channel_name FROM {t}) "
+                                               "AS x"),
+        "series": ("series_weekday_hour", "SELECT count(DISTINCT series) FROM {t}"),
         "all_series_hours": ("series_popularity", "SELECT sum(minutes) / 60 FROM {t}"),
         "actual_hours": ("forecast_daily", "SELECT sum(hours) FROM {t} WHERE series = 'total' AND kind = 'actual'"),
         "ridge_hours": ("forecast_daily",
@@ -475,10 +474,13 @@ def test_programme_and_forecast_charts_show_the_marts_values(superset, chart_key
 
     heat = data("series_hour_heatmap")
     assert heat["total_hours"].sum() == pytest.approx(want["series_hours"], rel=1e-9)
+    assert heat["series"].nunique() == min(20, want["series"])  # readable: 20 labels, not hundreds
     top = data("top_shows_heatmap")
     assert top["total_hours"].sum() == pytest.approx(want["top_hours"], rel=1e-9)
-    assert 0 < top["programme_label"].nunique() <= want["top_rows"]  # rank <= 30 of each day
+    assert top["programme_label"].nunique() == min(20, want["programmes"])
     assert set(top["start_hour"]) <= set(range(24))
+    # the rest are in the tables: every programme, every series
+    assert len(data("programmes_table")) == min(1000, want["programmes"])
     assert data("series_table")["total_hours"].sum() == pytest.approx(want["all_series_hours"], rel=1e-9)
     line = data("forecast_line")  # one column per model after the pivot
     assert {"actual", "seasonal_naive", "calendar_ridge"} <= set(line.columns)
@@ -515,3 +517,69 @@ def test_superset_releases_the_embedded_clickhouse_and_waits_for_a_load(superset
         assert thread.is_alive()
     thread.join(timeout=60)
     assert result["rows"] > 0 and result["seconds"] >= 1.5, result
+
+
+@pytest.mark.parametrize("warehouse", list(DASHBOARDS))
+def test_session_length_charts_count_every_session_of_the_range(superset, chart_keys, isolated, warehouse):
+    """The session-length charts read the duration_histogram mart (bins per day), not sampled raw rows: their totals
+    are the sessions mart's count and hours of sessions started in the range."""
+    by_key = {chart_keys[c["id"]][1]: c["id"] for c in superset.dashboard_charts(DASHBOARDS[warehouse])}
+    want = _warehouse_values(isolated, {"sessions": ("sessions", "SELECT count(*) FROM {t}"),
+                                        "hours": ("sessions", "SELECT sum(duration_s) / 3600.0 FROM {t}")})
+    want = {k.split(".", 1)[1]: v for k, v in want.items() if k.startswith(warehouse + ".")}
+    buckets = pd.DataFrame(superset.chart_data(by_key["duration_buckets"])["result"][0]["data"])
+    hours = pd.DataFrame(superset.chart_data(by_key["duration_hours"])["result"][0]["data"])
+    assert want["sessions"] > 0
+    assert buckets["total_sessions"].sum() == want["sessions"]
+    assert hours["total_hours"].sum() == pytest.approx(want["hours"], rel=1e-9)
+
+
+WEEKDAY_DAYS = {"2001-01-02": (2, "Tuesday"), "2001-01-09": (2, "Tuesday"), "2001-01-06": (6, "Saturday")}
+
+
+@pytest.fixture
+def two_tuesdays_and_a_saturday(isolated):
+    """Rows of channel_weekday_hour for two Tuesdays and one Saturday of 2001 (far from any other test's days) in the
+    tests' marts of both warehouses, hour 20: Tuesday 2001-01-02 60 + 60 minutes on two channels, Tuesday 2001-01-09
+    60 minutes, Saturday 2001-01-06 90 minutes. Removed afterwards."""
+    import psycopg2
+
+    from tv_platform.stack.clickhouse import clickhouse_client
+
+    rows = [("2001-01-02", 1, "Первый канал", 60.0), ("2001-01-02", 2, "Россия 1", 60.0),
+            ("2001-01-09", 1, "Первый канал", 60.0), ("2001-01-06", 1, "Первый канал", 90.0)]
+    full = [(d, *WEEKDAY_DAYS[d], 20, cid, name, minutes, 1, 1) for d, cid, name, minutes in rows]
+    cols = "dt, weekday, weekday_name, hour, channel_id, channel_name, minutes, sessions_active, viewers"
+    table = f'"{isolated.gp_schema}".channel_weekday_hour'
+    delete = f"DELETE FROM {table} WHERE dt < '2002-01-01'"
+    with psycopg2.connect(isolated.gp_dsn("loader")) as conn, conn.cursor() as cur:
+        cur.execute(delete)
+        cur.executemany(f"INSERT INTO {table} ({cols}) VALUES ({', '.join(['%s'] * 9)})", full)
+    with clickhouse_client(isolated) as client:
+        client.command("DELETE FROM channel_weekday_hour WHERE dt < '2002-01-01'")
+        client.insert("channel_weekday_hour", [[__import__("datetime").date.fromisoformat(r[0]), *r[1:]] for r in full],
+                      column_names=cols.split(", "))
+    try:
+        yield
+    finally:
+        with psycopg2.connect(isolated.gp_dsn("loader")) as conn, conn.cursor() as cur:
+            cur.execute(delete)
+        with clickhouse_client(isolated) as client:
+            client.command("DELETE FROM channel_weekday_hour WHERE dt < '2002-01-01'")
+
+
+@pytest.mark.parametrize("warehouse", list(DASHBOARDS))
+def test_weekday_hour_heatmap_shows_the_average_day(superset, chart_keys, warehouse, two_tuesdays_and_a_saturday):
+    """Two Tuesdays and one Saturday in the range: the heatmap's Tuesday cell is Tuesday's hours over 2 days (3 h /
+    2 = 1.5 h), Saturday's over 1 (1.5 h) — a sum would have shown Tuesday twice as dark as Saturday."""
+    import json
+
+    chart = next(c["id"] for c in superset.dashboard_charts(DASHBOARDS[warehouse])
+                 if chart_keys[c["id"]][1] == "channel_heatmap")
+    qc = json.loads(superset.get(f"/api/v1/chart/{chart}")["result"]["query_context"])
+    for f in qc["queries"][0]["filters"]:
+        if f["op"] == "TEMPORAL_RANGE":
+            f["val"] = "2001-01-01 : 2001-01-10"
+    res = superset.post("/api/v1/chart/data", qc)["result"][0]
+    cells = {(r["weekday_label"], r["hour"]): r["hours_per_day"] for r in res["data"]}
+    assert cells == {("2 Tuesday", 20): pytest.approx(1.5), ("6 Saturday", 20): pytest.approx(1.5)}

@@ -18,8 +18,7 @@ from tv_platform.engines import superset as S
 from tv_platform.settings import Settings
 
 BUNDLE = Path(B.__file__).resolve().parent
-ALLOWED_VIZ = {"table", "pie", "big_number_total", "echarts_timeseries_line", "echarts_timeseries_bar", "heatmap_v2",
-               "histogram_v2"}  # all current in Superset 6.1 (none of the legacy types it removed)
+ALLOWED_VIZ = {"table", "pie", "big_number_total", "echarts_timeseries_line", "echarts_timeseries_bar", "heatmap_v2"}  # all current in Superset 6.1 (none of the legacy types it removed)
 
 
 @pytest.fixture(scope="module")
@@ -102,9 +101,13 @@ def test_charts_use_current_viz_types_and_resolvable_names(files):
         qc = json.loads(chart["query_context"])
         assert qc["datasource"] == {"id": int(p["datasource"].split("__")[0]), "type": "table"}
         time_column = ds["main_dttm_col"]
-        assert qc["queries"][0]["filters"][0] == {"col": time_column, "op": "TEMPORAL_RANGE", "val": "No filter"}
-        assert qc["queries"][0]["filters"][1:] == [{"col": f["subject"], "op": f["operator"], "val": f["comparator"]}
-                                                   for f in p["adhoc_filters"][1:]]
+        defaults = B.top_n_filters() if ds["table_name"] in B.TOP_DATASETS else []  # the Top N filter's default
+        filters = qc["queries"][0]["filters"]
+        assert filters[:len(defaults)] == defaults  # first, as the dashboard sends them
+        filters = filters[len(defaults):]
+        assert filters[0] == {"col": time_column, "op": "TEMPORAL_RANGE", "val": "No filter"}
+        assert filters[1:] == [{"col": f["subject"], "op": f["operator"], "val": f["comparator"]}
+                               for f in p["adhoc_filters"][1:]]
 
 
 def test_datasets_declare_the_marts_columns(files):
@@ -116,10 +119,12 @@ def test_datasets_declare_the_marts_columns(files):
     for rel, ds in files.items():
         if rel.startswith("datasets/"):
             physical = [c["column_name"] for c in ds["columns"] if not c["expression"]]
-            assert physical == list(marts[ds["table_name"]].columns), rel
+            top = ds["table_name"] in B.TOP_DATASETS  # a mart with the rank of its rows' series or programme
+            assert physical == list(marts[B.base_table(ds["table_name"])].columns) + (["top_rank"] if top else []), rel
             assert ds["main_dttm_col"] == ("day" if ds["table_name"] == "forecast_daily" else "dt")
             assert {c["column_name"] for c in ds["columns"] if c["is_dttm"]} >= {ds["main_dttm_col"]}
-            assert ds["schema"] == "tv_marts" and ds["sql"] is None  # physical datasets over the marts
+            assert ds["schema"] == "tv_marts"
+            assert (ds["sql"] is None) != top  # physical datasets over the marts, virtual ones for the top N
 
 
 def test_dashboards_mirror_each_other_and_stay_on_their_warehouse(files):
@@ -147,7 +152,15 @@ def test_native_filters_date_range_everywhere_channel_and_series_where_the_datas
         if not rel.startswith("dashboards/"):
             continue
         filters = {f["name"]: f for f in dash["metadata"]["native_filter_configuration"]}
-        assert set(filters) == {"Date range", "Channel", "Series"}
+        assert set(filters) == {"Date range", "Channel", "Series", "Top N"}
+        # Top N: a range on top_rank, default 1..20, over exactly the charts whose dataset has that column
+        top = filters["Top N"]
+        assert top["filterType"] == "filter_range" and top["targets"][0]["column"]["name"] == "top_rank"
+        assert top["defaultDataMask"]["filterState"]["value"] == [1, B.TOP_N_DEFAULT] == [1, 20]
+        for meta in (v["meta"] for v in dash["position"].values() if isinstance(v, dict) and v.get("type") == "CHART"):
+            ds = datasets[charts[meta["uuid"]]["dataset_uuid"]]
+            has_rank = "top_rank" in {c["column_name"] for c in ds["columns"]}
+            assert (meta["chartId"] not in set(top["scope"]["excluded"])) == has_rank, meta["sliceName"]
         assert filters["Date range"]["filterType"] == "filter_time"
         assert filters["Date range"]["scope"] == {"rootPath": ["ROOT_ID"], "excluded": []}
         channel = filters["Channel"]
@@ -198,6 +211,8 @@ def test_render_bundle_takes_endpoints_schemas_and_passwords_from_the_settings(m
             assert doc["schema"] == "marts2"
         elif name.startswith("datasets/tv_clickhouse/"):
             assert doc["schema"] == "dw"
+        if name.startswith("datasets/"):
+            assert "tv_marts" not in (doc["sql"] or "")  # a virtual dataset's tables follow the schema too
     blob = b"".join(zf.read(n) for n in zf.namelist())
     assert b"s3cret" not in blob and b"p@ss" not in blob and b"p%40ss" not in blob
 
@@ -212,22 +227,47 @@ def test_render_bundle_points_clickhouse_at_the_embedded_engine(monkeypatch, tmp
     assert set(passwords) == {"databases/tv_greenplum.yaml"}  # chDB has no password
 
 
-def test_superset_settings_from_the_environment(monkeypatch):
+def test_superset_settings_from_the_environment(monkeypatch, tmp_path):
+    s = _settings(monkeypatch, tmp_path)
     for k in S.SUPERSET_ENV_VARS:
         monkeypatch.delenv(k, raising=False)
-    conf = S.SupersetSettings.from_env()
-    assert (conf.host, conf.port, conf.admin_user, conf.admin_password, conf.secret_key) == (
-        "127.0.0.1", 8088, "admin", "admin", None)
+    conf = S.SupersetSettings.from_env(s)
+    assert (conf.host, conf.port, conf.admin_user, conf.admin_password_env, conf.secret_key) == (
+        "127.0.0.1", 8088, "admin", None, None)
+    assert conf.data_dir == s.state_dir / "superset"
     monkeypatch.setenv("TVP_SUPERSET_PORT", "18088")
     monkeypatch.setenv("TVP_SUPERSET_ADMIN_USER", "boss")
     monkeypatch.setenv("TVP_SUPERSET_ADMIN_PASSWORD", "pw")
     monkeypatch.setenv("TVP_SUPERSET_SECRET_KEY", "k" * 40)
-    conf = S.SupersetSettings.from_env()
+    conf = S.SupersetSettings.from_env(s)
     assert (conf.url, conf.admin_user, conf.admin_password, conf.secret_key) == (
         "http://127.0.0.1:18088", "boss", "pw", "k" * 40)
     monkeypatch.setenv("TVP_SUPERSET_PORT", "http")
     with pytest.raises(ValueError, match="TVP_SUPERSET_PORT"):
-        S.SupersetSettings.from_env()
+        S.SupersetSettings.from_env(s)
+
+
+def test_no_default_admin_password_one_is_generated_once_with_mode_0600(monkeypatch, tmp_path):
+    """Without TVP_SUPERSET_ADMIN_PASSWORD there is no password until `superset up` generates one: into the state
+    directory (0700) as a file of mode 0600, once — a second start keeps it; the environment's password wins."""
+    s = _settings(monkeypatch, tmp_path)
+    for k in S.SUPERSET_ENV_VARS:
+        monkeypatch.delenv(k, raising=False)
+    conf = S.SupersetSettings.from_env(s)
+    with pytest.raises(S.StackError, match="superset up"):
+        conf.admin_password
+    generated = conf.ensure_admin_password()
+    assert generated and len(generated) >= 20 and generated != "admin"
+    assert conf.admin_password == generated
+    assert (conf.password_file.stat().st_mode & 0o777) == 0o600
+    assert (conf.data_dir.stat().st_mode & 0o777) == 0o700
+    assert conf.ensure_admin_password() is None and conf.admin_password == generated  # kept, not shown again
+    svc = S.SupersetService(s, conf=conf)
+    assert (svc.data_dir / "secret_key").exists() is False and svc.secret_key() == svc.secret_key()
+    assert ((svc.data_dir / "secret_key").stat().st_mode & 0o777) == 0o600
+    monkeypatch.setenv("TVP_SUPERSET_ADMIN_PASSWORD", "from-env")
+    assert S.SupersetSettings.from_env(s).admin_password == "from-env"
+    assert S.SupersetSettings.from_env(s).ensure_admin_password() is None
 
 
 def test_service_layout_config_and_generated_secret(monkeypatch, tmp_path):
@@ -236,7 +276,7 @@ def test_service_layout_config_and_generated_secret(monkeypatch, tmp_path):
     svc = S.SupersetService(s)
     assert svc.venv == tmp_path / "cache" / "superset-venv"
     assert svc.data_dir == tmp_path / "state" / "superset"
-    assert svc.pid_file == tmp_path / "state" / "run" / "superset.pid"
+    assert svc.pid_file == tmp_path / "state" / "superset" / "superset.pid"
     assert svc.log_file == tmp_path / "state" / "logs" / "superset.log"
     svc.write_config()
     text = svc.config_file.read_text()
@@ -294,3 +334,30 @@ def test_cli_has_the_superset_command():
     assert (args.command, args.superset_action, args.no_import) == ("superset", "up", True)
     for action in ("down", "status", "import", "screenshot"):
         assert build_parser().parse_args(["superset", action]).superset_action == action
+
+
+def test_settings_command_masks_every_secret(monkeypatch, tmp_path, capsys):
+    """`tv-platform settings` prints no password, secret or password inside a URL."""
+    from tv_platform.cli import main
+    from tv_platform.settings import get_settings
+
+    _settings(monkeypatch, tmp_path, TVP_GP_LOADER_PASSWORD="l0ader-pw", TVP_GP_READER_PASSWORD="r3ader-pw",
+              TVP_DAGSTER_PG_PASSWORD="dag-pw", TVP_CLICKHOUSE_URL="https://ana:url-pw@ch.example:8443")
+    get_settings.cache_clear()
+    try:
+        assert main(["settings"]) == 0
+    finally:
+        get_settings.cache_clear()
+    out = capsys.readouterr().out
+    for secret in ("l0ader-pw", "r3ader-pw", "dag-pw", "url-pw"):
+        assert secret not in out
+    assert "https://ana:********@ch.example:8443" in out and "gp_reader_password         ********" in out
+
+
+def test_the_state_directory_is_created_owner_only(monkeypatch, tmp_path):
+    from tv_platform.settings import make_state_dir
+
+    s = _settings(monkeypatch, tmp_path)
+    assert not s.state_dir.exists()
+    make_state_dir(s)
+    assert stat.S_IMODE(s.state_dir.stat().st_mode) == 0o700

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from tv_platform.settings import Settings
+from tv_platform.settings import Settings, make_state_dir
 
 
 class StackError(RuntimeError):
@@ -139,6 +139,7 @@ class Service:
 
     def start(self) -> None:
         """Start in the background and wait until the protocol answers."""
+        make_state_dir(self.settings)
         if self.embedded():
             self.prepare()
             self.wait_ready()
