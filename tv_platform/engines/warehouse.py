@@ -42,6 +42,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from dagster._core.storage.db_io_manager import DbClient, DbIOManager, DbTypeHandler, TableSlice
 
+from tv_platform.engines.metadata import declare, declared_columns, raw
+
 
 # ---- identifiers and partitions ---------------------------------------------------------------------------------------
 class WarehouseError(RuntimeError):
@@ -73,11 +75,6 @@ def check_partition_keys(keys: Iterable[str]) -> list[str]:
     return sorted(set(out))
 
 
-def _raw(value: Any) -> Any:
-    """The plain Python value of a metadata entry (Dagster may wrap it in a MetadataValue)."""
-    return value.value if isinstance(value, dg.MetadataValue) else value
-
-
 def _as_list(value: Any) -> list[str]:
     if value is None or value == "":
         return []
@@ -88,14 +85,9 @@ def _as_list(value: Any) -> list[str]:
 
 def table_metadata(columns: dict[str, str], *, partition_expr: Optional[str] = None, sum_columns: Sequence[str] = (),
                    distributed_by: Sequence[str] = (), order_by: Sequence[str] = ()) -> dict[str, Any]:
-    """The asset metadata declaring a warehouse table: {name: warehouse type} as ``dagster/column_schema``, and the
-    partition expression and keys."""
-    meta: dict[str, Any] = {
-        "dagster/column_schema": dg.TableSchema(columns=[dg.TableColumn(n, t) for n, t in columns.items()]),
-        "sum_columns": list(sum_columns),
-    }
-    if partition_expr:
-        meta["partition_expr"] = partition_expr
+    """The asset metadata declaring a warehouse table (:func:`tv_platform.engines.metadata.declare`: {name: warehouse
+    type} as ``dagster/column_schema``, the partition expression, the sums) and its keys."""
+    meta = declare(columns, partition_expr=partition_expr, sum_columns=sum_columns)
     if distributed_by:
         meta["distributed_by"] = list(distributed_by)
     if order_by:
@@ -116,14 +108,14 @@ class TableSpec:
 
     @classmethod
     def from_metadata(cls, table: str, metadata: Optional[dict]) -> "TableSpec":
-        meta = {k: _raw(v) for k, v in (metadata or {}).items()}
-        schema = meta.get("dagster/column_schema")
-        if not isinstance(schema, dg.TableSchema) or not schema.columns:
+        meta = {k: raw(v) for k, v in (metadata or {}).items()}
+        declared = declared_columns(meta)
+        if not declared:
             raise WarehouseError(f"{table}: the asset declares no 'dagster/column_schema' metadata (its columns and "
                                  "their warehouse types)")
         spec = cls(
             name=check_identifier(table, "table name"),
-            columns={check_identifier(c.name, f"column name of {table}"): str(c.type) for c in schema.columns},
+            columns={check_identifier(c, f"column name of {table}"): t for c, t in declared.items()},
             partition_expr=meta.get("partition_expr") or None,
             sum_columns=tuple(meta.get("sum_columns") or ()),
             distributed_by=tuple(_as_list(meta.get("distributed_by"))),
