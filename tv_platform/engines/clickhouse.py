@@ -48,7 +48,7 @@ from urllib.parse import urlparse
 import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
-from dagster._core.storage.db_io_manager import DbIOManager, TableSlice
+from dagster._core.storage.db_io_manager import DbIOManager
 
 from tv_platform.engines.warehouse import (
     ARROW_TYPES,
@@ -60,8 +60,8 @@ from tv_platform.engines.warehouse import (
     build_io_manager,
     check_identifier,
     columns_to_add,
-    slice_days,
 )
+from tv_platform.processes import pid_alive
 
 #: how long a client waits by default for another process to let go of a chDB path
 LOCK_WAIT_SECONDS = 30.0
@@ -87,27 +87,13 @@ def chdb_path(url: str) -> Path | None:
     return Path(os.path.realpath(location))
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is not alive
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except OSError:
-        return True
-
-
 def chdb_holder(path: Path) -> int | None:
     """PID of the process that holds a chDB data directory, from the ``status`` file the engine keeps while open."""
     try:
         for line in (path / "status").read_text().splitlines():
             if line.startswith("PID:"):
                 pid = int(line.split(":", 1)[1])
-                return pid if _alive(pid) else None
+                return pid if pid_alive(pid) else None
     except (OSError, ValueError):
         pass
     return None
@@ -334,14 +320,13 @@ class ClickHouseWarehouse(Warehouse):
     def schema_for_tables(self) -> str:
         return check_identifier(self.database, "ClickHouse database")
 
-    def select_statement(self, table_slice: TableSlice) -> str:
-        cols = ", ".join(_bq(c) for c in table_slice.columns) if table_slice.columns else "*"
-        days = slice_days(table_slice)
-        where = ""
-        if days is not None:
-            expr = _bq(table_slice.partition_dimensions[0].partition_expr)
-            where = f" WHERE toDate({expr}) IN ({', '.join(repr(d) for d in days)})"
-        return f"SELECT {cols} FROM {_bq(table_slice.schema)}.{_bq(table_slice.table)}{where}"
+    @staticmethod
+    def quote(name: str) -> str:
+        return _bq(name)
+
+    @staticmethod
+    def day_of(expr: str) -> str:
+        return f"toDate({expr})"
 
 
 class ClickHouseSession(WarehouseSession):
@@ -350,12 +335,9 @@ class ClickHouseSession(WarehouseSession):
     engine = "clickhouse"
 
     def __init__(self, warehouse: ClickHouseWarehouse, client):
-        super().__init__()
-        self.warehouse = warehouse
+        super().__init__(warehouse)
         self.client = client
         self.database = warehouse.database
-        self.target = "the session"
-        self.table = warehouse.where()
 
     def parse_type(self, name: str, declared: str) -> Column:
         return parse_ch_type(name, declared)

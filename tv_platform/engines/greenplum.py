@@ -30,7 +30,7 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-from dagster._core.storage.db_io_manager import DbIOManager, TableSlice
+from dagster._core.storage.db_io_manager import DbIOManager
 
 from tv_platform.engines.warehouse import (
     ARROW_TYPES,
@@ -43,7 +43,6 @@ from tv_platform.engines.warehouse import (
     build_io_manager,
     check_identifier,
     columns_to_add,
-    slice_days,
 )
 
 
@@ -279,14 +278,9 @@ class GreenplumWarehouse(Warehouse):
     def database_for_tables(self) -> Optional[str]:
         return self.database
 
-    def select_statement(self, table_slice: TableSlice) -> str:
-        cols = ", ".join(_q(c) for c in table_slice.columns) if table_slice.columns else "*"
-        days = slice_days(table_slice)
-        where = ""
-        if days is not None:
-            expr = _q(table_slice.partition_dimensions[0].partition_expr)
-            where = f" WHERE {expr} IN ({', '.join(repr(d) for d in days)})"
-        return f"SELECT {cols} FROM {_q(table_slice.schema)}.{_q(table_slice.table)}{where}"
+    @staticmethod
+    def quote(name: str) -> str:
+        return _q(name)
 
 
 class GreenplumSession(WarehouseSession):
@@ -295,11 +289,8 @@ class GreenplumSession(WarehouseSession):
     engine = "greenplum"
 
     def __init__(self, warehouse: GreenplumWarehouse, conn):
-        super().__init__()
-        self.warehouse = warehouse
+        super().__init__(warehouse)
         self.conn = conn
-        self.target = "the table"
-        self.table = warehouse.where()
 
     @property
     def schema(self) -> str:

@@ -326,9 +326,12 @@ class WarehouseSession:
 
     engine = "warehouse"
 
-    def __init__(self) -> None:
+    def __init__(self, warehouse: "Warehouse") -> None:
+        self.warehouse = warehouse
         self.phase = "connecting"
         self.actions: list[str] = []
+        self.table = warehouse.where()  # what the messages name: the table once one is addressed
+        self.target = "the session"  # what was being done (loading partition(s) …, reading, recounting)
 
     # engine hooks
     def parse_type(self, name: str, declared: str) -> Column:
@@ -408,8 +411,30 @@ class Warehouse(dg.ConfigurableResource):
         """The DbIOManager's ``database`` (None when the schema is the whole address, as in ClickHouse)."""
         return None
 
-    def select_statement(self, table_slice: TableSlice) -> str:
+    def where(self) -> str:
+        """The warehouse's address without credentials (for messages)."""
         raise NotImplementedError
+
+    @staticmethod
+    def quote(name: str) -> str:
+        """An identifier quoted in the warehouse's SQL."""
+        raise NotImplementedError
+
+    @staticmethod
+    def day_of(expr: str) -> str:
+        """SQL for the day of a partition expression (the column itself where it is a date)."""
+        return expr
+
+    def select_statement(self, table_slice: TableSlice) -> str:
+        """The select of a slice (DbIOManager reports it as the output's ``Query``)."""
+        q = self.quote
+        cols = ", ".join(q(c) for c in table_slice.columns) if table_slice.columns else "*"
+        days = slice_days(table_slice)
+        where = ""
+        if days is not None:
+            expr = self.day_of(q(table_slice.partition_dimensions[0].partition_expr))
+            where = f" WHERE {expr} IN ({', '.join(repr(d) for d in days)})"
+        return f"SELECT {cols} FROM {q(table_slice.schema)}.{q(table_slice.table)}{where}"
 
     # direct use: checks, notebooks, tests, benchmarks
     def write_frame(self, spec: TableSpec, frame: pd.DataFrame, keys: Optional[Iterable[str]]) -> dict[str, Any]:
