@@ -39,8 +39,9 @@ import pandas as pd  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from tv_platform.assets.marts import MARTS  # noqa: E402
-from tv_platform.engines.clickhouse import ClickHouseIOManager  # noqa: E402
-from tv_platform.engines.greenplum import GreenplumIOManager, TableSpec  # noqa: E402
+from tv_platform.engines.clickhouse import ClickHouseWarehouse  # noqa: E402
+from tv_platform.engines.greenplum import GreenplumWarehouse  # noqa: E402
+from tv_platform.engines.warehouse import TableSpec  # noqa: E402
 from tv_platform.settings import get_settings  # noqa: E402
 
 DOC = ROOT / "docs" / "marts.md"
@@ -195,10 +196,10 @@ def main(argv=None) -> int:
         pg_version = cur.fetchone()[0].split(" on ")[0]
     tmp = Path(tempfile.mkdtemp(prefix="bench_marts_"))
     ch_url = args.clickhouse_url or f"chdb://{tmp / 'chdb'}"
-    gp = GreenplumIOManager(host=s.gp_host, port=s.gp_port, database=s.gp_database, schema_name=schema,
+    gp = GreenplumWarehouse(host=s.gp_host, port=s.gp_port, database=s.gp_database, schema_name=schema,
                             user=s.gp_loader_user, password=s.gp_loader_password, reader_role=s.gp_reader_user,
                             dialect=s.gp_dialect)
-    ch = ClickHouseIOManager(url=ch_url, database=schema)
+    ch = ClickHouseWarehouse(url=ch_url, database=schema)
     io = {"greenplum": gp, "clickhouse": ch}
     day = "2023-09-23"
     first = date(2023, 7, 1)
@@ -211,7 +212,7 @@ def main(argv=None) -> int:
         steps = 2 * (1 + args.repeat)
         with tqdm(total=steps, desc="sessions loads", unit="load") as bar:
             for name, manager in io.items():
-                spec = TableSpec.from_metadata(None, MARTS["sessions"].metadata(name))
+                spec = TableSpec.from_metadata("sessions", MARTS["sessions"].metadata(name))
                 runs = []
                 for i in range(1 + args.repeat):
                     t0 = time.perf_counter()
@@ -228,7 +229,7 @@ def main(argv=None) -> int:
             for name, manager in io.items():
                 total_rows, total_s = 0, 0.0
                 for table, agg in aggregates.items():
-                    spec = TableSpec.from_metadata(None, MARTS[table].metadata(name))
+                    spec = TableSpec.from_metadata(table, MARTS[table].metadata(name))
                     t0 = time.perf_counter()
                     manager.write_frame(spec, agg, keys)
                     total_s += time.perf_counter() - t0

@@ -3,7 +3,7 @@
     stack up|down|status|logs   the local stack of real services (Kafka, HDFS, Spark Connect + Hive, PostgreSQL, ClickHouse)
     dev                         the Dagster UI + daemon on the code location, instance storage in the stack's PostgreSQL
     demo                        the whole platform on local defaults
-    test                        the test suite against the real services
+    test [--fast|--services]    the test suite: a fast tier without services, then the services, then lifecycle
     produce                     publish simulated (or recorded, --replay) viewing events to Kafka
     superset up|down|status     Superset (own virtualenv) with the dashboards of superset_exports/ on 127.0.0.1:8088
     settings                    the effective settings and every environment variable that sets them
@@ -140,10 +140,31 @@ def dagster_dev(port: int, host: str) -> int:
 # ---------------------------------------------------------------------------------------------------------------------
 # tests
 # ---------------------------------------------------------------------------------------------------------------------
+#: the tiers of the suite, in the order ``tv-platform test`` runs them (pytest marker expressions)
+TEST_TIERS = {
+    "fast": "not services and not lifecycle",  # no services: pure logic, definitions, the graph snapshot (< 2 min)
+    "services": "services and not lifecycle",  # against the real local stack (the `stack` fixture brings it up)
+    "lifecycle": "lifecycle",  # stops and restarts services: last, in a process of its own
+}
+
+
 def run_tests(pytest_args: list[str]) -> int:
+    """``test`` runs every tier in order, stopping at the first that fails; ``test --fast`` only the fast tier,
+    ``test --services`` the service and lifecycle tiers; any other arguments go to one pytest run as they are."""
     env = dagster_env()
-    cmd = [sys.executable, "-m", "pytest", *(pytest_args or [str(REPO_ROOT / "tv_platform_tests")])]
-    return subprocess.call(cmd, env=env, cwd=REPO_ROOT)
+    tests = str(REPO_ROOT / "tv_platform_tests")
+    flags = {"--fast": ["fast"], "--services": ["services", "lifecycle"]}
+    if pytest_args[:1] and pytest_args[0] not in flags:
+        return subprocess.call([sys.executable, "-m", "pytest", *pytest_args], env=env, cwd=REPO_ROOT)
+    tiers = flags[pytest_args[0]] if pytest_args else list(TEST_TIERS)
+    extra = pytest_args[1:]
+    for tier in tiers:
+        _say(f"== tests: {tier} tier (-m '{TEST_TIERS[tier]}')")
+        code = subprocess.call([sys.executable, "-m", "pytest", tests, "-m", TEST_TIERS[tier], *extra],
+                               env=env, cwd=REPO_ROOT)
+        if code not in (0, 5):  # 5: the tier selected no test
+            return code
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -170,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     dv.add_argument("--port", type=int, default=3000)
     dv.add_argument("--host", default="127.0.0.1")
 
-    ts = sub.add_parser("test", help="run the test suite (brings the stack up)")
+    ts = sub.add_parser("test", help="run the test suite: fast tier, service tier (brings the stack up), lifecycle")
     ts.add_argument("pytest_args", nargs=argparse.REMAINDER)
 
     dm = sub.add_parser("demo", help="the whole platform on local defaults")
@@ -180,9 +201,12 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--exit", action="store_true", help="stop the UI after the summary instead of waiting for Ctrl-C")
     sub.add_parser("settings", help="effective settings and the environment variables behind them")
 
-    bf = sub.add_parser("backfill", help="backfill whole weeks of history through the lake and marts")
+    bf = sub.add_parser("backfill", help="backfill whole weeks of history through the lake and marts: a Dagster "
+                                         "backfill run by the daemon (start it with `tv-platform dev`)")
     bf.add_argument("--weeks", type=int, default=1)
     bf.add_argument("--end", help="last day (default: yesterday)")
+    bf.add_argument("--url", default="http://127.0.0.1:3000", help="the Dagster webserver (default: tv-platform dev's)")
+    bf.add_argument("--no-wait", action="store_true", help="submit and return; follow it in the UI")
 
     from tv_platform.engines.kafka import add_produce_parser
     from tv_platform.engines.superset import add_superset_parser
@@ -225,14 +249,19 @@ def main(argv: list[str] | None = None) -> int:
 
             return run_demo(args)
         if args.command == "backfill":
-            for key, value in dagster_env().items():
-                os.environ.setdefault(key, value)
-            stack_up(quiet=True)
-            from tv_platform.ops import backfill
+            from tv_platform.ops import BackfillError, backfill
 
-            days = backfill(args.weeks, args.end)
-            _say(f"backfilled {days[0]} .. {days[-1]} ({len(days)} days)")
-            return 0
+            try:
+                backfill_id, days, status = backfill(args.url, args.weeks, args.end, wait=not args.no_wait)
+            except BackfillError as exc:
+                print(f"tv-platform: {exc}", file=sys.stderr)
+                return 1
+            where = f"{args.url.rstrip('/')}/runs/b/{backfill_id}"
+            if status is None:
+                _say(f"backfill {backfill_id} of {days[0]} .. {days[-1]} submitted: {where}")
+                return 0
+            _say(f"backfill {backfill_id} of {days[0]} .. {days[-1]} ({len(days)} days): {status} — {where}")
+            return 0 if status in ("COMPLETED", "COMPLETED_SUCCESS") else 1
         if args.command == "settings":
             s = get_settings()
             for key, value in vars(s).items():

@@ -140,16 +140,149 @@ def backfill_selection(defs: dg.Definitions) -> list[str]:
     )
 
 
-def backfill(weeks: int, end: str | None = None, progress: bool = True) -> list[str]:
-    """Backfill ``weeks`` whole weeks of history ending yesterday (or ``end``), through the lake and marts.
-    Runs are recorded in the Dagster instance (DAGSTER_HOME), so they show in the UI."""
-    from datetime import date, timedelta
+def backfill_targets(defs: dg.Definitions) -> list[str]:
+    """The backfill's daily assets (:func:`backfill_selection`) and the unpartitioned assets they read (reference data:
+    ``channels``, ``users`` and their Hive tables), materialized once by the same backfill, first."""
+    graph = defs.resolve_asset_graph()
+    daily = backfill_selection(defs)
+    parents = {p for k in daily for p in graph.get(dg.AssetKey.from_user_string(k)).parent_keys
+               if graph.get(p).is_materializable and graph.get(p).partitions_def is None}
+    return sorted(p.to_user_string() for p in parents) + daily
 
+
+# ---- backfills run by the daemon -----------------------------------------------------------------------------------------
+class BackfillError(RuntimeError):
+    pass
+
+
+LAUNCH = """
+mutation Launch($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on Error { message }
+  }
+}"""
+
+STATUS = """
+query Backfill($id: String!) {
+  partitionBackfillOrError(backfillId: $id) {
+    __typename
+    ... on PartitionBackfill {
+      status
+      assetBackfillData {
+        assetBackfillStatuses {
+          __typename
+          ... on AssetPartitionsStatusCounts {
+            numPartitionsTargeted numPartitionsInProgress numPartitionsMaterialized numPartitionsFailed
+          }
+          ... on UnpartitionedAssetStatus { inProgress materialized failed }
+        }
+      }
+    }
+    ... on Error { message }
+  }
+}"""
+
+#: a backfill in one of these states is over
+FINISHED = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
+
+
+def graphql(url: str, query: str, variables: dict) -> dict:
+    """One request to the Dagster webserver's GraphQL endpoint (what the UI itself sends)."""
+    import requests
+
+    try:
+        response = requests.post(f"{url.rstrip('/')}/graphql", json={"query": query, "variables": variables},
+                                 timeout=60)
+    except requests.RequestException as exc:
+        raise BackfillError(f"the Dagster webserver at {url} does not answer ({exc.__class__.__name__}): start it "
+                            "with `tv-platform dev` (webserver and daemon)") from exc
+    if response.status_code != 200:
+        raise BackfillError(f"{url}/graphql answered HTTP {response.status_code}: {response.text[:300]}")
+    body = response.json()
+    if body.get("errors"):
+        raise BackfillError(f"{url}/graphql: {body['errors'][0].get('message')}")
+    return body["data"]
+
+
+def launch_backfill(url: str, assets: list[str], first: str, last: str, title: str = "") -> str:
+    """Submit an asset backfill of ``assets`` over the days ``first``..``last`` to the daemon, as the UI's "Materialize"
+    with a range does (``launchPartitionBackfill``); unpartitioned assets are materialized once. Returns its id: the
+    backfill is visible, resumable ("re-execute from failure") and cancelable in the UI."""
     from tv_platform.definitions import defs
 
+    graph = defs.resolve_asset_graph()
+    by_asset = []
+    for name in assets:
+        key = dg.AssetKey.from_user_string(name)
+        entry: dict = {"assetKey": {"path": key.path}}
+        if graph.get(key).partitions_def is not None:
+            entry["partitions"] = {"range": {"start": first, "end": last}}
+        by_asset.append(entry)
+    params = {"partitionsByAssets": by_asset, "title": title or f"tv-platform backfill {first}..{last}",
+              "tags": [{"key": "tv_platform/launched_by", "value": "cli"}]}
+    result = graphql(url, LAUNCH, {"params": params})["launchPartitionBackfill"]
+    if result["__typename"] != "LaunchBackfillSuccess":
+        raise BackfillError(f"the backfill was refused: {result['__typename']}: {result.get('message')}")
+    return result["backfillId"]
+
+
+def backfill_progress(url: str, backfill_id: str) -> tuple[str, int, int, int]:
+    """(status, asset partitions materialized, failed, targeted) of a backfill, from the webserver."""
+    result = graphql(url, STATUS, {"id": backfill_id})["partitionBackfillOrError"]
+    if result["__typename"] != "PartitionBackfill":
+        raise BackfillError(f"backfill {backfill_id}: {result['__typename']}: {result.get('message')}")
+    done = failed = total = 0
+    for status in (result.get("assetBackfillData") or {}).get("assetBackfillStatuses") or []:
+        if status["__typename"] == "AssetPartitionsStatusCounts":
+            total += status["numPartitionsTargeted"]
+            done += status["numPartitionsMaterialized"]
+            failed += status["numPartitionsFailed"]
+        else:
+            total += 1
+            done += int(status["materialized"])
+            failed += int(status["failed"])
+    return result["status"], done, failed, total
+
+
+def wait_for_backfill(url: str, backfill_id: str, progress: bool = True, poll_seconds: float = 3.0,
+                      timeout: float | None = None) -> str:
+    """Wait until the backfill is over, with a progress bar of its asset partitions; returns its final status."""
+    import time
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with tqdm(desc=f"backfill {backfill_id}", unit="asset-partition", disable=not progress) as bar:
+        while True:
+            status, done, failed, total = backfill_progress(url, backfill_id)
+            bar.total = total
+            bar.n = done
+            bar.set_postfix_str(f"{status.lower()}{f', {failed} failed' if failed else ''}")
+            bar.refresh()
+            if status in FINISHED:
+                return status
+            if deadline is not None and time.monotonic() > deadline:
+                raise BackfillError(f"backfill {backfill_id} still {status} after {timeout:.0f} s "
+                                    f"({done}/{total} asset partitions)")
+            time.sleep(poll_seconds)
+
+
+def backfill_days(weeks: int, end: str | None = None) -> list[str]:
+    """``weeks`` whole weeks of days ending yesterday (or ``end``)."""
+    from datetime import date, timedelta
+
     last = date.fromisoformat(end) if end else date.today() - timedelta(days=1)
-    days = [(last - timedelta(days=i)).isoformat() for i in range(weeks * 7 - 1, -1, -1)]
-    instance = dg.DagsterInstance.get()
-    materialize_partitions(defs, instance, ["channels", "users"], None, progress=False)
-    materialize_partitions(defs, instance, backfill_selection(defs), days, progress=progress)
-    return days
+    return [(last - timedelta(days=i)).isoformat() for i in range(weeks * 7 - 1, -1, -1)]
+
+
+def backfill(url: str, weeks: int, end: str | None = None, wait: bool = True, progress: bool = True,
+             timeout: float | None = None) -> tuple[str, list[str], str | None]:
+    """Backfill ``weeks`` whole weeks of history ending yesterday (or ``end``) through the lake, programmes and marts:
+    one Dagster backfill run by the daemon of the webserver at ``url``. Returns (backfill id, days, final status —
+    None when not waited for)."""
+    from tv_platform.definitions import defs
+
+    days = backfill_days(weeks, end)
+    backfill_id = launch_backfill(url, backfill_targets(defs), days[0], days[-1])
+    status = wait_for_backfill(url, backfill_id, progress=progress, timeout=timeout) if wait else None
+    return backfill_id, days, status

@@ -9,7 +9,7 @@ import pytest
 
 from tv_platform.analytics import charts as C
 from tv_platform.analytics import forecast as FC
-from tv_platform.analytics import measures as M
+from tv_platform.analytics import measures as audience
 from tv_platform.analytics import segments as SG
 from tv_platform.simulator import SimulationParams, simulate_sessions
 
@@ -154,7 +154,7 @@ def test_channel_leaders_ranks_hours_views_and_minutes_per_view():
         "hours": [10.0, 5.0, 1.0, 10.0, 5.0, 1.0],
         "views": [100, 20, 5, 100, 20, 5],
     })
-    t = M.channel_leaders(rating, min_views=20).set_index("channel_name")
+    t = audience.channel_leaders(rating, min_views=20).set_index("channel_name")
     assert t.loc["A", "hours"] == 20 and t.loc["A", "rank_hours"] == 1 and t.loc["C", "rank_hours"] == 3
     assert t.loc["B", "minutes_per_view"] == pytest.approx(10 * 60 / 40)
     assert t.loc["B", "rank_minutes_per_view"] == 1  # 15 min/view beats A's 6; C has too few views
@@ -166,25 +166,25 @@ def test_weekday_weekend_and_prime_time():
     days = pd.date_range("2024-01-01", periods=14).strftime("%Y-%m-%d")
     daily = pd.DataFrame({"dt": days, "views": 10, "active_users": 10,
                           "hours_in_day": [100.0 if pd.Timestamp(d).day_of_week < 5 else 125.0 for d in days]})
-    r = M.weekend_vs_weekday(daily)
+    r = audience.weekend_vs_weekday(daily)
     assert r["weekend_to_weekday_hours"] == pytest.approx(1.25)
-    prof = M.weekday_profile(daily)
-    assert list(prof["weekday"]) == list(M.WEEKDAYS) and (prof["days"] == 2).all()
-    hourly = pd.DataFrame([(d, h, 60.0 * (10 if h in M.PRIME_HOURS else 1)) for d in days for h in range(24)],
+    prof = audience.weekday_profile(daily)
+    assert list(prof["weekday"]) == list(audience.WEEKDAYS) and (prof["days"] == 2).all()
+    hourly = pd.DataFrame([(d, h, 60.0 * (10 if h in audience.PRIME_HOURS else 1)) for d in days for h in range(24)],
                           columns=["dt", "hour", "minutes"])
-    per_day, summ = M.prime_time(hourly)
+    per_day, summ = audience.prime_time(hourly)
     assert summ["prime_share_pct"] == pytest.approx(100 * 40 / 60, abs=0.01)
     assert summ["peak_hour"] == 19 and summ["hours_holding_half_of_minutes"] == 3
     assert per_day["prime_share_pct"].round(6).nunique() == 1
-    hp = M.hourly_profile(hourly)
+    hp = audience.hourly_profile(hourly)
     assert hp.loc[20, "weekday"] == pytest.approx(10.0) and hp.loc[3, "weekend"] == pytest.approx(1.0)
 
 
 def test_retention_pairs_and_curve():
     ud = pd.DataFrame({"user_id": [1, 1, 1, 2, 2, 3], "dt": ["2024-01-01", "2024-01-02", "2024-01-03",
                                                              "2024-01-01", "2024-01-03", "2024-01-02"]})
-    pairs = M.return_pairs(ud, max_lag=2)
-    curve = M.retention_curve(pairs).set_index("lag")
+    pairs = audience.return_pairs(ud, max_lag=2)
+    curve = audience.retention_curve(pairs).set_index("lag")
     # lag 1: day1 {1,2} -> day2 {1,3}: 1 of 2; day2 {1,3} -> day3 {1,2}: 1 of 2
     assert curve.loc[1, "retention_pct"] == pytest.approx(50.0)
     # lag 2: day1 {1,2} -> day3 {1,2}: 2 of 2

@@ -256,7 +256,7 @@ def test_cluster_settings_build_the_cluster_resources(model, monkeypatch):
     settings = Settings.from_env()
     assert settings.env == "cluster" and settings.gp_dialect == "greenplum"
     resources = RESOURCES_BY_ENV[settings.env](settings)
-    assert {"kafka", "lake", "pyspark", "hive", "greenplum_io_manager", "clickhouse_io_manager"} <= set(resources)
+    assert {"kafka", "lake", "hive", "greenplum", "clickhouse", "greenplum_io_manager", "clickhouse_io_manager"} <= set(resources)
 
 
 def test_dagster_instance_and_workspace(model):

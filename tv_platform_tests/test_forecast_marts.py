@@ -10,8 +10,10 @@ import pandas as pd
 import pytest
 
 from tv_platform.assets import marts as M
-from tv_platform.engines.clickhouse import ClickHouseIOManager
-from tv_platform.engines.greenplum import GreenplumIOManager, TableSpec
+from tv_platform.engines.clickhouse import ClickHouseWarehouse
+from tv_platform.engines.greenplum import GreenplumWarehouse
+from tv_platform.engines.warehouse import TableSpec
+from tv_platform.resources import warehouse_resources
 from tv_platform_tests.forecast_history import DAYS, build_forecast_history
 
 pytestmark = pytest.mark.services
@@ -38,12 +40,13 @@ def env(stack, history, tmp_path_factory):
         cur.execute(f'CREATE SCHEMA "{schema}" AUTHORIZATION "{stack.gp_loader_user}"')
     resources = {
         "hive": history.hive,
-        "greenplum_io_manager": GreenplumIOManager(
-            host=stack.gp_host, port=stack.gp_port, database=stack.gp_database, schema_name=schema,
-            user=stack.gp_loader_user, password=stack.gp_loader_password, reader_role=stack.gp_reader_user),
-        "clickhouse_io_manager": ClickHouseIOManager(
-            url=f"chdb://{tmp_path_factory.mktemp('chdb_forecast') / 'engine'}", database=f"test_forecast_{suffix}",
-            lock_timeout=30),
+        **warehouse_resources(
+            GreenplumWarehouse(
+                host=stack.gp_host, port=stack.gp_port, database=stack.gp_database, schema_name=schema,
+                user=stack.gp_loader_user, password=stack.gp_loader_password, reader_role=stack.gp_reader_user),
+            ClickHouseWarehouse(
+                url=f"chdb://{tmp_path_factory.mktemp('chdb_forecast') / 'engine'}",
+                database=f"test_forecast_{suffix}", lock_timeout=30)),
     }
     yield {"resources": resources, "schema": schema}
     with admin.cursor() as cur:
@@ -56,8 +59,8 @@ def _load(env):
 
 
 def _warehouse_frame(env, warehouse: str) -> pd.DataFrame:
-    spec = TableSpec.from_metadata(M.mart_key(warehouse, "forecast_daily"), M.FORECAST.metadata(warehouse))
-    frame = env["resources"][M.IO_MANAGER_KEYS[warehouse]].read_frame(spec, None)
+    spec = TableSpec.from_metadata("forecast_daily", M.FORECAST.metadata(warehouse))
+    frame = env["resources"][M.RESOURCE_KEYS[warehouse]].read_frame(spec, None)
     frame["day"] = frame["day"].dt.strftime("%Y-%m-%d")
     return frame.sort_values(["series", "kind", "model", "day"]).reset_index(drop=True)
 
@@ -108,7 +111,7 @@ def test_a_new_forecast_replaces_the_marts_whole_and_a_drift_fails_the_check(sta
     with psycopg2.connect(stack.gp_dsn("loader")) as conn, conn.cursor() as cur:
         cur.execute(f"DELETE FROM \"{env['schema']}\".forecast_daily WHERE ctid IN "
                     f"(SELECT ctid FROM \"{env['schema']}\".forecast_daily LIMIT 1)")
-    check = M.check_forecast(env["resources"]["greenplum_io_manager"], cat, "greenplum")
+    check = M.check_forecast(env["resources"]["greenplum"], cat, "greenplum")
     assert not check.passed
     assert check.metadata["warehouse_rows"].value == len(hive_total) - 1
     assert check.metadata["lake_rows"].value == len(hive_total)

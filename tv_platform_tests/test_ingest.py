@@ -56,7 +56,7 @@ def test_reference_data_lands_in_the_lake(reference, lake_res):
     assert channels.loc[channels["channel_id"] == 1, "channel_name"].item() == "Россия 1"
     users = _read_csv(lake_res, f"{layout.users_dir(lake_res.lake_root)}/users.csv")
     assert len(users) == 10_000 and users["user_id"].tolist() == list(range(1, 10_001))
-    assert reference.asset_materializations_for_node("users")[0].metadata["rows"].value == 10_000
+    assert reference.asset_materializations_for_node("users")[0].metadata["dagster/row_count"].value == 10_000
 
 
 def test_history_partition_is_the_simulated_day_and_rewrites_identically(stack, lake_res, hdfs_io):

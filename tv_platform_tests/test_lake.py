@@ -18,7 +18,7 @@ import pytest
 from tv_platform.engines.hdfs import frame_to_csv_bytes
 from tv_platform.engines.spark import HiveCatalog, HiveIOManager, HiveResource
 from tv_platform.lake import aggregates as A
-from tv_platform.lake import sessions as S
+from tv_platform.lake import sessions as sessionizing
 from tv_platform.lake import tables as T
 
 pytestmark = pytest.mark.services
@@ -146,13 +146,13 @@ def hand_reference(spark):
 def hand_sessions(hand_events, hand_reference):
     """Sessions of D-1 and D (pandas), as the aggregates read them."""
     channels, users = hand_reference
-    result = S.sessionize(hand_events, "2023-09-22", D, channels=channels, users=users)
+    result = sessionizing.sessionize(hand_events, "2023-09-22", D, channels=channels, users=users)
     return result.sessions
 
 
 def test_sessionize_pairs_and_sets_aside_every_case(hand_events, hand_reference):
     channels, users = hand_reference
-    result = S.sessionize(hand_events, D, channels=channels, users=users)
+    result = sessionizing.sessionize(hand_events, D, channels=channels, users=users)
     sessions = result.sessions.toPandas()
     anomalies = result.anomalies.toPandas()
 
@@ -184,19 +184,19 @@ def test_sessionize_pairs_and_sets_aside_every_case(hand_events, hand_reference)
 
 def test_sessionize_day_before_and_after(hand_events, hand_reference):
     channels, users = hand_reference
-    before = S.sessionize(hand_events, "2023-09-22", channels=channels, users=users)
+    before = sessionizing.sessionize(hand_events, "2023-09-22", channels=channels, users=users)
     got = {r.session_id: (r.user_id, r.channel_id, str(r.time_start), str(r.time_end), r.source)
            for r in before.sessions.toPandas().itertuples()}
     assert got == EXPECTED_PREVIOUS
     assert before.anomalies.count() == 0
-    after = S.sessionize(hand_events, "2023-09-24", channels=channels, users=users).sessions.toPandas()
+    after = sessionizing.sessionize(hand_events, "2023-09-24", channels=channels, users=users).sessions.toPandas()
     assert list(after["session_id"]) == ["s_next"]  # s_cross's disabled on the 24th is not an orphan there
     # a two-day run is the union of the one-day runs
-    both = S.sessionize(hand_events, "2023-09-22", D, channels=channels, users=users).sessions.toPandas()
+    both = sessionizing.sessionize(hand_events, "2023-09-22", D, channels=channels, users=users).sessions.toPandas()
     assert sorted(both["session_id"]) == sorted([*EXPECTED_SESSIONS, *EXPECTED_PREVIOUS])
     assert dict(zip(both.session_id, both.dt))["s_prev"] == "2023-09-22"
     # a user missing from the reference table keeps the session, with no name
-    s = S.sessionize(hand_events, D, channels=channels, users=users.where("user_id != 12")).sessions.toPandas()
+    s = sessionizing.sessionize(hand_events, D, channels=channels, users=users.where("user_id != 12")).sessions.toPandas()
     assert pd.isna(s.set_index("session_id").loc["s_hcross", "user_name"])
     assert len(s) == len(EXPECTED_SESSIONS)
 
@@ -205,10 +205,10 @@ def test_fast_path_equals_classifying_every_event(hand_events, hand_reference):
     """sessionize pairs clean groups by one aggregation and classifies only the rest event by event; classifying
     every event must give the same sessions and anomalies."""
     channels, users = hand_reference
-    fast = S.sessionize(hand_events, D, channels=channels, users=users)
-    everything = S.classify_events(hand_events, D)
-    slow_sessions = S.sessions_from_classified(everything, channels, users)
-    slow_anomalies = S.anomalies_from_classified(everything)
+    fast = sessionizing.sessionize(hand_events, D, channels=channels, users=users)
+    everything = sessionizing.classify_events(hand_events, D)
+    slow_sessions = sessionizing.sessions_from_classified(everything, channels, users)
+    slow_anomalies = sessionizing.anomalies_from_classified(everything)
 
     def rows(frame):
         return sorted(tuple(str(v) for v in r) for r in frame.collect())
@@ -245,7 +245,7 @@ def test_declared_schemas(hand_events, hand_sessions):
     def declared(name):
         return [(c, t.lower()) for c, t in T.DERIVED_TABLES[name]] + [("dt", "string")]
 
-    result = S.sessionize(hand_events, D)
+    result = sessionizing.sessionize(hand_events, D)
     assert schema(result.sessions) == declared("viewing_sessions")
     assert schema(result.anomalies) == declared("session_anomalies")
     for name, builder in A.BUILDERS.items():

@@ -9,8 +9,11 @@ import pandas as pd
 import pytest
 
 from tv_platform.assets import marts as M
-from tv_platform.engines.clickhouse import ClickHouseIOManager, create_table_sql as ch_ddl, parse_ch_type
-from tv_platform.engines.greenplum import GreenplumIOManager, TableSpec, create_table_sql as gp_ddl, parse_pg_type
+from tv_platform.engines.clickhouse import (
+    ClickHouseIOManager, ClickHouseWarehouse, create_table_sql as ch_ddl, parse_ch_type,
+)
+from tv_platform.engines.greenplum import GreenplumIOManager, GreenplumWarehouse, create_table_sql as gp_ddl, parse_pg_type
+from tv_platform.engines.warehouse import TableSpec
 from tv_platform.lake import tables as T
 
 LAKE_AGGREGATES = ["daily_viewing", "channel_rating", "hourly_activity", "channel_weekday_hour", "duration_histogram",
@@ -44,8 +47,8 @@ def test_mart_metadata_is_valid_in_both_warehouses(name):
     for warehouse in M.WAREHOUSES:
         (asset,) = [a for a in M.assets if a.key == dg.AssetKey([warehouse, name])]
         meta = asset.specs_by_key[asset.key].metadata
-        spec = TableSpec.from_metadata(asset.key, meta)
-        assert spec.partition_column == "dt" and set(spec.sum_columns) == set(mart.sums)
+        spec = TableSpec.from_metadata(asset.key.path[-1], meta)
+        assert spec.partition_expr == "dt" and set(spec.sum_columns) == set(mart.sums)
         assert asset.partitions_def is not None and asset.group_names_by_key[asset.key] == "marts"
         assert asset.get_io_manager_key_for_asset_key(asset.key) == f"{warehouse}_io_manager"
         assert asset.asset_deps[asset.key] == {dg.AssetKey(mart.source)}  # lineage from the lake table
@@ -58,7 +61,7 @@ def test_mart_metadata_is_valid_in_both_warehouses(name):
             cols = [parse_ch_type(n, t) for n, t in spec.columns.items()]
             ddl = ch_ddl("tv_marts", spec, cols)
             assert "ENGINE = MergeTree" in ddl
-            assert ("PARTITION BY `dt`" if mart.partition_by == "day" else "PARTITION BY toYYYYMM(`dt`)") in ddl
+            assert "PARTITION BY `dt`" in ddl
             assert set(asset.specs_by_key[asset.key].kinds) == {"clickhouse"}
         # the measures the checks compare are numeric
         kinds = {c.name: c.kind for c in cols}
@@ -70,7 +73,8 @@ def test_checks_are_partitioned_and_read_the_lake():
         (spec,) = check.check_specs
         assert spec.name == "agrees_with_lake" and spec.partitions_def is not None
         assert {d.asset_key for d in spec.additional_deps} <= {dg.AssetKey(m.source) for m in M.MARTS.values()}
-        assert "hive_io_manager" in check.required_resource_keys
+        # checks query the warehouse's resource and the lake's, never an IO manager
+        assert check.required_resource_keys - {"io_manager"} in ({"greenplum", "hive"}, {"clickhouse", "hive"})
 
 
 def test_compare_tolerates_float_order_only():
@@ -133,12 +137,13 @@ def warehouse_env(stack, spark, lake, tmp_path_factory):
     schema = f"test_marts_{suffix}"
     with admin.cursor() as cur:
         cur.execute(f'CREATE SCHEMA "{schema}" AUTHORIZATION "{stack.gp_loader_user}"')
-    gp = GreenplumIOManager(host=stack.gp_host, port=stack.gp_port, database=stack.gp_database, schema_name=schema,
+    gp = GreenplumWarehouse(host=stack.gp_host, port=stack.gp_port, database=stack.gp_database, schema_name=schema,
                             user=stack.gp_loader_user, password=stack.gp_loader_password,
                             reader_role=stack.gp_reader_user)
-    ch = ClickHouseIOManager(url=f"chdb://{tmp_path_factory.mktemp('chdb_marts') / 'engine'}",
+    ch = ClickHouseWarehouse(url=f"chdb://{tmp_path_factory.mktemp('chdb_marts') / 'engine'}",
                              database=f"test_marts_{suffix}")
-    yield {"hive": hive, "hive_io_manager": hive_io, "greenplum_io_manager": gp, "clickhouse_io_manager": ch}
+    yield {"hive": hive, "hive_io_manager": hive_io, "greenplum": gp, "clickhouse": ch,
+           "greenplum_io_manager": GreenplumIOManager(warehouse=gp), "clickhouse_io_manager": ClickHouseIOManager(warehouse=ch)}
     with admin.cursor() as cur:
         cur.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     admin.close()
@@ -201,8 +206,8 @@ def test_mart_content_equals_the_lake_partition(warehouse_env, loaded, name):
     mart = M.MARTS[name]
     expected = frames[mart.source][list(mart.columns)]
     for warehouse in M.WAREHOUSES:
-        spec = TableSpec.from_metadata(dg.AssetKey([warehouse, name]), mart.metadata(warehouse))
-        got = warehouse_env[f"{warehouse}_io_manager"].read_frame(spec, [D])
+        spec = TableSpec.from_metadata(name, mart.metadata(warehouse))
+        got = warehouse_env[warehouse].read_frame(spec, [D])
         key = "session_id" if name == "sessions" else ("bucket_order" if name == "duration_histogram" else "user_id")
         if name != "sessions":  # keys of the hand-made aggregates repeat: sort by every column
             key = [c for c in mart.columns if c != "dt"]
@@ -233,11 +238,11 @@ def test_rerun_is_idempotent_and_checks_catch_drift(warehouse_env, loaded, spark
     frames, _ = loaded
     again = run_marts(warehouse_env, D)
     assert all(e.passed for e in again.get_asset_check_evaluations())
-    gp = warehouse_env["greenplum_io_manager"]
-    ch = warehouse_env["clickhouse_io_manager"]
+    gp = warehouse_env["greenplum"]
+    ch = warehouse_env["clickhouse"]
     rating = M.MARTS["channel_rating"]
-    gp_spec = TableSpec.from_metadata(None, rating.metadata("greenplum"))
-    ch_spec = TableSpec.from_metadata(None, rating.metadata("clickhouse"))
+    gp_spec = TableSpec.from_metadata("channel_rating", rating.metadata("greenplum"))
+    ch_spec = TableSpec.from_metadata("channel_rating", rating.metadata("clickhouse"))
     assert gp.partition_stats(gp_spec, [D])["rows"] == ch.partition_stats(ch_spec, [D])["rows"] == 60
 
     # the lake changes behind the marts' back: the checks (run alone, for the day) fail and give the numbers.
@@ -247,7 +252,7 @@ def test_rerun_is_idempotent_and_checks_catch_drift(warehouse_env, loaded, spark
     changed = frames["channel_rating"].iloc[:50]
     cat.write("channel_rating", spark.createDataFrame(changed, schema=spark_schema("channel_rating")), [D])
     for warehouse, io in (("greenplum", gp), ("clickhouse", ch)):
-        result = M.check_partition(io, warehouse_env["hive_io_manager"].catalog(), warehouse, "channel_rating", D)
+        result = M.check_partition(io, warehouse_env["hive"].catalog(), warehouse, "channel_rating", D)
         assert not result.passed
         assert result.metadata["warehouse_rows"].value == 60 and result.metadata["lake_rows"].value == 50
         assert result.metadata["lake_sum_views"].value == pytest.approx(float(changed["views"].sum()))

@@ -10,8 +10,10 @@ import psycopg2
 import pytest
 
 from tv_platform.assets import marts as M
-from tv_platform.engines.clickhouse import ClickHouseIOManager
-from tv_platform.engines.greenplum import GreenplumIOManager, TableSpec
+from tv_platform.engines.clickhouse import ClickHouseWarehouse
+from tv_platform.engines.greenplum import GreenplumWarehouse
+from tv_platform.engines.warehouse import TableSpec
+from tv_platform.resources import warehouse_resources
 from tv_platform.engines.hdfs import frame_to_csv_bytes
 
 pytestmark = pytest.mark.services
@@ -37,11 +39,12 @@ def env(stack, spark, lake, tmp_path_factory):
         "hive": hive,
         "hive_io_manager": HiveIOManager(spark_remote=stack.spark_remote, database=hive.database,
                                          database_location=hive.resolved_database_location()),
-        "greenplum_io_manager": GreenplumIOManager(
-            host=stack.gp_host, port=stack.gp_port, database=stack.gp_database, schema_name=schema,
-            user=stack.gp_loader_user, password=stack.gp_loader_password, reader_role=stack.gp_reader_user),
-        "clickhouse_io_manager": ClickHouseIOManager(
-            url=f"chdb://{tmp_path_factory.mktemp('chdb_e2e') / 'engine'}", database=f"test_marts_{suffix}"),
+        **warehouse_resources(
+            GreenplumWarehouse(
+                host=stack.gp_host, port=stack.gp_port, database=stack.gp_database, schema_name=schema,
+                user=stack.gp_loader_user, password=stack.gp_loader_password, reader_role=stack.gp_reader_user),
+            ClickHouseWarehouse(url=f"chdb://{tmp_path_factory.mktemp('chdb_e2e') / 'engine'}",
+                                database=f"test_marts_{suffix}")),
     }
     # the seed's stream day landed as the Kafka sensor lands it, with reference data
     from tv_platform_tests.conftest import FIXTURES
@@ -104,8 +107,8 @@ def test_sessions_mart_equals_pandas_from_raw_events(env, run):
     s = _pandas_sessions(env["events"])
     for warehouse in M.WAREHOUSES:
         mart = M.MARTS["sessions"]
-        io = env["resources"][f"{warehouse}_io_manager"]
-        got = io.read_frame(TableSpec.from_metadata(None, mart.metadata(warehouse)), [D]).set_index("session_id")
+        io = env["resources"][warehouse]
+        got = io.read_frame(TableSpec.from_metadata("sessions", mart.metadata(warehouse)), [D]).set_index("session_id")
         assert len(got) == len(s) == 10_000
         got = got.loc[s.index]
         assert (got["duration_s"].astype("int64").to_numpy() == s["seconds"].astype("int64").to_numpy()).all()
@@ -146,9 +149,9 @@ def test_both_warehouses_answer_dashboard_queries_alike(env, run, stack, query):
             gp_rows = cur.fetchall()
     finally:
         conn.close()
-    ch = env["resources"]["clickhouse_io_manager"]
-    with ch.client() as client:
-        ch_rows = client.query(ch_sql.format(ch=ch.database)).result_rows
+    ch = env["resources"]["clickhouse"]
+    with ch.session() as session:
+        ch_rows = session.client.query(ch_sql.format(ch=ch.database)).result_rows
     assert len(gp_rows) == len(ch_rows) > 0
     for a, b in zip(gp_rows, ch_rows):
         assert a[0] == b[0] and float(a[1]) == pytest.approx(float(b[1]), rel=1e-9)

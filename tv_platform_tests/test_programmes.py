@@ -260,13 +260,13 @@ def test_programme_marts_load_both_warehouses_and_agree_with_the_lake(stack, spa
 
     from tv_platform.assets import lake as L
     from tv_platform.assets import programmes as PR
-    from tv_platform.engines.clickhouse import clickhouse_io_manager
-    from tv_platform.engines.greenplum import greenplum_io_manager
+    from tv_platform.resources import get_resources
     from tv_platform.stack.clickhouse import clickhouse_client
 
     assert graph_run.success
-    resources = {**env["resources"], "greenplum_io_manager": greenplum_io_manager(stack),
-                 "clickhouse_io_manager": clickhouse_io_manager(stack)}
+    platform = get_resources(stack)
+    resources = {**env["resources"], **{k: platform[k] for k in
+                                        ("greenplum", "clickhouse", "greenplum_io_manager", "clickhouse_io_manager")}}
     marts = dg.materialize([L.sessionize_assets, *PR.assets, *PR.mart_assets, *PR.mart_checks], partition_key=D,
                            resources=resources,
                            selection=dg.AssetSelection.assets(*[a.key for a in PR.mart_assets]))

@@ -47,6 +47,7 @@ def test_missing_java_is_one_line(monkeypatch):
     assert str(err.value).startswith("java: no Java found")
 
 
+@pytest.mark.services  # runs Maven against Maven Central: not the fast tier
 def test_failed_download_names_the_maven_log(tmp_settings, tmp_path, monkeypatch):
     from tv_platform.stack import maven
 

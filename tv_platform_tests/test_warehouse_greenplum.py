@@ -9,14 +9,17 @@ import dagster as dg
 import psycopg2
 import pytest
 
-from tv_platform.engines.greenplum import GreenplumIOManager, TableSpec, WarehouseError
+from tv_platform.engines.greenplum import GreenplumIOManager, GreenplumWarehouse
+from tv_platform.engines.warehouse import WarehouseError
 from tv_platform.stack.postgres import PostgresService
 from tv_platform_tests.test_warehouse_units import (
     GP_CHANNEL_DAILY,
     GP_SESSIONS,
+    as_spec,
     assert_same_rows,
     channel_daily_frame,
     sessions_frame,
+    to_metadata,
 )
 
 pytestmark = pytest.mark.services
@@ -44,18 +47,18 @@ def schema(stack, admin, unique):
         cur.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
 
 
-def make_io(stack, schema: str, unique: str, **overrides) -> GreenplumIOManager:
+def make_io(stack, schema: str, unique: str, **overrides) -> GreenplumWarehouse:
     config = dict(
         host=stack.gp_host, port=stack.gp_port, database=stack.gp_database, schema_name=schema,
         user=stack.gp_loader_user, password=stack.gp_loader_password, reader_role=stack.gp_reader_user,
         application_name=f"tvp_test_{unique}",
     )
-    return GreenplumIOManager(**{**config, **overrides})
+    return GreenplumWarehouse(**{**config, **overrides})
 
 
 def mart_asset(meta: dict, make_frame):
     @dg.asset(key=["greenplum", meta["table"]], partitions_def=DAILY, io_manager_key="greenplum_io_manager",
-              metadata=meta)
+              metadata=to_metadata(meta))
     def mart(context: dg.AssetExecutionContext):
         return make_frame(context.partition_key)
 
@@ -63,7 +66,8 @@ def mart_asset(meta: dict, make_frame):
 
 
 def materialize(asset, io, day, **kwargs):
-    return dg.materialize([asset], partition_key=day, resources={"greenplum_io_manager": io}, **kwargs)
+    return dg.materialize([asset], partition_key=day, resources={"greenplum_io_manager": GreenplumIOManager(warehouse=io)},
+                          **kwargs)
 
 
 def output_meta(result, table: str) -> dict:
@@ -95,7 +99,7 @@ def test_load_reload_no_duplicates_and_values(stack, schema, unique):
     first = materialize(asset, io, DAY1)
     meta = output_meta(first, "channel_daily")
     expected = frames[DAY1]
-    assert meta["rows"] == len(expected) == 40
+    assert meta["dagster/row_count"] == len(expected) == 40
     assert meta["sum_hours"] == pytest.approx(expected["hours"].sum(), rel=1e-12)
     assert meta["sum_views"] == expected["views"].sum()
     assert meta["rows_per_second"] > 0 and "created table" in meta["ddl"]
@@ -106,7 +110,7 @@ def test_load_reload_no_duplicates_and_values(stack, schema, unique):
     counts = dict(query(stack, f'SELECT dt::text, count(*) FROM "{schema}".channel_daily GROUP BY dt'))
     assert counts == {DAY1: 40, DAY2: 40}
 
-    spec = TableSpec.from_metadata(None, GP_CHANNEL_DAILY)
+    spec = as_spec(GP_CHANNEL_DAILY)
     back = io.read_frame(spec, [DAY1])
     assert_same_rows(back, expected, ["channel_id"])  # incl. '' vs NULL, quotes, newline, Cyrillic
     assert back["channel_name"].tolist().count("") == expected["channel_name"].tolist().count("")
@@ -129,7 +133,7 @@ def test_load_input_reads_the_partition_back(stack, schema, unique):
 
     for day in (DAY1, DAY2):
         materialize(upstream, io, day)
-    dg.materialize([upstream, consumer], partition_key=DAY2, resources={"greenplum_io_manager": io},
+    dg.materialize([upstream, consumer], partition_key=DAY2, resources={"greenplum_io_manager": GreenplumIOManager(warehouse=io)},
                    selection=[consumer.key])
     assert_same_rows(seen["frame"], frames[DAY2], ["channel_id"])
     assert str(seen["frame"]["dt"].dtype) == "datetime64[s]" and seen["frame"]["channel_id"].dtype == "int32"
@@ -139,22 +143,22 @@ def test_unpartitioned_asset_is_replaced_whole(stack, schema, unique):
     """An unpartitioned asset (no partition_column, no partitions): every materialization replaces the table whole —
     DELETE of every row and COPY in one transaction — so a smaller second frame leaves nothing of the first."""
     io = make_io(stack, schema, unique)
-    meta = {k: v for k, v in GP_CHANNEL_DAILY.items() if k != "partition_column"}
+    meta = {k: v for k, v in GP_CHANNEL_DAILY.items() if k != "partition_expr"}
     frames = [channel_daily_frame(DAY1, seed=1), channel_daily_frame(DAY2, seed=2).iloc[:7]]
     calls = iter(frames)
 
-    @dg.asset(key=["greenplum", meta["table"]], io_manager_key="greenplum_io_manager", metadata=meta)
+    @dg.asset(key=["greenplum", meta["table"]], io_manager_key="greenplum_io_manager", metadata=to_metadata(meta))
     def whole():
         return next(calls)
 
-    first = dg.materialize([whole], resources={"greenplum_io_manager": io})
-    assert output_meta(first, "channel_daily")["rows"] == 40 and "partitions" not in output_meta(first, "channel_daily")
-    second = dg.materialize([whole], resources={"greenplum_io_manager": io})
+    first = dg.materialize([whole], resources={"greenplum_io_manager": GreenplumIOManager(warehouse=io)})
+    assert output_meta(first, "channel_daily")["dagster/row_count"] == 40 and "partitions" not in output_meta(first, "channel_daily")
+    second = dg.materialize([whole], resources={"greenplum_io_manager": GreenplumIOManager(warehouse=io)})
     out = output_meta(second, "channel_daily")
-    assert out["rows"] == 7 and out["deleted_rows"] == 40
+    assert out["dagster/row_count"] == 7 and out["deleted_rows"] == 40
     assert query(stack, f'SELECT dt::text, count(*), sum(hours) FROM "{schema}".channel_daily GROUP BY dt',
                  role="reader") == [(DAY2, 7, pytest.approx(frames[1]["hours"].sum(), rel=1e-12))]
-    spec = TableSpec.from_metadata(None, meta)
+    spec = as_spec(meta)
     assert_same_rows(io.read_frame(spec, None), frames[1], ["channel_id"])
     assert io.partition_stats(spec, None)["rows"] == 7
 
@@ -198,7 +202,7 @@ def test_new_nullable_column_is_added(stack, schema, unique):
 
     rows = dict(query(stack, f'SELECT dt::text, count(avg_minutes) FROM "{schema}".channel_daily GROUP BY dt'))
     assert rows == {DAY1: 0, DAY2: 40}  # earlier rows read NULL, new ones have the values
-    back = io.read_frame(TableSpec.from_metadata(None, wider), [DAY2])
+    back = io.read_frame(as_spec(wider), [DAY2])
     assert back.sort_values("channel_id")["avg_minutes"].to_numpy() == pytest.approx(frame2["avg_minutes"].to_numpy())
 
 
@@ -274,12 +278,12 @@ def test_backend_killed_during_copy_keeps_previous_rows(stack, schema, admin, un
     text = failure_text(result)
     assert "loading partition(s) ['2023-09-01'] failed while COPY" in text
     assert "the connection was lost" in text and "previous content is intact" in text
-    back = io.read_frame(TableSpec.from_metadata(None, GP_SESSIONS), [DAY1])
+    back = io.read_frame(as_spec(GP_SESSIONS), [DAY1])
     assert_same_rows(back, before, ["session_id"])
 
     # and the next run loads normally
     small = sessions_frame(DAY1, 800, seed=3)
-    assert output_meta(materialize(mart_asset(GP_SESSIONS, lambda d: small), io, DAY1), "sessions")["rows"] == 800
+    assert output_meta(materialize(mart_asset(GP_SESSIONS, lambda d: small), io, DAY1), "sessions")["dagster/row_count"] == 800
 
 
 def _closed_port() -> int:
@@ -298,7 +302,7 @@ def test_unreachable_warehouse_fails_clearly_and_keeps_rows(stack, schema, uniqu
     assert not result.success
     assert f"Greenplum 127.0.0.1:{port}/{stack.gp_database} is unreachable as {stack.gp_loader_user}" in failure_text(result)
     assert stack.gp_loader_password not in failure_text(result).replace(f"as {stack.gp_loader_user}", "")
-    back = io.read_frame(TableSpec.from_metadata(None, GP_CHANNEL_DAILY), [DAY1])
+    back = io.read_frame(as_spec(GP_CHANNEL_DAILY), [DAY1])
     assert_same_rows(back, channel_daily_frame(DAY1), ["channel_id"])
 
 
@@ -317,7 +321,7 @@ def test_bad_value_rolls_back_whole_partition(stack, schema, unique):
 
 def test_direct_write_errors_are_warehouse_errors(stack, schema, unique):
     io = make_io(stack, schema, unique)
-    spec = TableSpec.from_metadata(None, GP_CHANNEL_DAILY)
+    spec = as_spec(GP_CHANNEL_DAILY)
     with pytest.raises(WarehouseError, match="outside the partition"):
         io.write_frame(spec, channel_daily_frame(DAY2), [DAY1])
     io.write_frame(spec, channel_daily_frame(DAY1).iloc[:0], [DAY1])  # an empty day is a valid (empty) partition
@@ -327,7 +331,7 @@ def test_direct_write_errors_are_warehouse_errors(stack, schema, unique):
 def test_concurrent_loads_of_one_partition_never_duplicate(stack, schema, unique):
     """Two runs replacing the same day at once: the advisory lock queues the second, which then replaces the first."""
     io = make_io(stack, schema, unique)
-    spec = TableSpec.from_metadata(None, GP_SESSIONS)
+    spec = as_spec(GP_SESSIONS)
     io.write_frame(spec, sessions_frame(DAY1, 10, seed=0), [DAY1])
     frames = [sessions_frame(DAY1, 200_000, seed=1), sessions_frame(DAY1, 150_000, seed=2)]
     errors = []

@@ -6,19 +6,30 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from tv_platform.engines.clickhouse import ClickHouseIOManager, create_table_sql as ch_create_table_sql, parse_ch_type
-from tv_platform.engines.greenplum import (
+from tv_platform.engines.clickhouse import ClickHouseWarehouse, create_table_sql as ch_create_table_sql, parse_ch_type
+from tv_platform.engines.greenplum import _ArrowCsvStream, create_table_sql, parse_pg_type
+from tv_platform.engines.warehouse import (
     TableSpec,
     WarehouseError,
-    _ArrowCsvStream,
     check_identifier,
     check_rows_in_partitions,
     conform_arrow,
-    create_table_sql,
-    parse_pg_type,
+    table_metadata,
 )
 
-# ---- frames shared by the service tests -------------------------------------------------------------------------------
+# ---- tables and frames shared by the service tests -------------------------------------------------------------------
+# A test table in short: {"table", "columns": {name: type}, "partition_expr", "sum_columns", "distributed_by",
+# "order_by"}; to_metadata() makes it the asset metadata a mart declares, as_spec() the TableSpec the engines read.
+def to_metadata(meta: dict) -> dict:
+    return table_metadata(meta["columns"], partition_expr=meta.get("partition_expr"),
+                          sum_columns=meta.get("sum_columns", ()), distributed_by=meta.get("distributed_by", ()),
+                          order_by=meta.get("order_by", ()))
+
+
+def as_spec(meta: dict) -> TableSpec:
+    return TableSpec.from_metadata(meta["table"], to_metadata(meta))
+
+
 #: channel names that exercise CSV quoting and encodings: quotes, commas, a newline, Cyrillic, empty string, NULL
 TRICKY_NAMES = ["Первый канал", 'Канал "Дом", кино', "line\nbreak", "", None, "Россия 1", "back\\slash", "ТНТ"]
 
@@ -29,7 +40,7 @@ GP_CHANNEL_DAILY = {
         "views": "bigint not null", "viewers": "integer not null", "hours": "double precision not null",
         "share": "double precision",
     },
-    "partition_column": "dt",
+    "partition_expr": "dt",
     "distributed_by": ["channel_id"],
     "sum_columns": ["hours", "views"],
 }
@@ -40,8 +51,7 @@ CH_CHANNEL_DAILY = {
         "dt": "Date", "channel_id": "UInt16", "channel_name": "LowCardinality(Nullable(String))",
         "views": "UInt32", "viewers": "UInt32", "hours": "Float64", "share": "Nullable(Float64)",
     },
-    "partition_column": "dt",
-    "partition_by": "day",
+    "partition_expr": "dt",
     "order_by": ["channel_id"],
     "sum_columns": ["hours", "views"],
 }
@@ -70,7 +80,7 @@ GP_SESSIONS = {
         "dt": "date not null", "session_id": "text not null", "user_id": "bigint not null", "channel_name": "text not null",
         "start": "timestamp not null", "end": "timestamp not null", "duration_min": "double precision not null",
     },
-    "partition_column": "dt",
+    "partition_expr": "dt",
     "distributed_by": ["session_id"],
     "sum_columns": ["duration_min"],
 }
@@ -81,8 +91,7 @@ CH_SESSIONS = {
         "dt": "Date", "session_id": "String", "user_id": "UInt32", "channel_name": "LowCardinality(String)",
         "start": "DateTime('UTC')", "end": "DateTime('UTC')", "duration_min": "Float64",
     },
-    "partition_column": "dt",
-    "partition_by": "day",
+    "partition_expr": "dt",
     "order_by": ["channel_name", "start"],
     "sum_columns": ["duration_min"],
 }
@@ -125,7 +134,7 @@ def assert_same_rows(actual: pd.DataFrame, expected: pd.DataFrame, key: list[str
 
 # ---- Greenplum DDL ------------------------------------------------------------------------------------------------------
 def test_greenplum_dialect_emits_distributed_by():
-    spec = TableSpec.from_metadata(None, GP_CHANNEL_DAILY)
+    spec = as_spec(GP_CHANNEL_DAILY)
     ddl = create_table_sql("tv_marts", spec, dialect="greenplum")
     assert ddl.startswith('CREATE TABLE IF NOT EXISTS "tv_marts"."channel_daily" (')
     assert ddl.rstrip().endswith('DISTRIBUTED BY ("channel_id")')
@@ -135,12 +144,12 @@ def test_greenplum_dialect_emits_distributed_by():
 
 
 def test_greenplum_ddl_without_key_and_postgres_dialect():
-    spec = TableSpec.from_metadata(None, {**GP_CHANNEL_DAILY, "distributed_by": []})
+    spec = as_spec({**GP_CHANNEL_DAILY, "distributed_by": []})
     assert create_table_sql("s", spec, dialect="greenplum").endswith("DISTRIBUTED RANDOMLY")
-    plain = create_table_sql("s", TableSpec.from_metadata(None, GP_CHANNEL_DAILY), dialect="postgres")
+    plain = create_table_sql("s", as_spec(GP_CHANNEL_DAILY), dialect="postgres")
     assert "DISTRIBUTED" not in plain
     # a composite key keeps its order
-    multi = TableSpec.from_metadata(None, {**GP_CHANNEL_DAILY, "distributed_by": ["dt", "channel_id"]})
+    multi = as_spec({**GP_CHANNEL_DAILY, "distributed_by": ["dt", "channel_id"]})
     assert create_table_sql("s", multi, dialect="greenplum").endswith('DISTRIBUTED BY ("dt", "channel_id")')
     with pytest.raises(WarehouseError, match="dialect"):
         create_table_sql("s", multi, dialect="oracle")
@@ -151,16 +160,16 @@ def test_identifiers_are_validated(bad):
     with pytest.raises(WarehouseError, match="invalid"):
         check_identifier(bad)
     with pytest.raises(WarehouseError):
-        TableSpec.from_metadata(None, {"table": "ok", "columns": {bad: "text"}})
+        as_spec({"table": "ok", "columns": {bad: "text"}})
     with pytest.raises(WarehouseError):
-        TableSpec.from_metadata(None, {"table": bad, "columns": {"a": "text"}})
+        as_spec({"table": bad, "columns": {"a": "text"}})
 
 
 def test_declared_keys_must_be_columns():
     with pytest.raises(WarehouseError, match="'nope' is used as a key"):
-        TableSpec.from_metadata(None, {**GP_CHANNEL_DAILY, "distributed_by": ["nope"]})
-    with pytest.raises(WarehouseError, match="no 'columns' metadata"):
-        TableSpec.from_metadata(None, {"table": "t"})
+        as_spec({**GP_CHANNEL_DAILY, "distributed_by": ["nope"]})
+    with pytest.raises(WarehouseError, match="no 'dagster/column_schema' metadata"):
+        TableSpec.from_metadata("t", {})
 
 
 def test_pg_types_allow_list():
@@ -174,17 +183,13 @@ def test_pg_types_allow_list():
 
 # ---- ClickHouse DDL ------------------------------------------------------------------------------------------------------
 def test_clickhouse_mergetree_ddl():
-    spec = TableSpec.from_metadata(None, CH_SESSIONS)
+    spec = as_spec(CH_SESSIONS)
     ddl = ch_create_table_sql("tv_marts", spec)
     assert "ENGINE = MergeTree\nPARTITION BY `dt`\nORDER BY (`channel_name`, `start`)" in ddl
     assert "`channel_name` LowCardinality(String)" in ddl and "`start` DateTime('UTC')" in ddl
-    monthly = TableSpec.from_metadata(None, {**CH_CHANNEL_DAILY, "partition_by": "month"})
-    assert "PARTITION BY toYYYYMM(`dt`)" in ch_create_table_sql("db", monthly)
-    nullable_key = TableSpec.from_metadata(None, {**CH_CHANNEL_DAILY, "order_by": ["share"]})
+    nullable_key = as_spec({**CH_CHANNEL_DAILY, "order_by": ["share"]})
     with pytest.raises(WarehouseError, match="Nullable"):
         ch_create_table_sql("db", nullable_key)
-    with pytest.raises(WarehouseError, match="partition_by"):
-        TableSpec.from_metadata(None, {**CH_CHANNEL_DAILY, "partition_by": "week"})
 
 
 def test_clickhouse_types_allow_list():
@@ -198,9 +203,9 @@ def test_clickhouse_types_allow_list():
 
 
 def test_clickhouse_http_server_unreachable_is_a_clear_error():
-    io = ClickHouseIOManager(url="http://127.0.0.1:1", database="tv_marts")
+    io = ClickHouseWarehouse(url="http://127.0.0.1:1", database="tv_marts")
     with pytest.raises(WarehouseError, match=r"ClickHouse http://127\.0\.0\.1:1 is unreachable"):
-        io.partition_stats(TableSpec.from_metadata(None, CH_CHANNEL_DAILY), ["2023-09-01"])
+        io.partition_stats(as_spec(CH_CHANNEL_DAILY), ["2023-09-01"])
 
 
 # ---- conversion of declared types ------------------------------------------------------------------------------------
@@ -253,7 +258,7 @@ def test_csv_stream_renders_null_and_empty_differently():
 
 
 def test_clickhouse_messages_never_show_credentials():
-    io = ClickHouseIOManager(url="http://loader:s3cret@127.0.0.1:1", database="tv_marts")
+    io = ClickHouseWarehouse(url="http://loader:s3cret@127.0.0.1:1", database="tv_marts")
     with pytest.raises(WarehouseError) as info:
-        io.partition_stats(TableSpec.from_metadata(None, CH_CHANNEL_DAILY), ["2023-09-01"])
+        io.partition_stats(as_spec(CH_CHANNEL_DAILY), ["2023-09-01"])
     assert "s3cret" not in str(info.value) and "http://127.0.0.1:1" in str(info.value)

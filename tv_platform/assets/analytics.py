@@ -27,8 +27,9 @@ from pyspark.sql import functions as F
 
 from tv_platform.analytics import charts as C
 from tv_platform.analytics import forecast as FC
-from tv_platform.analytics import measures as M
+from tv_platform.analytics import measures as audience
 from tv_platform.analytics import segments as SG
+from tv_platform.engines.metadata import declare
 from tv_platform.engines.spark import HiveCatalog, HiveResource
 from tv_platform.lake import aggregates as A
 from tv_platform.lake.calendar import ALL_DAY, BroadcastCalendar
@@ -155,16 +156,16 @@ def channel_leaders(context: dg.AssetExecutionContext, config: WindowConfig, hiv
     cat = hive.catalog()
     days = window(cat, "channel_rating", config)
     rating = pull(cat, "channel_rating", days, ["dt", "channel_id", "channel_name", "hours", "views"])
-    table = M.channel_leaders(rating)
+    table = audience.channel_leaders(rating)
     written = store(cat, "analytics_channel_leaders", table)
 
     fig, axes = C.figure(3, 2, width=13, height=8)
     panels = [("hours", "hours watched, h"), ("views", "views, sessions"), ("minutes_per_view", "minutes per view, min")]
     for j, (col, label) in enumerate(panels):
-        top, bottom = M.top_bottom(table, col if col != "minutes_per_view" else col, 10)
+        top, bottom = audience.top_bottom(table, col if col != "minutes_per_view" else col, 10)
         if col == "minutes_per_view":
             ranked = table[table["rank_minutes_per_view"].notna()]
-            top, bottom = M.top_bottom(ranked, col, 10)
+            top, bottom = audience.top_bottom(ranked, col, 10)
         C.hbar(axes[0][j], top["channel_name"], top[col], f"leaders by {col.replace('_', ' ')}", label)
         C.hbar(axes[1][j], bottom["channel_name"], bottom[col], f"outsiders by {col.replace('_', ' ')}", label,
                color="tab:red")
@@ -191,9 +192,9 @@ def weekday_weekend(context: dg.AssetExecutionContext, config: WindowConfig, hiv
     days = window(cat, "daily_viewing", config)
     daily = pull(cat, "daily_viewing", days, ["dt", "views", "active_users", "hours_in_day"])
     hourly = pull(cat, "hourly_activity", days, ["dt", "hour", "minutes"])
-    prof = M.weekday_profile(daily)
-    ratio = M.weekend_vs_weekday(daily)
-    hp = M.hourly_profile(hourly)
+    prof = audience.weekday_profile(daily)
+    ratio = audience.weekend_vs_weekday(daily)
+    hp = audience.hourly_profile(hourly)
     written = store(cat, "analytics_weekday_weekend", prof)
 
     fig, axes = C.figure(2, 1, width=12, height=4.2)
@@ -225,13 +226,13 @@ def weekday_weekend(context: dg.AssetExecutionContext, config: WindowConfig, hiv
 # prime time
 # ---------------------------------------------------------------------------------------------------------------------
 @_asset("prime_time", ["hourly_activity"],
-        f"Prime-time concentration: share of minutes watched in {M.PRIME_HOURS[0]}:00–{M.PRIME_HOURS[-1] + 1}:00 "
+        f"Prime-time concentration: share of minutes watched in {audience.PRIME_HOURS[0]}:00–{audience.PRIME_HOURS[-1] + 1}:00 "
         "overall and per day, the peak hour, how many hours hold half of the minutes; table analytics_prime_time.")
 def prime_time(context: dg.AssetExecutionContext, config: WindowConfig, hive: HiveResource):
     cat = hive.catalog()
     days = window(cat, "hourly_activity", config)
     hourly = pull(cat, "hourly_activity", days, ["dt", "hour", "minutes"])
-    per_day, summ = M.prime_time(hourly)
+    per_day, summ = audience.prime_time(hourly)
     written = store(cat, "analytics_prime_time", per_day[["dt", "weekday", "minutes", "prime_minutes",
                                                           "prime_share_pct"]])
     by_hour = hourly.groupby("hour")["minutes"].sum().reindex(range(24), fill_value=0.0)
@@ -239,7 +240,7 @@ def prime_time(context: dg.AssetExecutionContext, config: WindowConfig, hive: Hi
 
     fig, axes = C.figure(2, 1, width=12, height=4.2)
     ax = axes[0][0]
-    ax.bar(share.index, share.values, color=["tab:red" if h in M.PRIME_HOURS else "tab:gray" for h in share.index])
+    ax.bar(share.index, share.values, color=["tab:red" if h in audience.PRIME_HOURS else "tab:gray" for h in share.index])
     ax.set_xlabel("hour of day")
     ax.set_ylabel("share of minutes watched, %")
     ax.set_title("minutes by hour (red = prime time)")
@@ -287,7 +288,7 @@ def user_retention(context: dg.AssetExecutionContext, config: WindowConfig, hive
     pairs = cat.spark.sql(return_pairs_sql(cat, days)).toPandas()
     dau = (cat.read("user_activity", days).groupBy("dt").agg(F.count(F.lit(1)).alias("active_users"))
            .orderBy("dt").toPandas())
-    curve = M.retention_curve(pairs) if len(pairs) else pd.DataFrame(columns=["lag", "base", "returned",
+    curve = audience.retention_curve(pairs) if len(pairs) else pd.DataFrame(columns=["lag", "base", "returned",
                                                                                 "retention_pct"])
     written = store(cat, "analytics_user_retention", curve.astype({"lag": "int64", "base": "int64",
                                                                    "returned": "int64", "retention_pct": "float64"}))
@@ -389,7 +390,8 @@ def _broadcast_days(days: list[str]) -> list[str]:
     backfill_policy=spark_range,
     outs={name: dg.AssetOut(io_manager_key="hive_io_manager", kinds={"spark", "parquet"},
                             description=" ".join((_AUDIENCE_DOCS[name] or name).split()) + f" See {MEASURES_DOC}.",
-                            metadata={"hive/sums": _AUDIENCE_SUMS[name], "columns": dict(A.AUDIENCE_TABLES[name])})
+                            metadata=declare(A.AUDIENCE_TABLES[name], partition_expr="dt",
+                                             sum_columns=_AUDIENCE_SUMS[name]))
           for name in AUDIENCE_OUTPUTS},
     ins={"viewing_sessions": dg.AssetIn(partition_mapping=RAW_WINDOW)},
     deps=["hive_users", "hive_programme_guide"],

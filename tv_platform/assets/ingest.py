@@ -16,6 +16,7 @@ import pandas as pd
 
 from tv_platform import layout
 from tv_platform.engines.hdfs import LakeResource, frame_to_csv_bytes
+from tv_platform.engines.metadata import declare
 from tv_platform.engines.kafka import KafkaResource
 from tv_platform.partitions import daily
 from tv_platform.settings import get_settings
@@ -46,8 +47,8 @@ class SimulationConfig(dg.Config):
     io_manager_key="hdfs_io_manager",
     metadata={
         "lake_path": "reference/channels",
-        "columns": {"channel_id": "int32", "channel_name": "str", "time_rating": "float64",
-                    "viewers_rating": "float64", "rank": "int32"},
+        **declare({"channel_id": "int32", "channel_name": "str", "time_rating": "float64",
+                   "viewers_rating": "float64", "rank": "int32"}),
     },
 )
 def channels() -> pd.DataFrame:
@@ -62,7 +63,7 @@ def channels() -> pd.DataFrame:
     group_name="ingest",
     kinds={"python", "hdfs", "csv"},
     io_manager_key="hdfs_io_manager",
-    metadata={"lake_path": "reference/users", "columns": {"user_id": "int64", "user_name": "str"}},
+    metadata={"lake_path": "reference/users", **declare({"user_id": "int64", "user_name": "str"})},
 )
 def users(config: SimulationConfig) -> pd.DataFrame:
     """Subscribers with Faker ru_RU names, deterministic for (seed, number of users)."""
@@ -77,7 +78,7 @@ def users(config: SimulationConfig) -> pd.DataFrame:
     partitions_def=daily,
     io_manager_key="hdfs_io_manager",
     deps=[channels, users],
-    metadata={"lake_path": "raw/tv_dataset", "columns": EVENT_DTYPES},
+    metadata={"lake_path": "raw/tv_dataset", **declare(EVENT_DTYPES, partition_expr="dt")},
 )
 def tv_dataset(context: dg.AssetExecutionContext, config: SimulationConfig) -> dg.Output[pd.DataFrame]:
     """The simulated viewing history of one day: enabled/disabled events of every session that starts that day

@@ -17,6 +17,7 @@ from functools import reduce
 import dagster as dg
 from pyspark.sql import functions as F
 
+from tv_platform.engines.metadata import declare
 from tv_platform.engines.spark import HiveCatalog, HiveResource, session_conf
 from tv_platform.lake import aggregates as A
 from tv_platform.lake import queries as Q
@@ -41,7 +42,7 @@ def _reference_asset(table: str, upstream: str, what: str):
             f"Hive external table `{table}` over the {what} CSV in the lake (`{upstream}` asset; header row). "
             "Created if missing; the row count is read back through Spark."
         ),
-        metadata={"hive/table": table, "columns": dict(T.REFERENCE_TABLES[table])},
+        metadata={"hive/table": table, **declare(T.REFERENCE_TABLES[table])},
     )
     def _asset(context: dg.AssetExecutionContext, hive: HiveResource) -> dg.MaterializeResult:
         cat = hive.catalog()
@@ -72,7 +73,7 @@ def _events_asset(table: str, upstream: str, what: str):
             "created if missing; materializing a day registers its partition (ADD IF NOT EXISTS PARTITION … "
             "LOCATION) and reports the rows and the unreadable rows (NULL timer/ids) in it."
         ),
-        metadata={"hive/table": table, "columns": dict(T.EVENT_COLUMNS)},
+        metadata={"hive/table": table, **declare(T.EVENT_COLUMNS, partition_expr=T.PARTITION_COLUMN)},
     )
     def _asset(context: dg.AssetExecutionContext, hive: HiveResource) -> dg.MaterializeResult:
         cat = hive.catalog()
@@ -148,7 +149,7 @@ def read_events(cat: HiveCatalog, days: list[str]):
                 "midnight is paired from the next day's events; duplicate events collapse; zero-length sessions are "
                 "kept and flagged. Hive table partitioned by dt = start date; the view `sessions_v` pairs everything."
             ),
-            metadata={"hive/sums": ["duration_s"], "columns": dict(T.SESSION_COLUMNS)},
+            metadata=declare(T.SESSION_COLUMNS, partition_expr=T.PARTITION_COLUMN, sum_columns=["duration_s"]),
         ),
         "session_anomalies": dg.AssetOut(
             io_manager_key="hive_io_manager",
@@ -157,7 +158,7 @@ def read_events(cat: HiveCatalog, days: list[str]):
                 "Every event read that is not part of a session, one row per event with its reason: "
                 + ", ".join(REASONS) + ". Nothing is silently dropped: events = 2 × sessions + anomalies."
             ),
-            metadata={"columns": dict(T.ANOMALY_COLUMNS)},
+            metadata=declare(T.ANOMALY_COLUMNS, partition_expr=T.PARTITION_COLUMN),
         ),
     },
     deps=[
@@ -303,7 +304,7 @@ def _aggregate_asset(name: str):
         backfill_policy=spark_range,
         io_manager_key="hive_io_manager",
         ins={"viewing_sessions": dg.AssetIn(partition_mapping=PREVIOUS_DAY if previous else None)},
-        metadata={"hive/sums": _SUMS[name], "columns": dict(T.DERIVED_TABLES[name])},
+        metadata=declare(T.DERIVED_TABLES[name], partition_expr=T.PARTITION_COLUMN, sum_columns=_SUMS[name]),
         description=(builder.__doc__ or name).strip(),
         check_specs=[dg.AssetCheckSpec(
             "consistent_with_sessions", asset=name,

@@ -13,13 +13,14 @@ lake.
 
 Each mart is a daily-partitioned asset whose input is the lake asset's partition (a Spark DataFrame from the
 ``hive_io_manager``); it selects the declared columns in Spark, converts them with ``toPandas()`` (Arrow) and returns
-the frame, which the warehouse's IO manager (``greenplum_io_manager`` / ``clickhouse_io_manager``) writes — replacing
-that day atomically. Columns and types are declared here, per warehouse, never inferred (``MARTS`` below); docs/marts.md
-has the tables.
+the frame, which the warehouse's IO manager (``greenplum_io_manager`` / ``clickhouse_io_manager``: Dagster's
+``DbIOManager``, engines/warehouse.py) writes — replacing that day atomically. Columns and types are declared here, per
+warehouse, never inferred (``MARTS`` below: a dict of :class:`Mart` entries); docs/marts.md has the tables.
 
 Each mart has the asset check ``agrees_with_lake`` per partition: the warehouse's row count and the sums of the mart's
-measures (its "views" and "hours" columns) equal those of the lake table's partition, recounted through Spark (the
-``hive_io_manager``'s catalog — the one resource of the lake the marts need besides their own IO managers).
+measures (its "views" and "hours" columns) equal those of the lake table's partition, recounted through Spark. Checks
+query through resources — the warehouse's (``greenplum`` / ``clickhouse``) and the lake's ``hive`` — never through an
+IO manager.
 
 ``forecast_daily`` (the analytics' forecast against the actuals, ``FORECAST``) is the one unpartitioned mart: its
 assets read the Hive table through the ``hive`` resource, each materialization replaces the warehouse table whole, and
@@ -35,16 +36,18 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from tv_platform.engines.greenplum import TableSpec
+from tv_platform.engines.warehouse import TableSpec, table_metadata
 from tv_platform.partitions import daily
 
 GROUP = "marts"
 WAREHOUSES = ("greenplum", "clickhouse")
 IO_MANAGER_KEYS = {"greenplum": "greenplum_io_manager", "clickhouse": "clickhouse_io_manager"}
+RESOURCE_KEYS = {"greenplum": "greenplum", "clickhouse": "clickhouse"}
+"""The warehouses' resources (``GreenplumWarehouse`` / ``ClickHouseWarehouse``): what the checks query."""
 KINDS = {"greenplum": {"greenplum", "postgres"}, "clickhouse": {"clickhouse"}}
 POOLS = {"greenplum": None, "clickhouse": "clickhouse"}
-"""ClickHouse steps share the ``clickhouse`` concurrency pool: the embedded engine admits one process at a time (set
-its limit with ``dagster instance concurrency set clickhouse 1``; without a limit they still wait for each other)."""
+"""ClickHouse steps share the ``clickhouse`` concurrency pool: the embedded engine admits one process at a time, and
+every instance config the project ships (``dagster_home/dagster.yaml``, ``docker/dagster.yaml``) limits the pool to 1."""
 
 # ---- column types: (Greenplum / PostgreSQL, ClickHouse) ----------------------------------------------------------------
 DT = ("date not null", "Date")
@@ -73,31 +76,23 @@ class Mart:
     sums: tuple[str, ...]  # the measures the consistency check compares (views-like, hours-like)
     distributed_by: tuple[str, ...]  # Greenplum distribution key
     order_by: tuple[str, ...]  # ClickHouse sorting key
-    partition_by: str = "month"  # ClickHouse partitions: daily aggregates are small -> months
     description: str = ""
     partition_column: str | None = "dt"  # None: an unpartitioned table, replaced whole by every materialization
     column_docs: dict[str, str] | None = None  # name -> description (the audience marts link docs/measures.md)
 
     def metadata(self, warehouse: str) -> dict[str, Any]:
+        """The asset metadata of the mart in one warehouse (the DbIOManager conventions, engines/warehouse.py)."""
         which = 0 if warehouse == "greenplum" else 1
-        columns = {name: types[which] for name, types in self.columns.items()}
-        meta: dict[str, Any] = {
-            "table": self.source if self.source != "viewing_sessions" else "sessions",
-            "columns": columns,
-            "sum_columns": list(self.sums),
+        return {
+            **table_metadata(
+                {name: types[which] for name, types in self.columns.items()},
+                partition_expr=self.partition_column, sum_columns=self.sums,
+                distributed_by=self.distributed_by if warehouse == "greenplum" else (),
+                order_by=self.order_by if warehouse == "clickhouse" else (),
+                descriptions=self.column_docs,
+            ),
             "lake_table": self.source,
-            "dagster/column_schema": dg.TableSchema(
-                columns=[dg.TableColumn(name, typ, description=(self.column_docs or {}).get(name))
-                         for name, typ in columns.items()]),
         }
-        if self.partition_column:
-            meta["partition_column"] = self.partition_column
-        if warehouse == "greenplum":
-            meta["distributed_by"] = list(self.distributed_by)
-        else:
-            meta["order_by"] = list(self.order_by)
-            meta["partition_by"] = self.partition_by
-        return meta
 
 
 # ---- the audience measures per broadcast day (docs/measures.md) --------------------------------------------------------
@@ -179,7 +174,6 @@ MARTS: dict[str, Mart] = {
         sums=("duration_s",),
         distributed_by=("session_id",),
         order_by=("channel_id", "time_start"),
-        partition_by="day",
         description="Viewing sessions, denormalized (user and channel names joined) — the seed's materialized view "
                     "over tv_dataset: one row per session started on the day, with start, end and duration.",
     ),
@@ -301,7 +295,7 @@ def _mart_asset(warehouse: str, name: str, mart: Mart) -> dg.AssetsDefinition:
 # ---- consistency with the lake -----------------------------------------------------------------------------------------
 def lake_stats(catalog, table: str, day: str, sums: tuple[str, ...]) -> dict[str, Any]:
     """Rows and sums of a lake table's partition, through Spark (after REFRESH: another process may have rewritten it).
-    ``catalog``: the lake's :class:`~tv_platform.engines.spark.HiveCatalog` (``hive_io_manager.catalog()``)."""
+    ``catalog``: the lake's :class:`~tv_platform.engines.spark.HiveCatalog` (``hive.catalog()``)."""
     if not catalog.table_exists(table):
         return {"rows": 0, "sums": {c: 0.0 for c in sums}, "table_exists": False}
     catalog.refresh(table)
@@ -321,13 +315,13 @@ def compare(warehouse: dict[str, Any], lake: dict[str, Any], rel: float = 1e-9) 
     return ok, meta
 
 
-def check_partition(warehouse_io, catalog, warehouse: str, name: str, day: str,
+def check_partition(warehouse_resource, catalog, warehouse: str, name: str, day: str,
                     mart: "Mart | None" = None) -> dg.AssetCheckResult:
-    """The consistency check of one mart partition: the warehouse (``warehouse_io.partition_stats``) against the lake
-    table (``catalog``: a HiveCatalog). Callable outside a run too (e.g. to re-check one day from a notebook)."""
+    """The consistency check of one mart partition: the warehouse (its resource's ``partition_stats``) against the
+    lake table (``catalog``: a HiveCatalog). Callable outside a run too (e.g. to re-check one day from a notebook)."""
     mart = mart or MARTS[name]
-    spec = TableSpec.from_metadata(mart_key(warehouse, name), mart.metadata(warehouse))
-    in_warehouse = warehouse_io.partition_stats(spec, [day])
+    spec = TableSpec.from_metadata(name, mart.metadata(warehouse))
+    in_warehouse = warehouse_resource.partition_stats(spec, [day])
     in_lake = lake_stats(catalog, mart.source, day, mart.sums)
     ok, meta = compare(in_warehouse, in_lake)
     if not in_lake["table_exists"]:
@@ -339,7 +333,7 @@ def check_partition(warehouse_io, catalog, warehouse: str, name: str, day: str,
 
 
 def _mart_check(warehouse: str, name: str, mart: Mart) -> dg.AssetChecksDefinition:
-    io_key = IO_MANAGER_KEYS[warehouse]
+    key = RESOURCE_KEYS[warehouse]
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.PreviewWarning)  # partitioned asset checks are a preview feature
@@ -349,13 +343,13 @@ def _mart_check(warehouse: str, name: str, mart: Mart) -> dg.AssetChecksDefiniti
             name="agrees_with_lake",
             partitions_def=daily,
             additional_deps=[dg.AssetKey(mart.source)],
-            required_resource_keys={io_key, "hive_io_manager"},
+            required_resource_keys={key, "hive"},
             pool=POOLS[warehouse],
             description=f"The {warehouse} table's partition has the lake's row count and sums of "
                         f"{', '.join(mart.sums)} (lake `{mart.source}` recounted through Spark).",
         )
         def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-            return check_partition(getattr(context.resources, io_key), context.resources.hive_io_manager.catalog(),
+            return check_partition(getattr(context.resources, key), context.resources.hive.catalog(),
                                    warehouse, name, context.partition_key, mart)
 
     return _check
@@ -430,10 +424,10 @@ def _forecast_asset(warehouse: str) -> dg.AssetsDefinition:
     return _asset
 
 
-def check_forecast(warehouse_io, catalog, warehouse: str) -> dg.AssetCheckResult:
+def check_forecast(warehouse_resource, catalog, warehouse: str) -> dg.AssetCheckResult:
     """The warehouse's ``forecast_daily`` against the Hive table: same row count, same Σ hours."""
-    spec = TableSpec.from_metadata(mart_key(warehouse, FORECAST.source), FORECAST.metadata(warehouse))
-    in_warehouse = warehouse_io.partition_stats(spec, None)
+    spec = TableSpec.from_metadata(FORECAST.source, FORECAST.metadata(warehouse))
+    in_warehouse = warehouse_resource.partition_stats(spec, None)
     in_hive = hive_forecast_stats(catalog)
     ok, meta = compare(in_warehouse, in_hive)
     ok = ok and in_hive["table_exists"] and in_warehouse["table_exists"]
@@ -446,19 +440,19 @@ def check_forecast(warehouse_io, catalog, warehouse: str) -> dg.AssetCheckResult
 
 
 def _forecast_check(warehouse: str) -> dg.AssetChecksDefinition:
-    io_key = IO_MANAGER_KEYS[warehouse]
+    key = RESOURCE_KEYS[warehouse]
 
     @dg.asset_check(
         asset=mart_key(warehouse, FORECAST.source),
         name="agrees_with_hive",
         additional_deps=[dg.AssetKey("viewing_forecast")],
-        required_resource_keys={io_key, "hive"},
+        required_resource_keys={key, "hive"},
         pool=POOLS[warehouse],
         description=f"The {warehouse} table has the Hive table {FORECAST.source}'s row count and Σ hours (recounted "
                     "through Spark).",
     )
     def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        return check_forecast(getattr(context.resources, io_key), context.resources.hive.catalog(), warehouse)
+        return check_forecast(getattr(context.resources, key), context.resources.hive.catalog(), warehouse)
 
     return _check
 

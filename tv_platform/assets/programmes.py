@@ -17,6 +17,7 @@ import pandas as pd
 from pyspark.sql import functions as F
 
 from tv_platform.dates import as_date
+from tv_platform.engines.metadata import declare
 from tv_platform.engines.spark import HiveCatalog, HiveResource
 from tv_platform.epg import attribution as EA
 from tv_platform.epg import tables as ET
@@ -67,7 +68,7 @@ def build_guide(day: str, config: ProgrammeGuideConfig, channels: pd.DataFrame |
     partitions_def=daily,
     io_manager_key="hdfs_io_manager",
     deps=["channels"],
-    metadata={"lake_path": ET.GUIDE_LAKE_PATH, "columns": dict(GUIDE_COLUMNS)},
+    metadata={"lake_path": ET.GUIDE_LAKE_PATH, **declare(GUIDE_COLUMNS, partition_expr="dt")},
     description=(
         "The day's electronic programme guide for the 148 channels: title, kind, genre, series and episode, start "
         "and end; gap-free over [D 00:00, D+1 00:00) per channel. Synthetic and deterministic for (seed, date) — "
@@ -133,7 +134,7 @@ FROM (
     partitions_def=daily,
     backfill_policy=spark_range,
     deps=["programme_guide"],
-    metadata={"hive/table": ET.GUIDE_TABLE, "columns": dict(ET.GUIDE_COLUMNS)},
+    metadata={"hive/table": ET.GUIDE_TABLE, **declare(ET.GUIDE_COLUMNS, partition_expr="dt")},
     description="Hive external table `programme_guide` over `raw/epg/dt=…` in the lake, partitioned by `dt`: created "
                 "if missing; materializing a day registers its partition and re-checks the coverage in Spark.",
     check_specs=[dg.AssetCheckSpec("guide_covers_day", asset="hive_programme_guide",
@@ -189,7 +190,7 @@ FROM vs FULL OUTER JOIN pv ON vs.session_id = pv.session_id
     io_manager_key="hive_io_manager",
     ins={"viewing_sessions": dg.AssetIn(partition_mapping=PREVIOUS_DAY)},
     deps=["hive_programme_guide"],
-    metadata={"hive/sums": ["seconds"], "columns": dict(ET.PROGRAMME_VIEWING_COLUMNS)},
+    metadata=declare(ET.PROGRAMME_VIEWING_COLUMNS, partition_expr="dt", sum_columns=["seconds"]),
     description=(EA.attribute.__doc__ or "").strip() + " Split at programme boundaries by a range join on "
                 "(channel, hour) — see tv_platform/epg/attribution.py.",
     check_specs=[dg.AssetCheckSpec(
@@ -242,7 +243,7 @@ _DESCRIPTIONS = {
     outs={
         name: dg.AssetOut(io_manager_key="hive_io_manager", kinds=KINDS | {"parquet"},
                           description=" ".join((_DESCRIPTIONS[name] or name).split()),
-                          metadata={"hive/sums": _SUMS[name], "columns": dict(ET.DERIVED_TABLES[name])})
+                          metadata=declare(ET.DERIVED_TABLES[name], partition_expr="dt", sum_columns=_SUMS[name]))
         for name in _SUMS
     },
     ins={"programme_viewing": dg.AssetIn()},

@@ -193,6 +193,8 @@ def frame_to_csv_bytes(frame, header: bool = True) -> bytes:
 import dagster as dg  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from tv_platform.engines import metadata  # noqa: E402
+
 
 class LakeResource(dg.ConfigurableResource):
     """The lake's file system (HDFS over WebHDFS, or file://) for assets that write files themselves."""
@@ -206,13 +208,12 @@ class LakeResource(dg.ConfigurableResource):
         return LakeFS(url=self.hdfs_url, webhdfs_url=self.webhdfs_url, user=self.user)
 
 
-def declared_columns(context) -> dict[str, str]:
-    """The ``columns`` metadata of an asset: {name: pandas dtype}. Types are declared, never guessed."""
-    meta = context.definition_metadata or {}
-    cols = meta.get("columns")
-    if cols is None:
-        raise LakeError(f"asset {context.asset_key.to_user_string()} declares no 'columns' metadata")
-    return dict(cols.value if hasattr(cols, "value") else cols)
+def declared_dtypes(context) -> dict[str, str]:
+    """The ``dagster/column_schema`` of an asset as {name: pandas dtype}. Types are declared, never guessed."""
+    cols = metadata.declared_columns(context.definition_metadata)
+    if not cols:
+        raise LakeError(f"asset {context.asset_key.to_user_string()} declares no 'dagster/column_schema' metadata")
+    return cols
 
 
 def conform(frame: pd.DataFrame, columns: dict[str, str], what: str) -> pd.DataFrame:
@@ -234,11 +235,14 @@ def conform(frame: pd.DataFrame, columns: dict[str, str], what: str) -> pd.DataF
 
 
 class HdfsCsvIOManager(dg.ConfigurableIOManager):
-    """Raw CSV in the lake. A daily-partitioned asset is a directory ``<lake_root>/<path>/dt=YYYY-MM-DD/`` replaced
-    atomically (written aside, then renamed) on every materialization; an unpartitioned one is ``<path>/<name>.csv``.
+    """Raw CSV in the lake. A daily-partitioned asset is a directory ``<lake_root>/<path>/<partition_expr>=YYYY-MM-DD/``
+    replaced atomically (written aside, then renamed) on every materialization; an unpartitioned one is
+    ``<path>/<name>.csv``.
 
-    ``<path>`` is the asset's ``lake_path`` metadata (default ``raw/<asset name>``). Columns and types come from the
-    asset's ``columns`` metadata. Timestamps are written as ``YYYY-MM-DD HH:MM:SS``.
+    Metadata (``tv_platform/engines/metadata.py``): ``dagster/column_schema`` (columns and pandas dtypes),
+    ``partition_expr`` (``dt``: the directory key), ``columns`` on an ``AssetIn`` (what a reader selects);
+    ``lake_path`` places it (default ``raw/<asset name>``). Timestamps are written as ``YYYY-MM-DD HH:MM:SS``.
+    Reports ``dagster/row_count``.
     """
 
     hdfs_url: str
@@ -258,7 +262,7 @@ class HdfsCsvIOManager(dg.ConfigurableIOManager):
     def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
         if obj is None:
             return
-        columns = declared_columns(context)
+        columns = declared_dtypes(context)
         frame = conform(obj, columns, context.asset_key.to_user_string())
         fs = self._fs()
         base = self._dir(context)
@@ -270,7 +274,8 @@ class HdfsCsvIOManager(dg.ConfigurableIOManager):
             keys = context.asset_partition_keys
             if len(keys) > 1:
                 raise LakeError("HdfsCsvIOManager writes one daily partition per output; run ranges partition by partition")
-            target = f"{base}/dt={keys[0]}"
+            key = metadata.partition_expr(context.definition_metadata, context.asset_key.to_user_string())
+            target = f"{base}/{key}={keys[0]}"
             fs.replace_dir(target, {"events.csv": payload})
             written.append(target)
         else:
@@ -278,24 +283,31 @@ class HdfsCsvIOManager(dg.ConfigurableIOManager):
             fs.replace_dir(target, {f"{context.asset_key.path[-1]}.csv": payload})
         context.add_output_metadata({
             "path": dg.MetadataValue.path(fs.uri(target)),
-            "rows": dg.MetadataValue.int(len(frame)),
+            metadata.ROW_COUNT: dg.MetadataValue.int(len(frame)),
             "bytes": dg.MetadataValue.int(len(payload)),
         })
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         upstream = context.upstream_output
-        columns = declared_columns(upstream)
+        columns = declared_dtypes(upstream)
+        selected = metadata.selected_columns(context)
         fs = self._fs()
         base = self._dir(upstream)
-        dirs = [f"{base}/dt={k}" for k in context.asset_partition_keys] if context.has_asset_partitions else [base]
+        if context.has_asset_partitions:
+            key = metadata.partition_expr(upstream.definition_metadata, upstream.asset_key.to_user_string())
+            dirs = [f"{base}/{key}={k}" for k in context.asset_partition_keys]
+        else:
+            dirs = [base]
         frames = []
         for d in dirs:
             for name in fs.listdir(d):
                 if name.endswith(".csv") and not name.startswith("."):
                     frames.append(read_csv_bytes(fs.read_bytes(f"{d}/{name}"), columns))
         if not frames:
-            return pd.DataFrame({c: pd.Series(dtype=t) for c, t in columns.items()})
-        return pd.concat(frames, ignore_index=True)
+            frame = pd.DataFrame({c: pd.Series(dtype=t) for c, t in columns.items()})
+        else:
+            frame = pd.concat(frames, ignore_index=True)
+        return frame[selected] if selected else frame
 
 
 def read_csv_bytes(data: bytes, columns: dict[str, str]) -> pd.DataFrame:

@@ -15,10 +15,12 @@ Hive IO manager that stores derived assets as partitioned parquet tables.
     partitions absent from the output are overwritten empty — rows outside the window are refused;
   - unpartitioned: ``INSERT OVERWRITE TABLE t SELECT …``.
 
-  So a re-run never duplicates rows. Row count (``dagster/row_count``) and the sums named in the asset's
-  ``hive/sums`` metadata are reported as output metadata. ``load_input`` returns a lazy Spark DataFrame of the
-  upstream table restricted to the input's partitions (after ``REFRESH TABLE``: Spark caches file listings per
-  session, and another process may have rewritten the partition).
+  So a re-run never duplicates rows. Metadata as every IO manager here reads it (``engines/metadata.py``):
+  ``partition_expr`` (``dt``, the tables' partition column), ``dagster/column_schema`` (the declared columns: the
+  output must have exactly them), ``sum_columns`` (sums reported with ``dagster/row_count``). ``load_input`` returns
+  a lazy Spark DataFrame of the upstream table restricted to the input's partitions and to the ``columns`` its
+  ``AssetIn`` asks for (after ``REFRESH TABLE``: Spark caches file listings per session, and another process may have
+  rewritten the partition).
 
 Spark sessions come from ``SparkSession.builder.remote(spark_remote).getOrCreate()`` (a Spark Connect client; one per
 process, shared — never stopped here). A ``spark_remote`` that is not ``sc://…`` (e.g. ``local[2]``) builds a classic
@@ -34,6 +36,7 @@ from typing import Any, Iterable, Sequence
 
 import dagster as dg
 
+from tv_platform.engines import metadata
 from tv_platform.lake import tables as T
 
 # pyspark 4.3 warns on every toPandas() that it does not fully support pandas 3; what we use of it (Arrow conversion of
@@ -297,8 +300,8 @@ class HiveResource(dg.ConfigurableResource):
 class HiveIOManager(dg.ConfigurableIOManager):
     """Stores a Spark DataFrame as the Hive table ``<database>.<asset name>`` (parquet, partitioned by ``dt`` when the
     asset is partitioned), replacing exactly the run's partitions; loads inputs as lazy DataFrames of the upstream
-    partitions. Asset metadata ``hive/table`` overrides the table name; ``hive/sums`` lists columns whose sums are
-    reported with the row count."""
+    partitions. Asset metadata ``hive/table`` overrides the table name; the rest is the platform's common metadata
+    (``partition_expr``, ``dagster/column_schema``, ``sum_columns``, ``columns`` on inputs)."""
 
     spark_remote: str
     database: str = "tv"
@@ -317,10 +320,17 @@ class HiveIOManager(dg.ConfigurableIOManager):
         if obj is None:
             return
         md = dict(context.definition_metadata or {})
+        what = context.asset_key.to_user_string()
         table = self.table_name(context.asset_key, md)
         partitions = list(context.asset_partition_keys) if context.has_asset_partitions else None
-        sums = list(md.get("hive/sums") or [])
-        meta = self.catalog().write(table, obj, partitions, sums)
+        if partitions is not None and metadata.partition_expr(md, what) != T.PARTITION_COLUMN:
+            raise HiveError(f"{what}: the lake's tables are partitioned by {T.PARTITION_COLUMN!r}, the asset declares "
+                            f"partition_expr {metadata.partition_expr(md, what)!r}")
+        declared = metadata.declared_columns(md)
+        written = [c for c in obj.columns if c != T.PARTITION_COLUMN]
+        if declared is not None and written != [c for c in declared if c != T.PARTITION_COLUMN]:
+            raise HiveError(f"{what}: the output has columns {written}, the asset declares {list(declared)}")
+        meta = self.catalog().write(table, obj, partitions, metadata.sum_columns(md))
         meta["dagster/column_schema"] = column_schema(obj)
         context.add_output_metadata(meta)
 
@@ -331,7 +341,9 @@ class HiveIOManager(dg.ConfigurableIOManager):
         catalog = self.catalog()
         if not catalog.table_exists(table):
             raise HiveError(f"{self.database}.{table} does not exist: materialize {context.asset_key.to_user_string()}")
-        return catalog.read(table, partitions)
+        frame = catalog.read(table, partitions)
+        selected = metadata.selected_columns(context)
+        return frame.select(*selected) if selected else frame
 
 
 def lake_resources(settings=None, database: str | None = None) -> dict[str, Any]:

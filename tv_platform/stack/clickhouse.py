@@ -12,49 +12,24 @@
 
 from __future__ import annotations
 
-import fcntl
-import os
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
-from urllib.parse import urlparse
 
+from tv_platform.engines.clickhouse import (  # noqa: F401 - re-exported: the stack's view of the engine
+    LOCK_WAIT_SECONDS,
+    ChdbBusy,
+    chdb_holder,
+    chdb_locked_by_other,
+    chdb_path,
+    is_chdb,
+    open_client,
+)
 from tv_platform.settings import Settings
-from tv_platform.stack.base import Service, StackError, pid_alive
-
-#: how long clickhouse_client waits for another process to let go of a chDB path
-LOCK_WAIT_SECONDS = 30.0
+from tv_platform.stack.base import Service, StackError
 
 _KEEP = object()
-
-
-def is_chdb(url: str) -> bool:
-    return url.startswith("chdb:")
-
-
-def chdb_path(url: str) -> Path | None:
-    """The data directory of a ``chdb:///abs/path`` URL (None for http(s) or in-memory chDB)."""
-    if not is_chdb(url):
-        return None
-    parsed = urlparse(url)
-    location = parsed.path if not parsed.netloc else parsed.netloc
-    if location in ("", "memory", ":memory:"):
-        return None
-    return Path(os.path.realpath(location))
-
-
-def chdb_holder(path: Path) -> int | None:
-    """PID of the process that holds a chDB data directory, from the ``status`` file the engine keeps while open."""
-    try:
-        for line in (path / "status").read_text().splitlines():
-            if line.startswith("PID:"):
-                pid = int(line.split(":", 1)[1])
-                return pid if pid_alive(pid) else None
-    except (OSError, ValueError):
-        pass
-    return None
 
 
 def _open(url: str, **kwargs: Any):
@@ -67,82 +42,24 @@ def _open(url: str, **kwargs: Any):
 def clickhouse_client(
     settings: Settings, database: Any = _KEEP, timeout: float = LOCK_WAIT_SECONDS, **kwargs: Any
 ) -> Iterator[Any]:
-    """A clickhouse-connect client for ``TVP_CLICKHOUSE_URL``, closed on exit.
+    """A clickhouse-connect client for ``TVP_CLICKHOUSE_URL``, closed on exit (:func:`open_client`: with chDB it waits,
+    with backoff, up to ``timeout`` seconds while another process holds the data directory).
 
-    ``database`` defaults to ``TVP_CLICKHOUSE_DATABASE`` (``None`` = the server default). With chDB the database is
-    created if missing (the engine is ours), and opening waits — with backoff, up to ``timeout`` seconds — while another
-    process holds the data directory. Extra keyword arguments go to ``clickhouse_connect.get_client``.
+    ``database`` defaults to ``TVP_CLICKHOUSE_DATABASE`` (``None`` = the server default); it is created if missing.
     """
-    url = settings.clickhouse_url
     db = settings.clickhouse_database if database is _KEEP else database
-    if not is_chdb(url):
-        client = _open(url, **({"database": db} if db else {}), **kwargs)
-        try:
-            yield client
-        finally:
-            client.close()
-        return
-
-    path = chdb_path(url)
-    if path is not None:
-        path.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + timeout
-    delay = 0.2
-    while True:
-        # Wait on the lock first: a failed open makes the engine print "Cannot lock file" to stderr at every try.
-        busy = path is not None and chdb_locked_by_other(path)
-        if not busy:
-            try:
-                client = _open(url, **kwargs)
-                break
-            except Exception:  # noqa: BLE001 - clickhouse_connect ProgrammingError "Unable to open the chdb engine"
-                busy = path is not None and chdb_locked_by_other(path)
-                if not busy or time.monotonic() + delay > deadline:
-                    if busy:
-                        _raise_busy(path, timeout)
-                    raise
-        elif time.monotonic() + delay > deadline:
-            _raise_busy(path, timeout)
-        time.sleep(delay)
-        delay = min(delay * 2, 3.0)
+    try:
+        manager = open_client(settings.clickhouse_url, timeout=timeout, **kwargs)
+        client = manager.__enter__()
+    except ChdbBusy as exc:
+        raise StackError("clickhouse", str(exc)) from exc
     try:
         if db:
             client.command(f"CREATE DATABASE IF NOT EXISTS `{db}`")
             client.database = db
         yield client
     finally:
-        client.close()
-
-
-def chdb_locked_by_other(path: Path) -> bool:
-    """True while another process holds the chDB directory (the engine keeps an flock on ``<path>/status``)."""
-    try:
-        fd = os.open(path / "status", os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    except OSError:
-        return chdb_holder(path) != os.getpid()  # our own process holding it can open more clients
-    finally:
-        os.close(fd)
-
-
-def _raise_busy(path: Path, timeout: float) -> None:
-    holder = chdb_holder(path)
-    raise StackError(
-        "clickhouse", f"the chDB directory {path} is held by process {holder} ({_cmdline(holder)}); "
-        f"only one process may open it at a time — gave up after {timeout:.0f}s",
-    )
-
-
-def _cmdline(pid: int | None) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()[:120]
-    except OSError:
-        return "?"
+        manager.__exit__(None, None, None)
 
 
 @dataclass

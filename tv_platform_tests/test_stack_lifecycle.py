@@ -1,6 +1,6 @@
-"""Runs last (file order): tests that stop services — a Spark Connect restart (which leaves every Spark session of
-this process dead, so no later test may hold one), then `down` stopping exactly what `up` started and `up` restoring
-the stack."""
+"""Tests that stop services (marker ``lifecycle``: ``./tvp test`` runs them last, in a pytest run of their own) — a
+Spark Connect restart (which leaves every Spark session of the process dead, so no later test may hold one), then
+`down` stopping exactly what `up` started and `up` restoring the stack."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from tv_platform.stack.base import group_alive
 
-pytestmark = pytest.mark.services
+pytestmark = [pytest.mark.services, pytest.mark.lifecycle]
 
 
 def test_hive_table_on_hdfs_survives_spark_restart(stack, spark, unique):
