@@ -27,6 +27,9 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "TVP_KAFKA_PARTITIONS": ("3", "partitions of the events topic when the platform creates it"),
     "TVP_KAFKA_HEAP": ("512m", "JVM heap of the local Kafka broker"),
     "TVP_KAFKA_SENSOR_INTERVAL": ("15", "seconds between the Kafka sensor's ticks: lower lands sooner, with more runs"),
+    "TVP_LANDING_MAX_ATTEMPTS": ("5", "landing runs of one offset range before it becomes a dead letter"),
+    "TVP_LANDING_RETRY_BACKOFF": ("30", "seconds before the first retry of a failed landing run (doubling, at most 15 min)"),
+    "TVP_LANDING_MAX_RUNTIME": ("600", "seconds a landing run may take before run monitoring fails it (and it is retried)"),
     # HDFS
     "TVP_HDFS_URL": ("hdfs://127.0.0.1:8020", "Hadoop-compatible file system URL of the lake (hdfs://, file://)"),
     "TVP_WEBHDFS_URL": ("http://127.0.0.1:9870", "WebHDFS endpoint of the NameNode"),
@@ -85,6 +88,9 @@ class Settings:
     kafka_partitions: int
     kafka_heap: str
     kafka_sensor_interval: int
+    landing_max_attempts: int
+    landing_retry_backoff: int
+    landing_max_runtime: int
     hdfs_url: str
     webhdfs_url: str
     hdfs_user: str

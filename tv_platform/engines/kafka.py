@@ -65,6 +65,16 @@ class KafkaResource(dg.ConfigurableResource):
         finally:
             admin.close()
 
+    def topic_id(self, topic: str | None = None) -> str:
+        """The topic's id (a UUID Kafka gives each incarnation of a topic: a topic deleted and created again has a new
+        one); "" when the topic does not exist."""
+        admin = self.admin()
+        try:
+            (meta,) = admin.describe_topics([topic or self.topic])
+        finally:
+            admin.close()
+        return "" if meta.get("error_code") else str(meta.get("topic_id") or "")
+
     def producer(self, **overrides) -> KafkaProducer:
         config = dict(
             bootstrap_servers=self.bootstrap_servers,
