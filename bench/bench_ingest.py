@@ -54,7 +54,7 @@ def main() -> None:
 
     from streams import busy_stream, land_reference_data
     from tv_platform.engines.kafka import publish_frame
-    from tv_platform.resources import kafka_resource
+    from tv_platform.resources import kafka_resource, lake_resource
     from tv_platform.sensors import kafka_events_sensor
     from tv_platform.settings import get_settings
 
@@ -69,7 +69,7 @@ def main() -> None:
 
     t0 = time.monotonic()
     instance = dg.DagsterInstance.ephemeral()
-    result = kafka_events_sensor(dg.build_sensor_context(instance=instance, resources={"kafka": kafka}))
+    result = kafka_events_sensor(dg.build_sensor_context(instance=instance, resources={"kafka": kafka, "lake": lake_resource(settings)}))
     tick_s = time.monotonic() - t0
     jobs = [(kafka.topic, rr.partition_key, rr.run_config) for rr in result.run_requests]
 
@@ -98,7 +98,7 @@ def main() -> None:
         t0 = time.monotonic()
         with ProcessPoolExecutor(args.runners, mp_context=mp.get_context("fork")) as pool:
             while True:
-                tick = kafka_events_sensor(dg.build_sensor_context(instance=instance, resources={"kafka": kafka},
+                tick = kafka_events_sensor(dg.build_sensor_context(instance=instance, resources={"kafka": kafka, "lake": lake_resource(settings)},
                                                                     cursor=cursor))
                 cursor, ticks = tick.cursor, ticks + 1
                 new = tick.run_requests  # (no retries: the runs are not recorded in this instance, so stay pending)
