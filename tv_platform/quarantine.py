@@ -140,20 +140,18 @@ def _replayed_path(lake: LakeResource, day: str, quarantine_path: str) -> str:
     return f"{layout.partition_dir(layout.raw_dir(SOURCE, lake.lake_root), day)}/{name[:-4]}{layout.REPLAYED_SUFFIX}"
 
 
-def _rows(fs, path: str) -> int:
-    return len(pd.read_csv(io.BytesIO(fs.read_bytes(path)))) if fs.exists(path) else 0
-
-
 def quarantine_summary(lake: LakeResource, day: str) -> dict:
     """Quarantine of one day: messages quarantined, already replayed (landed by a replay), still quarantined, and
     the reasons of those still quarantined, as validation gives them now."""
+    from tv_platform.assets.ingest import _csv_rows
+
     fs = lake.fs()
     total = replayed = 0
     reasons: dict[str, int] = {}
     for path in _quarantine_files(lake, day):
         frame = _read(fs, path)
         total += len(frame)
-        replayed += _rows(fs, _replayed_path(lake, day, path))
+        replayed += _csv_rows(fs, _replayed_path(lake, day, path))
         for x in _revalidate(frame, day, None).rejected:
             reasons[x.reason] = reasons.get(x.reason, 0) + 1
     return {"day": day, "quarantined": total, "replayed": replayed, "still_quarantined": total - replayed,

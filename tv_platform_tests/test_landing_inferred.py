@@ -19,9 +19,9 @@ from tv_platform.engines.clickhouse import ClickHouseIOManager
 from tv_platform.engines.greenplum import TableSpec
 from tv_platform.engines.hdfs import HdfsCsvIOManager, LakeResource
 from tv_platform.engines.kafka import publish
-from tv_platform.engines.spark import HiveIOManager, HiveResource
 from tv_platform.resources import hdfs_io_manager, kafka_resource, lake_resource
 from tv_platform.sensors import kafka_events_sensor
+from tv_platform_tests.conftest import hive_resources
 
 pytestmark = pytest.mark.services
 
@@ -35,12 +35,8 @@ NEW_CHANNEL = 990
 def env(stack, lake, tmp_path_factory):
     suffix = uuid.uuid4().hex[:8]
     root = f"/tests/inferred_{suffix}"
-    hive = HiveResource(spark_remote=stack.spark_remote, database=f"tv_inferred_{suffix}", lake_url=stack.hdfs_url,
-                        lake_root=root, webhdfs_url=stack.webhdfs_url, hdfs_user=stack.hdfs_user)
     resources = {
-        "hive": hive,
-        "hive_io_manager": HiveIOManager(spark_remote=stack.spark_remote, database=hive.database,
-                                         database_location=hive.resolved_database_location()),
+        **hive_resources(stack, root, f"tv_inferred_{suffix}"),
         "clickhouse_io_manager": ClickHouseIOManager(
             url=f"chdb://{tmp_path_factory.mktemp('chdb_inferred') / 'engine'}", database=f"inferred_{suffix}"),
         "hdfs_io_manager": HdfsCsvIOManager(**{**hdfs_io_manager(stack).model_dump(), "lake_root": root}),
@@ -50,7 +46,7 @@ def env(stack, lake, tmp_path_factory):
     kafka.ensure_topic(partitions=2)
     yield resources, kafka
     try:
-        hive.catalog().drop_database()
+        resources["hive"].catalog().drop_database()
     finally:
         lake.delete(root)
         admin = kafka.admin()
