@@ -43,6 +43,15 @@ telemetry:
 """
 
 
+@pytest.fixture(scope="module")
+def landing_stack(settings):
+    """Only what landing needs: Kafka and HDFS (the run neither reads Spark nor writes a warehouse)."""
+    from tv_platform.cli import stack_up
+
+    stack_up(["kafka", "hdfs"], quiet=True)
+    return settings
+
+
 def _events(tag: str, n: int) -> pd.DataFrame:
     i = np.arange(n)
     return pd.DataFrame({
@@ -61,11 +70,12 @@ def _runs(instance) -> list:
 def _step_pid(instance, run_id: str) -> int | None:
     """The pid of the process executing the run's landing step, once it has started."""
     for record in instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_START).records:
-        return record.event_log_entry.pid
+        return record.event_log_entry.dagster_event.pid
     return None
 
 
-def test_a_landing_run_killed_mid_range_is_retried_and_lands_everything_once(stack, tmp_path, monkeypatch):
+def test_a_landing_run_killed_mid_range_is_retried_and_lands_everything_once(landing_stack, tmp_path, monkeypatch):
+    stack = landing_stack
     from tv_platform.cli import dagster_env
     from tv_platform.demo import start_dagster, stop_dagster
 
