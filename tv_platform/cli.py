@@ -162,7 +162,10 @@ def quarantine_command(args) -> int:
     lake = lake_resource(settings)
     if args.action == "list":
         letters = quarantine.dead_letters(lake, args.date)
-        for day in [args.date] if args.date else quarantine.quarantine_days(lake):
+        days = [args.date] if args.date else quarantine.quarantine_days(lake)
+        if not days:
+            _say("nothing quarantined, no dead letters")
+        for day in days:
             q = quarantine.quarantine_summary(lake, day)
             _say(f"{day}: {q['quarantined']} quarantined, {q['replayed']} replayed, "
                  f"{q['still_quarantined']} still quarantined")
