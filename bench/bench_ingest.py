@@ -70,8 +70,11 @@ def seed_producer(kafka, events) -> float:
 def measure(label: str, kafka, args, events, more) -> dict:
     """Producer, one tick, landing runs serially and in parallel (and sustained) against one Kafka."""
     from tv_platform.engines.kafka import publish_frame
+    from tv_platform.resources import lake_resource
     from tv_platform.sensors import kafka_events_sensor
+    from tv_platform.settings import get_settings
 
+    settings = get_settings()
     out: dict = {"kafka": label}
     kafka.ensure_topic(partitions=args.partitions)
     t0 = time.monotonic()
@@ -80,7 +83,7 @@ def measure(label: str, kafka, args, events, more) -> dict:
 
     t0 = time.monotonic()
     instance = dg.DagsterInstance.ephemeral()
-    result = kafka_events_sensor(dg.build_sensor_context(instance=instance, resources={"kafka": kafka}))
+    result = kafka_events_sensor(dg.build_sensor_context(instance=instance, resources={"kafka": kafka, "lake": lake_resource(settings)}))
     tick_s = time.monotonic() - t0
     out["tick"] = f"{tick_s:.2f} s"
     config = kafka.model_dump()
@@ -101,7 +104,7 @@ def measure(label: str, kafka, args, events, more) -> dict:
         t0 = time.monotonic()
         with ProcessPoolExecutor(args.runners, mp_context=mp.get_context("fork")) as pool:
             while True:
-                tick = kafka_events_sensor(dg.build_sensor_context(instance=instance, resources={"kafka": kafka},
+                tick = kafka_events_sensor(dg.build_sensor_context(instance=instance, resources={"kafka": kafka, "lake": lake_resource(settings)},
                                                                     cursor=cursor))
                 cursor = tick.cursor
                 if not tick.run_requests:  # (no retries: the runs are not recorded in this instance)

@@ -7,6 +7,7 @@
     produce                     publish simulated (or recorded, --replay) viewing events to Kafka
     superset up|down|status     Superset (own virtualenv) with the dashboards of superset_exports/ on 127.0.0.1:8088
     settings                    the effective settings and every environment variable that sets them
+    quarantine list|replay      quarantined messages and dead-lettered ranges of the live stream; land them again
 """
 
 from __future__ import annotations
@@ -168,6 +169,49 @@ def run_tests(pytest_args: list[str]) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# quarantine
+# ---------------------------------------------------------------------------------------------------------------------
+def quarantine_command(args) -> int:
+    """``list``: what is set aside, per day; ``replay``: land what is good now, record it in Dagster (exit 1 while a
+    dead letter of the day could not be landed)."""
+    import dagster as dg
+
+    from tv_platform import quarantine
+    from tv_platform.resources import kafka_resource, lake_resource
+
+    settings = get_settings()
+    lake = lake_resource(settings)
+    if args.action == "list":
+        letters = quarantine.dead_letters(lake, args.date)
+        days = [args.date] if args.date else quarantine.quarantine_days(lake)
+        if not days:
+            _say("nothing quarantined, no dead letters")
+        for day in days:
+            q = quarantine.quarantine_summary(lake, day)
+            _say(f"{day}: {q['quarantined']} quarantined, {q['replayed']} replayed, "
+                 f"{q['still_quarantined']} still quarantined")
+            for reason, n in sorted(q["reasons"].items(), key=lambda kv: -kv[1]):
+                _say(f"    {n:>8}  {reason}")
+            for x in (x for x in letters if x["day"] == day):
+                ranges = " ".join(f"{p}:{s}-{e}" for p, s, e in x["ranges"])
+                _say(f"  dead letter {x['topic']} {ranges} after {x['attempts']} attempts: {x['reason']}")
+        return 0
+    for key, value in dagster_env().items():
+        os.environ.setdefault(key, value)
+    summary = quarantine.replay_quarantine(lake, args.date)
+    with dg.DagsterInstance.get() as instance:
+        letters = quarantine.replay_dead_letters(lake, kafka_resource(settings), args.date, instance)
+        summary["dead_letters_landed"] = sum(1 for x in letters if x["landed"])
+        quarantine.record_replay(instance, lake, args.date, summary)
+    _say(f"{args.date}: {summary['replayed']} quarantined messages landed, {summary['still_quarantined']} still "
+         f"quarantined; {summary['dead_letters_landed']} of {len(letters)} dead letters landed")
+    for x in letters:
+        if not x["landed"]:
+            _say(f"  still a dead letter: {x['path']}: {x['error']}")
+    return 0 if all(x["landed"] for x in letters) else 1
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # main
 # ---------------------------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
@@ -207,6 +251,13 @@ def build_parser() -> argparse.ArgumentParser:
     bf.add_argument("--end", help="last day (default: yesterday)")
     bf.add_argument("--url", default="http://127.0.0.1:3000", help="the Dagster webserver (default: tv-platform dev's)")
     bf.add_argument("--no-wait", action="store_true", help="submit and return; follow it in the UI")
+
+    qu = sub.add_parser("quarantine", help="quarantined messages and dead letters of the live stream")
+    qu_sub = qu.add_subparsers(dest="action", required=True)
+    ql = qu_sub.add_parser("list", help="per day: quarantined, replayed, still quarantined (by reason), dead letters")
+    ql.add_argument("--date", help="one day (default: every day with any)")
+    qr = qu_sub.add_parser("replay", help="re-validate a day's quarantine and re-land its dead letters, exactly once")
+    qr.add_argument("--date", required=True)
 
     from tv_platform.engines.kafka import add_produce_parser
     from tv_platform.engines.superset import add_superset_parser
@@ -276,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
             from tv_platform.engines.kafka import produce_command
 
             return produce_command(args)
+        if args.command == "quarantine":
+            return quarantine_command(args)
     except StackError as exc:
         print(f"tv-platform: {exc}", file=sys.stderr)
         return 1

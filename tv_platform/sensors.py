@@ -3,19 +3,24 @@
 Cursor (JSON)::
 
     {"topic": "<topic>", "epoch": "<id of this cursor's life>", "next": {"<partition>": <next offset>},
-     "pending": [[[[partition, start, end], ...], day, attempt], ...]}
+     "pending": [[[[partition, start, end], ...], day, attempt, retry_at], ...], "topic_id": "<topic id>"}
 
 Each tick reads the end offsets (last stable offsets: ``read_committed``) and cuts the new offsets of every partition
 (bounded by a record and a time budget, so a tick stays well under Dagster's 60 s limit) into contiguous ranges of one
 event date — from metadata alone: records carry their event's time as their timestamp, so the broker's time index
 (``offsets_for_times`` at each midnight) says where a day ends; only the first record of a new range is read, for its
-timestamp, never a payload. Every event is read once, by the landing run — and requests one run per date — all partitions' ranges of that date in one run, so a trickling stream
-costs one run per tick, not one per partition; a burst is split into runs of at most MAX_RUN_RECORDS records, which
+timestamp, never a payload; every event is read once, by the landing run. It requests one run per date — all
+partitions' ranges of that date in one run, so a trickling stream costs one run per tick, not one per partition; a burst is split into runs of at most MAX_RUN_RECORDS records, which
 then land side by side: ``partition_key`` = the date, ``run_config`` = the offset ranges (never payloads),
 ``run_key`` = ``topic:epoch:partition:start-end[+partition:start-end…]`` — offset ranges never overlap within an
 epoch, and a reset cursor starts a new epoch so its keys never collide with the old ones. A requested run stays
-*pending* until it succeeds; a failed or canceled run is requested again (``…#retryN``), so a failure leaves its
-ranges to be retried, never skipped.
+*pending* until it succeeds — there is no cap on how many: nothing pending is ever dropped. A failed or canceled run
+(also one whose process died: run monitoring marks it failed) is requested again (``…#retryN``) after a backoff
+(``TVP_LANDING_RETRY_BACKOFF`` seconds, doubling, at most MAX_BACKOFF_S); after ``TVP_LANDING_MAX_ATTEMPTS`` runs its
+ranges become a *dead letter*: a file in the lake (``tv_platform.quarantine``) with the reason, which the
+``no_dead_letters`` check of the topic reports failing and ``tv-platform quarantine list|replay`` shows and re-lands.
+The cursor also names the topic's id: a topic deleted and created again (a new id) starts a new cursor, and the old
+incarnation's pending ranges — their messages are gone — become dead letters.
 The consumer lag (end offset − next offset, per partition) is recorded as an observation of the topic asset.
 """
 
@@ -27,10 +32,11 @@ import uuid
 import dagster as dg
 from kafka import TopicPartition
 
+from tv_platform import quarantine
 from tv_platform.assets.ingest import kafka_topic, tv_stream_snapshot
-from tv_platform.engines.kafka import KafkaResource
+from tv_platform.engines.hdfs import LakeResource
 from tv_platform.dates import day_start_ms, record_day
-from tv_platform.engines.kafka import RangeReader
+from tv_platform.engines.kafka import KafkaResource, RangeReader
 from tv_platform.partitions import daily
 from tv_platform.settings import get_settings
 from tv_platform.streaming import DateRange
@@ -38,37 +44,46 @@ from tv_platform.streaming import DateRange
 MAX_RECORDS_PER_TICK = 10_000_000  # offsets handed out a tick (no record is read to hand them out)
 MAX_RUN_RECORDS = 500_000  # records per landing run, at most (a run holds its ranges in memory)
 TICK_BUDGET_S = 25.0
-MAX_PENDING = 500
+MAX_BACKOFF_S = 900  # retries of a failing range wait 30 s, 60 s, 120 s … at most 15 min
 
 land_stream_job = dg.define_asset_job(
     "land_kafka_stream",
     selection=dg.AssetSelection.assets(tv_stream_snapshot),
     description="Lands offset ranges of the events topic in HDFS (started by the kafka sensor).",
+    # run monitoring fails a run past this (a hung or orphaned run); the sensor then retries its ranges
+    tags={"dagster/max_runtime": str(get_settings().landing_max_runtime)},
 )
 
 
-def new_cursor(topic: str) -> dict:
-    return {"topic": topic, "epoch": uuid.uuid4().hex[:8], "next": {}, "pending": []}
+def new_cursor(topic: str, topic_id: str = "") -> dict:
+    return {"topic": topic, "topic_id": topic_id, "epoch": uuid.uuid4().hex[:8], "next": {}, "pending": []}
 
 
 def load_cursor(raw: str | None, topic: str | None = None) -> dict:
+    """The cursor; a pending entry is ``[ranges, day, attempt, retry_at]`` (``retry_at``: when a failed run may be
+    requested again, epoch seconds; 0 = its run was requested)."""
     if not raw:
         return new_cursor(topic or "")
     cursor = json.loads(raw)
     # a cursor from before runs carried several ranges: [partition, start, end, day, attempt]
     cursor["pending"] = [[[e[:3]], e[3], e[4]] if len(e) == 5 else e for e in cursor.get("pending", [])]
+    cursor["pending"] = [[*e, 0] if len(e) == 3 else e for e in cursor["pending"]]  # … and before backoff
     cursor.setdefault("next", {})
     cursor.setdefault("epoch", uuid.uuid4().hex[:8])
     cursor.setdefault("topic", topic or "")
+    cursor.setdefault("topic_id", "")
     return cursor
 
 
-def stale_cursor(cursor: dict, topic: str, end_offsets: dict[int, int]) -> str | None:
-    """Why ``cursor`` cannot go on for ``topic`` (None when it can): it was kept for another topic, or a partition's
-    next offset lies beyond the partition's end — the topic was deleted and created again, or truncated. Going on
-    would skip every new message up to the old offsets, silently; the sensor starts a new cursor instead."""
+def stale_cursor(cursor: dict, topic: str, end_offsets: dict[int, int], topic_id: str = "") -> str | None:
+    """Why ``cursor`` cannot go on for ``topic`` (None when it can): it was kept for another topic or another
+    incarnation of it (topic id), or a partition's next offset lies beyond the partition's end — the topic was deleted
+    and created again, or truncated. Going on would skip every new message up to the old offsets, silently; the
+    sensor starts a new cursor instead."""
     if cursor.get("topic") and cursor["topic"] != topic:
         return f"the cursor was kept for topic {cursor['topic']!r}, the sensor now reads {topic!r}"
+    if cursor.get("topic_id") and topic_id and cursor["topic_id"] != topic_id:
+        return f"{topic} was deleted and created again (topic id {cursor['topic_id']}, now {topic_id})"
     beyond = {p: (int(n), end_offsets.get(int(p), 0)) for p, n in cursor["next"].items()
               if int(n) > end_offsets.get(int(p), 0)}
     if beyond:
@@ -82,12 +97,13 @@ def run_key(topic: str, epoch: str, ranges: list, attempt: int = 0) -> str:
     return key if attempt == 0 else f"{key}#retry{attempt}"
 
 
-def run_request(topic: str, epoch: str, ranges: list, day: str, attempt: int = 0) -> dg.RunRequest:
+def run_request(topic: str, epoch: str, ranges: list, day: str, attempt: int = 0, topic_id: str = "") -> dg.RunRequest:
     return dg.RunRequest(
         run_key=run_key(topic, epoch, ranges, attempt),
         partition_key=day,
         run_config={"ops": {"tv_stream_snapshot": {"config": {
-            "topic": topic, "ranges": [{"partition": p, "start": start, "end": end} for p, start, end in ranges]}}}},
+            "topic": topic, "topic_id": topic_id,
+            "ranges": [{"partition": p, "start": start, "end": end} for p, start, end in ranges]}}}},
         tags={"tv_platform/kafka_ranges": " ".join(f"{p}:{start}-{end}" for p, start, end in ranges)},
     )
 
@@ -109,32 +125,82 @@ def pack_runs(ranges: list[DateRange], most: int) -> list[tuple[str, list]]:
     return runs
 
 
-def _pending_state(instance: dg.DagsterInstance, key: str) -> str:
-    """'done', 'failed' or 'running' for the latest run of a run key ('running' also while not yet launched)."""
+def _latest_run(instance: dg.DagsterInstance, key: str):
     runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/run_key": key}), limit=1)
-    if not runs:
+    return runs[0] if runs else None
+
+
+def _pending_state(run) -> str:
+    """'done', 'failed' or 'running' for the latest run of a run key ('running' also while not yet launched)."""
+    if run is None:
         return "running"
-    status = runs[0].status
-    if status == dg.DagsterRunStatus.SUCCESS:
+    if run.status == dg.DagsterRunStatus.SUCCESS:
         return "done"
-    if status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED):
+    if run.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED):
         return "failed"
     return "running"
 
 
-def settle_pending(context: dg.SensorEvaluationContext, cursor: dict, topic: str) -> tuple[list, list]:
-    """(run requests, runs still pending) for the runs requested before: the landed ones are dropped, the failed
-    ones requested again."""
-    requests, still_pending = [], []
-    for ranges, day, attempt in cursor["pending"]:
-        state = _pending_state(context.instance, run_key(topic, cursor["epoch"], ranges, attempt))
-        if state == "failed":
+def _failure_reason(instance: dg.DagsterInstance, run) -> str:
+    """Why a run failed, in one line: its step's error, else the run's failure message."""
+    records = instance.get_records_for_run(
+        run.run_id, of_type={dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.RUN_FAILURE}).records
+    for record in records:
+        event = record.event_log_entry.dagster_event
+        error = getattr(getattr(event, "event_specific_data", None), "error", None)
+        if error is not None:
+            return f"{error.cls_name}: {error.message.strip()}"[:500]
+    for record in records:
+        if record.event_log_entry.message:
+            return record.event_log_entry.message[:500]
+    return f"run {run.status.value.lower()}"
+
+
+def backoff_s(attempt: int, base: int | None = None) -> int:
+    """Seconds to wait before attempt ``attempt`` (1 = the first retry): base, 2·base, 4·base … at most MAX_BACKOFF_S."""
+    base = get_settings().landing_retry_backoff if base is None else base
+    return int(min(base * 2 ** max(attempt - 1, 0), MAX_BACKOFF_S))
+
+
+def settle_pending(context: dg.SensorEvaluationContext, cursor: dict, topic: str, lake: LakeResource | None = None,
+                   now: float | None = None) -> tuple[list, list, list]:
+    """(run requests, runs still pending, new dead letters) for the runs requested before: the landed ones are
+    dropped; a failed one is requested again once its backoff has passed, or, after the last attempt, written to the
+    lake as a dead letter (never dropped silently)."""
+    settings = get_settings()
+    now = time.time() if now is None else now
+    requests, still_pending, dead = [], [], []
+    for ranges, day, attempt, retry_at in cursor["pending"]:
+        if retry_at:  # failed before, waiting out its backoff
+            if now < retry_at:
+                still_pending.append([ranges, day, attempt, retry_at])
+            else:
+                requests.append(run_request(topic, cursor["epoch"], ranges, day, attempt, cursor.get("topic_id", "")))
+                still_pending.append([ranges, day, attempt, 0])
+            continue
+        run = _latest_run(context.instance, run_key(topic, cursor["epoch"], ranges, attempt))
+        state = _pending_state(run)
+        if state == "running":
+            still_pending.append([ranges, day, attempt, 0])
+        elif state == "failed":
+            reason = _failure_reason(context.instance, run)
+            if attempt + 1 >= settings.landing_max_attempts:
+                letter = quarantine.dead_letter(cursor, ranges, day, attempt + 1, reason, run.run_id)
+                if lake is not None:
+                    quarantine.write_dead_letter(lake, letter)
+                context.log.error(f"ranges {ranges} ({day}) failed {attempt + 1} times; dead letter: {reason}")
+                dead.append(letter)
+                continue
             attempt += 1
-            context.log.warning(f"ranges {ranges} ({day}) failed; requesting them again (attempt {attempt})")
-            requests.append(run_request(topic, cursor["epoch"], ranges, day, attempt))
-        if state != "done":
-            still_pending.append([ranges, day, attempt])
-    return requests, still_pending
+            wait = backoff_s(attempt, settings.landing_retry_backoff)
+            context.log.warning(f"ranges {ranges} ({day}) failed ({reason}); attempt {attempt + 1} of "
+                                f"{settings.landing_max_attempts} in {wait} s")
+            if wait <= 0:
+                requests.append(run_request(topic, cursor["epoch"], ranges, day, attempt, cursor.get("topic_id", "")))
+                still_pending.append([ranges, day, attempt, 0])
+            else:
+                still_pending.append([ranges, day, attempt, now + wait])
+    return requests, still_pending, dead
 
 
 def share_budget(backlog: dict, budget: int) -> dict:
@@ -240,8 +306,8 @@ def request_new_ranges(consumer, reader: RangeReader, cursor: dict, tps: list, b
         cursor["next"][str(tp.partition)] = position
         lag[str(tp.partition)] = max(end_offsets[tp] - position, 0)
     for day, ranges in pack_runs(split_ranges(found, MAX_RUN_RECORDS), MAX_RUN_RECORDS):
-        requests.append(run_request(tps[0].topic, cursor["epoch"], ranges, day))
-        pending.append([ranges, day, 0])
+        requests.append(run_request(tps[0].topic, cursor["epoch"], ranges, day, topic_id=cursor.get("topic_id", "")))
+        pending.append([ranges, day, 0, 0])
     return lag
 
 
@@ -251,37 +317,49 @@ def request_new_ranges(consumer, reader: RangeReader, cursor: dict, tps: list, b
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Consumes the Kafka events topic: requests landing runs of offset ranges, one event date per run.",
 )
-def kafka_events_sensor(context: dg.SensorEvaluationContext, kafka: KafkaResource) -> dg.SensorResult:
+def kafka_events_sensor(context: dg.SensorEvaluationContext, kafka: KafkaResource,
+                        lake: LakeResource) -> dg.SensorResult:
     started = time.monotonic()
     topic = kafka.topic
     cursor = load_cursor(context.cursor, topic)
+    dead: list = []
     with kafka.consumer() as consumer, kafka.reader(topic) as reader:  # offsets, then the new records
         tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
         begin = consumer.beginning_offsets(tps) if tps else {}
         end_offsets = consumer.end_offsets(tps) if tps else {}
-        why = stale_cursor(cursor, topic, {tp.partition: o for tp, o in end_offsets.items()})
+        topic_id = kafka.topic_id(topic) if tps else ""
+        why = stale_cursor(cursor, topic, {tp.partition: o for tp, o in end_offsets.items()}, topic_id)
         if why:
+            # the old incarnation's messages are gone: what was pending becomes dead letters, with the reason
+            for ranges, day, attempt, _ in cursor["pending"]:
+                letter = quarantine.dead_letter(cursor, ranges, day, attempt, f"never landed: {why}", "")
+                quarantine.write_dead_letter(lake, letter)
+                dead.append(letter)
             context.log.warning(f"{why}; starting a new cursor (new epoch) from the beginning of {topic}"
-                                + (f", dropping {len(cursor['pending'])} pending ranges" if cursor["pending"] else ""))
-            cursor = new_cursor(topic)
-        requests, still_pending = settle_pending(context, cursor, topic)
+                                + (f"; {len(dead)} pending ranges are dead letters" if dead else ""))
+            cursor = new_cursor(topic, topic_id)
+        cursor["topic_id"] = cursor.get("topic_id") or topic_id
+        requests, still_pending, failed = settle_pending(context, cursor, topic, lake)
+        dead += failed
         lag = request_new_ranges(consumer, reader, cursor, tps, begin, end_offsets, deadline=started + TICK_BUDGET_S,
                                  requests=requests, pending=still_pending)
 
-    if len(still_pending) > MAX_PENDING:
-        context.log.warning(f"{len(still_pending)} ranges pending; keeping the newest {MAX_PENDING}")
-        still_pending = still_pending[-MAX_PENDING:]
     cursor["pending"] = still_pending
-    observation = dg.AssetObservation(
+    events: list = [dg.AssetObservation(
         asset_key=kafka_topic.key,
         metadata={
             "consumer_lag": dg.MetadataValue.int(sum(lag.values())),
             "lag_by_partition": dg.MetadataValue.json(lag),
             "next_offsets": dg.MetadataValue.json(cursor["next"]),
             "pending_ranges": dg.MetadataValue.int(len(still_pending)),
+            "retrying_ranges": dg.MetadataValue.int(sum(1 for e in still_pending if e[2] > 0)),
         },
-    )
-    return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor), asset_events=[observation])
+    )]
+    if dead or "dead_letters" not in cursor:  # the check's state, whenever it may have changed
+        letters = quarantine.dead_letters(lake)
+        cursor["dead_letters"] = len(letters)
+        events.append(quarantine.dead_letter_evaluation(letters))
+    return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor), asset_events=events)
 
 
 sensors = [kafka_events_sensor]

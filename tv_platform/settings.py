@@ -37,6 +37,9 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "TVP_KAFKA_COMPRESSION": ("lz4", "producer compression: `none`, `gzip`, `snappy`, `lz4` or `zstd`"),
     "TVP_KAFKA_BROKERS": ("1", "brokers of the local KRaft cluster (`stack up --kafka-brokers 3`: RF 3, min.insync.replicas 2); node n listens on the bootstrap and controller ports + 2(n-1)"),
     "TVP_KAFKA_SASL_SSL_PORT": ("0", "local stack: port of an extra SASL_SSL listener (certificates and SCRAM user made at `stack up`); 0 = none"),
+    "TVP_LANDING_MAX_ATTEMPTS": ("5", "landing runs of one offset range before it becomes a dead letter"),
+    "TVP_LANDING_RETRY_BACKOFF": ("30", "seconds before the first retry of a failed landing run (doubling, at most 15 min)"),
+    "TVP_LANDING_MAX_RUNTIME": ("600", "seconds a landing run may take before run monitoring fails it (and it is retried)"),
     # HDFS
     "TVP_HDFS_URL": ("hdfs://127.0.0.1:8020", "Hadoop-compatible file system URL of the lake (hdfs://, file://)"),
     "TVP_WEBHDFS_URL": ("http://127.0.0.1:9870", "WebHDFS endpoint of the NameNode"),
@@ -109,6 +112,9 @@ class Settings:
     kafka_compression: str
     kafka_brokers: int
     kafka_sasl_ssl_port: int
+    landing_max_attempts: int
+    landing_retry_backoff: int
+    landing_max_runtime: int
     hdfs_url: str
     webhdfs_url: str
     hdfs_user: str

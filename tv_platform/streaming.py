@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import TYPE_CHECKING, NamedTuple, Sequence
 
@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 SESSION_ID = re.compile(r"^[0-9a-f]{32}$")
 TIMER_FORMAT = "%Y-%m-%d %H:%M:%S"
+MAX_PAYLOAD_BYTES = 64 * 1024  # an event is ~130 bytes; anything this big is not one (and is not parsed)
+MAX_ID = 2**31 - 1  # user and channel ids are Hive INT columns: a bigger one would be read back as NULL
 
 
 class Message(NamedTuple):
@@ -107,22 +109,40 @@ class Rejected:
 
 def _int(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-            return int(value)
-        raise ValueError(f"{name} is not an integer: {value!r}")
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit() and len(value) <= 40:
+            value = int(value)
+        else:
+            raise ValueError(f"{name} is not an integer: {_short(value)}")
+    if not 0 < value <= MAX_ID:
+        raise ValueError(f"{name} out of range: {_short(value)} (ids are 1..{MAX_ID})")
     return value
+
+
+def _short(value, most: int = 60) -> str:
+    """``repr(value)`` for a reason, cut to ``most`` characters (a huge int or a deep value cannot make it raise)."""
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):
+        text = f"<{type(value).__name__} too large to show>"
+    return text if len(text) <= most else text[:most] + f"… ({len(text)} chars)"
 
 
 def parse_event(value: bytes | None) -> Event:
     """Parse and type-check one message value; ValueError with the reason when it is bad (the reason is kept)."""
     if value is None:
         raise ValueError("no payload (a null value)")
+    if len(value) > MAX_PAYLOAD_BYTES:
+        raise ValueError(f"payload too large: {len(value)} bytes (an event has at most {MAX_PAYLOAD_BYTES})")
     try:
         obj = json.loads(value.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ValueError("payload is not UTF-8") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"payload is not UTF-8 (byte {exc.start})") from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"malformed JSON: {exc.msg} at char {exc.pos}") from None
+    except RecursionError:
+        raise ValueError("malformed event: JSON nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer literal of thousands of digits
+        raise ValueError(f"malformed JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise ValueError(f"payload is a JSON {type(obj).__name__}, not an object")
     missing = [f for f in EVENT_COLUMNS if f not in obj]
@@ -133,18 +153,18 @@ def parse_event(value: bytes | None) -> Event:
         raise ValueError(f"unexpected fields: {', '.join(extra)}")
     session_id = obj["session_id"]
     if not isinstance(session_id, str) or not SESSION_ID.match(session_id):
-        raise ValueError(f"session_id is not 32 lowercase hex digits: {session_id!r}")
+        raise ValueError(f"session_id is not 32 lowercase hex digits: {_short(session_id)}")
     user_id = _int(obj["user_id"], "user_id")
     channel_id = _int(obj["channel_id"], "channel_id")
     if not isinstance(obj["timer"], str):
-        raise ValueError(f"timer is not a string: {obj['timer']!r}")
+        raise ValueError(f"timer is not a string: {_short(obj['timer'])}")
     try:
         timer = datetime.strptime(obj["timer"], TIMER_FORMAT)
     except ValueError:
-        raise ValueError(f"unparseable timer: {obj['timer']!r} (expected YYYY-MM-DD HH:MM:SS)") from None
+        raise ValueError(f"unparseable timer: {_short(obj['timer'])} (expected YYYY-MM-DD HH:MM:SS)") from None
     status = obj["status"]
     if status not in STATUSES:
-        raise ValueError(f"unknown status: {status!r}")
+        raise ValueError(f"unknown status: {_short(status)}")
     return Event(session_id, user_id, channel_id, timer, status)
 
 
@@ -219,6 +239,8 @@ class Landing:
 
     good: "pd.DataFrame"
     rejected: list[Rejected]
+    new_channels: list[int] = field(default_factory=list)
+    new_users: list[int] = field(default_factory=list)
 
     @property
     def rows(self) -> list[list]:
@@ -248,13 +270,16 @@ column-wise; any other message — other field order, escapes, strings for numbe
 ``parse_event`` one by one, so both paths accept and reject exactly the same messages."""
 
 
-def validate(messages: "Records | Sequence[Message]", day: str, channel_ids: set[int],
-             user_ids: "set[int] | range") -> Landing:
-    """Split a range's messages into good events and rejected messages, each with its reason.
+def validate(messages: "Records | Sequence[Message]", day: str, channel_ids: "set[int] | None" = None,
+             user_ids: "set[int] | range | None" = None) -> Landing:
+    """Split a range's messages into good events and rejected messages, each with its reason; total — no message can
+    make it raise (a payload that breaks the parser is rejected with the reason, the rest of the range is decided).
 
     Bulk: the common, canonical message is parsed and checked with Arrow kernels over the whole range; the rest with
-    ``parse_event``. Reasons, in the order they are tried: the payload itself (``parse_event``), unknown channel,
-    unknown user, event date outside the partition."""
+    ``parse_event``. Reasons, in the order they are tried: the payload itself (``parse_event``: size, UTF-8, JSON,
+    fields, types, id range, timer, status), then the event date outside the partition. Ids missing from the
+    reference data (``channel_ids``/``user_ids``) do not reject an event: it lands, and the ids are returned in
+    ``new_channels``/``new_users`` (inferred dimension members, docs/lake.md)."""
     import numpy as np
     import pandas as pd
     import pyarrow as pa
@@ -266,49 +291,21 @@ def validate(messages: "Records | Sequence[Message]", day: str, channel_ids: set
     index: list[int] = []
     rejected: dict[int, Rejected] = {}
 
-    # 1. canonical messages, column-wise
+    # 1. canonical messages, column-wise (a failure of a kernel on odd bytes sends the whole range one by one)
     fast = np.zeros(n, dtype=bool)
-    if n:
-        found = pc.extract_regex(records.values, _CANONICAL)
-        matched = pc.is_valid(found).to_numpy(zero_copy_only=False)
-        rows = np.flatnonzero(matched)
-        if len(rows):
-            sub = found.filter(pa.array(matched))
-            field = {c: sub.field(c).cast(pa.string()) for c in EVENT_COLUMNS}
-            timers = field["timer"]
-            parsed = pc.strptime(timers, format=TIMER_FORMAT, unit="s", error_is_null=True)
-            # Arrow rolls 2023-02-30 over to 03-02; a timer is good only if it reads back the same
-            real = pc.fill_null(pc.equal(pc.strftime(parsed, format=TIMER_FORMAT), timers), False).to_numpy(zero_copy_only=False)
-            rows, field = rows[real], {c: a.filter(pa.array(real)) for c, a in field.items()}
-            fast[rows] = True
-            user = field["user_id"].cast(pa.int64()).to_numpy()
-            channel = field["channel_id"].cast(pa.int64()).to_numpy()
-            timer = field["timer"].to_numpy(zero_copy_only=False)
-            known_channel = np.isin(channel, np.fromiter(channel_ids, dtype=np.int64, count=len(channel_ids)))
-            if isinstance(user_ids, range) and user_ids.step == 1:
-                known_user = (user >= user_ids.start) & (user < user_ids.stop)
-            else:
-                known_user = np.isin(user, np.fromiter(user_ids, dtype=np.int64, count=len(user_ids)))
-            dates = pc.utf8_slice_codeunits(field["timer"], 0, 10).to_numpy(zero_copy_only=False)
-            in_day = dates == day
-            for i in np.flatnonzero(~(known_channel & known_user & in_day)):
-                at = int(rows[i])
-                if not known_channel[i]:
-                    reason = f"unknown channel_id {channel[i]}"
-                elif not known_user[i]:
-                    reason = f"unknown user_id {user[i]}"
-                else:
-                    reason = f"event date {dates[i]} is outside the partition {day}"
-                rejected[at] = Rejected(records[at], reason)
-            ok = known_channel & known_user & in_day
-            index.extend(rows[ok].tolist())
-            columns["session_id"].extend(field["session_id"].filter(pa.array(ok)).to_pylist())
-            columns["user_id"].extend(user[ok].tolist())
-            columns["channel_id"].extend(channel[ok].tolist())
-            columns["timer"].extend(timer[ok].tolist())
-            columns["status"].extend(field["status"].filter(pa.array(ok)).to_pylist())
+    try:
+        fast_columns = _canonical_columns(records, day, rejected) if n else None
+    except (pa.ArrowException, ValueError, OverflowError):
+        rejected.clear()
+        fast_columns = None
+    if fast_columns is not None:
+        rows, ok_rows, found = fast_columns
+        fast[rows] = True
+        index.extend(ok_rows.tolist())
+        for c in EVENT_COLUMNS:
+            columns[c].extend(found[c])
 
-    # 2. everything else, one by one, with the reason parse_event gives
+    # 2. everything else, one by one, with the reason parse_event gives; nothing one message does may escape
     for at in np.flatnonzero(~fast).tolist():
         m = records[at]
         try:
@@ -316,11 +313,10 @@ def validate(messages: "Records | Sequence[Message]", day: str, channel_ids: set
         except ValueError as exc:
             rejected[at] = Rejected(m, str(exc))
             continue
-        if ev.channel_id not in channel_ids:
-            rejected[at] = Rejected(m, f"unknown channel_id {ev.channel_id}")
-        elif ev.user_id not in user_ids:
-            rejected[at] = Rejected(m, f"unknown user_id {ev.user_id}")
-        elif ev.timer.date().isoformat() != day:
+        except Exception as exc:  # noqa: BLE001 - RecursionError, MemoryError …: this message, not the range
+            rejected[at] = Rejected(m, f"unreadable event: {type(exc).__name__}: {str(exc)[:200]}")
+            continue
+        if ev.timer.date().isoformat() != day:
             rejected[at] = Rejected(m, f"event date {ev.timer.date().isoformat()} is outside the partition {day}")
         else:
             index.append(at)
@@ -334,4 +330,62 @@ def validate(messages: "Records | Sequence[Message]", day: str, channel_ids: set
         good = good.sort_index().reset_index(drop=True)  # message order
     if len(good) + len(rejected) != n:
         raise AssertionError(f"validation lost messages: {n} read, {len(good)} good + {len(rejected)} rejected")
-    return Landing(good, [rejected[k] for k in sorted(rejected)])
+    return Landing(good, [rejected[k] for k in sorted(rejected)],
+                   new_channels=_unknown(good["channel_id"], channel_ids),
+                   new_users=_unknown(good["user_id"], user_ids))
+
+
+def _unknown(ids: "pd.Series", known: "set[int] | range | None") -> list[int]:
+    """The distinct ids not in ``known`` (sorted; none when nothing is known to compare with)."""
+    import numpy as np
+
+    if known is None or not len(ids):
+        return []
+    distinct = np.unique(ids.to_numpy(dtype=np.int64))
+    if isinstance(known, range) and known.step == 1:
+        inside = (distinct >= known.start) & (distinct < known.stop)
+    else:
+        inside = np.isin(distinct, np.fromiter(known, dtype=np.int64, count=len(known)))
+    return distinct[~inside].tolist()
+
+
+def _canonical_columns(records: Records, day: str, rejected: dict):
+    """The bulk path of :func:`validate`: (rows decided here, rows that are good, their columns); the rejected ones
+    (events of another date) are put in ``rejected``."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    small = pc.fill_null(pc.less_equal(pc.binary_length(records.values), MAX_PAYLOAD_BYTES), False)
+    found = pc.extract_regex(pc.if_else(small, records.values, pa.scalar(b"", pa.binary())), _CANONICAL)
+    matched = pc.is_valid(found).to_numpy(zero_copy_only=False)
+    rows = np.flatnonzero(matched)
+    empty = {c: [] for c in EVENT_COLUMNS}
+    if not len(rows):
+        return rows, rows, empty
+    sub = found.filter(pa.array(matched))
+    field = {c: sub.field(c).cast(pa.string()) for c in EVENT_COLUMNS}
+    timers = field["timer"]
+    parsed = pc.strptime(timers, format=TIMER_FORMAT, unit="s", error_is_null=True)
+    # Arrow rolls 2023-02-30 over to 03-02; a timer is good only if it reads back the same
+    real = pc.fill_null(pc.equal(pc.strftime(parsed, format=TIMER_FORMAT), timers), False).to_numpy(zero_copy_only=False)
+    user = field["user_id"].cast(pa.int64()).to_numpy()
+    channel = field["channel_id"].cast(pa.int64()).to_numpy()
+    # an id out of range goes the slow way, for parse_event's reason
+    real &= (user > 0) & (user <= MAX_ID) & (channel > 0) & (channel <= MAX_ID)
+    rows, user, channel = rows[real], user[real], channel[real]
+    field = {c: a.filter(pa.array(real)) for c, a in field.items()}
+    dates = pc.utf8_slice_codeunits(field["timer"], 0, 10).to_numpy(zero_copy_only=False)
+    in_day = dates == day
+    for i in np.flatnonzero(~in_day):
+        at = int(rows[i])
+        rejected[at] = Rejected(records[at], f"event date {dates[i]} is outside the partition {day}")
+    keep = pa.array(in_day)
+    out = {
+        "session_id": field["session_id"].filter(keep).to_pylist(),
+        "user_id": user[in_day].tolist(),
+        "channel_id": channel[in_day].tolist(),
+        "timer": field["timer"].filter(keep).to_pylist(),
+        "status": field["status"].filter(keep).to_pylist(),
+    }
+    return rows, rows[in_day], out

@@ -75,3 +75,13 @@ def create_warehouse_schema(stack: Settings, schema: str) -> None:
 
 def pytest_report_header(config):
     return f"tv_platform: TVP_ENV={os.environ.get('TVP_ENV', 'local')} state={get_settings().state_dir}"
+
+
+def hive_resources(stack: Settings, root: str, database: str) -> dict:
+    """``hive`` and ``hive_io_manager`` on the stack's Spark for a lake root and Hive database of a test's own."""
+    from tv_platform.engines.spark import HiveIOManager, HiveResource
+
+    hive = HiveResource(spark_remote=stack.spark_remote, database=database, lake_url=stack.hdfs_url, lake_root=root,
+                        webhdfs_url=stack.webhdfs_url, hdfs_user=stack.hdfs_user)
+    return {"hive": hive, "hive_io_manager": HiveIOManager(spark_remote=stack.spark_remote, database=database,
+                                                           database_location=hive.resolved_database_location())}

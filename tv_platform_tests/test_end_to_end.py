@@ -62,7 +62,7 @@ def test_replayed_seed_day_gives_the_seeds_published_numbers(stack, spark, isola
     assert dg.materialize([ingest.channels, ingest.users], resources={"hdfs_io_manager": hdfs_io},
                           run_config={"ops": {"users": {"config": {"users": 10_000}}}}).success
     tick = kafka_events_sensor(dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(),
-                                                       resources={"kafka": kafka}))
+                                                       resources={"kafka": kafka, "lake": lake_res}))
     landed = 0
     for rr in tick.run_requests:
         res = dg.materialize([ingest.tv_stream_snapshot], partition_key=rr.partition_key, run_config=rr.run_config,

@@ -15,6 +15,7 @@ from tv_platform.engines.hdfs import HdfsCsvIOManager, LakeResource
 from tv_platform.engines.kafka import publish
 from tv_platform.resources import hdfs_io_manager, kafka_resource, lake_resource
 from tv_platform.sensors import kafka_events_sensor, run_key
+from tv_platform.settings import get_settings
 
 pytestmark = pytest.mark.services
 
@@ -80,9 +81,10 @@ def test_history_partition_is_the_simulated_day_and_rewrites_identically(stack, 
     assert landed["timer"].tolist() == expected["timer"].dt.strftime("%Y-%m-%d %H:%M:%S").tolist()
 
 
-def _sensor_tick(kafka, cursor=None, instance=None):
+def _sensor_tick(kafka, cursor=None, instance=None, lake=None):
     instance = instance or dg.DagsterInstance.ephemeral()
-    ctx = dg.build_sensor_context(cursor=cursor, instance=instance, resources={"kafka": kafka})
+    lake = lake or LakeResource(**{**lake_resource(get_settings()).model_dump(), "lake_root": "/tests/ingest_sensor"})
+    ctx = dg.build_sensor_context(cursor=cursor, instance=instance, resources={"kafka": kafka, "lake": lake})
     return kafka_events_sensor(ctx), instance
 
 
@@ -221,8 +223,7 @@ def test_bad_messages_end_in_quarantine_with_their_reason(stack, reference, lake
         json.dumps({k: v for k, v in good.items() if k != "status"}).encode(),
         json.dumps(good | {"extra": 1}).encode(),
         json.dumps(good | {"user_id": "abc"}).encode(),
-        json.dumps(good | {"channel_id": 999}).encode(),
-        json.dumps(good | {"user_id": 10**9}).encode(),
+        json.dumps(good | {"user_id": 2**31}).encode(),
         json.dumps(good | {"timer": "yesterday"}).encode(),
         json.dumps(good | {"status": "paused"}).encode(),
     ]
@@ -237,16 +238,16 @@ def test_bad_messages_end_in_quarantine_with_their_reason(stack, reference, lake
     (_rr, res), = list(_land(stack, lake_res, kafka, result.run_requests))
     assert res.success
     meta = res.asset_materializations_for_node("tv_stream_snapshot")[0].metadata
-    assert (meta["events_read"].value, meta["events_landed"].value, meta["events_quarantined"].value) == (9, 1, 8)
+    assert (meta["events_read"].value, meta["events_landed"].value, meta["events_quarantined"].value) == (8, 1, 7)
     assert all(c.passed for c in res.get_asset_check_evaluations())
 
-    name = layout.range_file_name(0, 0, 9)
+    name = layout.range_file_name(0, 0, 8, kafka.topic_id())
     q = _read_csv(lake_res, f"{layout.partition_dir(layout.quarantine_dir('tv_stream', lake_res.lake_root), '2023-10-05')}/{name}")
     assert q["topic"].unique().tolist() == [kafka.topic]
-    assert q["offset"].tolist() == list(range(1, 9))
+    assert q["offset"].tolist() == list(range(1, 8))
     reasons = q["reason"].tolist()
     for fragment in ["malformed JSON", "missing fields: status", "unexpected fields: extra", "user_id is not an integer",
-                     "unknown channel_id 999", f"unknown user_id {10**9}", "unparseable timer", "unknown status"]:
+                     f"user_id out of range: {2**31}", "unparseable timer", "unknown status"]:
         assert any(fragment in r for r in reasons), fragment
     assert q.loc[0, "payload"] == "{not json"
 
@@ -268,7 +269,18 @@ class _CrashingLake(LakeResource):
         return real
 
 
-def test_interrupted_landing_rerun_gives_byte_identical_file_and_failed_range_is_retried(stack, reference, lake_res, unique):
+@pytest.fixture
+def no_backoff(monkeypatch):
+    """Failed ranges are retried at the next tick (TVP_LANDING_RETRY_BACKOFF=0)."""
+    monkeypatch.setenv("TVP_LANDING_RETRY_BACKOFF", "0")
+    get_settings.cache_clear()
+    yield
+    monkeypatch.delenv("TVP_LANDING_RETRY_BACKOFF")
+    get_settings.cache_clear()
+
+
+def test_interrupted_landing_rerun_gives_byte_identical_file_and_failed_range_is_retried(stack, reference, lake_res, unique,
+                                                                                       no_backoff):
     kafka = _topic(stack, f"crash_{unique}", partitions=1)
     from tv_platform.simulator.live import read_recorded
 
@@ -280,7 +292,7 @@ def test_interrupted_landing_rerun_gives_byte_identical_file_and_failed_range_is
     crashing = _CrashingLake(**lake_res.model_dump())
     (_, failed), = list(_land(stack, lake_res, kafka, [rr], instance=instance, lake=crashing))
     assert not failed.success
-    name = layout.range_file_name(0, 0, 500)
+    name = layout.range_file_name(0, 0, 500, kafka.topic_id())
     base = layout.partition_dir(layout.raw_dir("tv_stream", lake_res.lake_root), rr.partition_key)
     assert name not in lake_res.fs().listdir(base)  # nothing half-written under the real name
 
@@ -344,6 +356,6 @@ def test_a_topic_created_again_is_read_from_its_beginning(stack, reference, uniq
     result, _ = _sensor_tick(kafka, cursor=recreated)
     cursor = json.loads(result.cursor)
     assert cursor["next"] == {"0": 30} and cursor["epoch"] != "0ld0ld00"
-    assert cursor["pending"] == [[[[0, 0, 30]], "2023-10-06", 0]]  # the old, unreadable range is gone
+    assert cursor["pending"] == [[[[0, 0, 30]], "2023-10-06", 0, 0]]  # the old, unreadable range is a dead letter
     assert [rr.run_config["ops"]["tv_stream_snapshot"]["config"]["ranges"] for rr in result.run_requests] == [
         [{"partition": 0, "start": 0, "end": 30}]]

@@ -125,7 +125,7 @@ EXPECTED_ANOMALIES = sorted([
     ("s_weird", "invalid_event", "paused"),
 ])
 CHANNELS = [(1, "Россия 1"), (2, "Первый канал"), (3, "РЕН ТВ")]
-USERS = [(u, f"user {u}") for u in range(1, 13) if u != 5]  # user 5 is unknown: the name is NULL, nothing dropped
+USERS = [(u, f"user {u}") for u in range(1, 13) if u != 5]  # user 5 is unknown: an inferred member, nothing dropped
 
 
 @pytest.fixture(scope="module")
@@ -195,9 +195,9 @@ def test_sessionize_day_before_and_after(hand_events, hand_reference):
     both = sessionizing.sessionize(hand_events, "2023-09-22", D, channels=channels, users=users).sessions.toPandas()
     assert sorted(both["session_id"]) == sorted([*EXPECTED_SESSIONS, *EXPECTED_PREVIOUS])
     assert dict(zip(both.session_id, both.dt))["s_prev"] == "2023-09-22"
-    # a user missing from the reference table keeps the session, with no name
+    # a user missing from the reference table keeps the session, named as an inferred member (#14)
     s = sessionizing.sessionize(hand_events, D, channels=channels, users=users.where("user_id != 12")).sessions.toPandas()
-    assert pd.isna(s.set_index("session_id").loc["s_hcross", "user_name"])
+    assert s.set_index("session_id").loc["s_hcross", "user_name"] == "subscriber #12 (not in the subscriber list)"
     assert len(s) == len(EXPECTED_SESSIONS)
 
 

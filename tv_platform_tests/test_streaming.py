@@ -46,9 +46,11 @@ def test_validate_splits_good_and_rejected_and_conserves_counts():
     messages = [msg(0), msg(1, channel_id=999), msg(2, user_id=10**9), msg(3, timer="2023-09-24 00:10:00"),
                 Message(0, 4, b"garbage"), msg(5, status="disabled", timer="2023-09-23 21:00:00")]
     landing = validate(messages, "2023-09-23", channel_ids=set(range(1, 149)), user_ids=range(1, 10_001))
-    assert [r[4] for r in landing.rows] == ["enabled", "disabled"]
-    assert [(x.message.offset, x.reason.split(" ")[0]) for x in landing.rejected] == [
-        (1, "unknown"), (2, "unknown"), (3, "event"), (4, "malformed")]
+    # ids missing from the reference data land (inferred members), and are named
+    assert [(r[1], r[2], r[4]) for r in landing.rows] == [(7, 3, "enabled"), (7, 999, "enabled"), (10**9, 3, "enabled"),
+                                                          (7, 3, "disabled")]
+    assert (landing.new_channels, landing.new_users) == ([999], [10**9])
+    assert [(x.message.offset, x.reason.split(" ")[0]) for x in landing.rejected] == [(3, "event"), (4, "malformed")]
     assert landing.read == len(messages)
 
 
@@ -81,11 +83,7 @@ def _one_by_one(messages, day, channel_ids, user_ids):
         except ValueError as exc:
             bad.append((m.offset, str(exc)))
             continue
-        if ev.channel_id not in channel_ids:
-            bad.append((m.offset, f"unknown channel_id {ev.channel_id}"))
-        elif ev.user_id not in user_ids:
-            bad.append((m.offset, f"unknown user_id {ev.user_id}"))
-        elif ev.timer.date().isoformat() != day:
+        if ev.timer.date().isoformat() != day:
             bad.append((m.offset, f"event date {ev.timer.date().isoformat()} is outside the partition {day}"))
         else:
             good.append([str(x) for x in ev.row()])
@@ -133,9 +131,11 @@ def test_bulk_validation_decides_every_message_as_parse_event_does():
     assert [[str(x) for x in row] for row in landing.rows] == want_good
     assert [(x.message.offset, x.reason) for x in landing.rejected] == want_bad
     assert landing.read == len(messages) and len(want_good) > 400 and len(want_bad) > 1000
+    assert landing.new_users == sorted({int(r[1]) for r in want_good} - set(users))
+    assert landing.new_channels == sorted({int(r[2]) for r in want_good} - channels) == [149]
     # a set of user ids (not a range) decides the same
     again = validate(messages, "2023-09-23", channels, set(users))
-    assert again.good.equals(landing.good)
+    assert again.good.equals(landing.good) and again.new_users == landing.new_users
 
 
 def _event_date(value):
@@ -183,7 +183,7 @@ def test_runs_pack_one_day_each_and_stay_under_the_limit():
                                              ("2023-09-24", [[0, 60, 70], [2, 40, 45]])]
     # a cursor written before runs carried several ranges reads as one range a run (same run keys as then)
     old = load_cursor('{"topic": "t", "epoch": "e", "next": {"0": 9}, "pending": [[0, 0, 9, "2023-09-23", 1]]}')
-    assert old["pending"] == [[[[0, 0, 9]], "2023-09-23", 1]]
+    assert old["pending"] == [[[[0, 0, 9]], "2023-09-23", 1, 0]]
 
 
 def test_a_ticks_budget_is_shared_fairly_between_partitions():

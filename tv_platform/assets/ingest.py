@@ -19,6 +19,7 @@ from tv_platform.engines.hdfs import LakeResource, frame_to_csv_bytes
 from tv_platform.engines.metadata import declare
 from tv_platform.engines.kafka import KafkaResource
 from tv_platform.partitions import daily
+from tv_platform.quarantine import no_dead_letters
 from tv_platform.settings import get_settings
 from tv_platform.streaming import validate
 
@@ -108,9 +109,11 @@ class OffsetRange(dg.Config):
 
 
 class StreamRangesConfig(dg.Config):
-    """Exactly which records to land: offset ranges [start, end) of the topic (set by the kafka sensor)."""
+    """Exactly which records to land: offset ranges [start, end) of the topic (set by the kafka sensor), and the id of
+    the topic's incarnation they were read from ("" = whatever the topic is now)."""
 
     topic: str = get_settings().kafka_topic
+    topic_id: str = ""
     ranges: list[OffsetRange] = []
 
 
@@ -127,6 +130,29 @@ def _reference_ids(lake: LakeResource) -> tuple[set[int], set[int]]:
     return ids[0], ids[1]
 
 
+def quarantine_frame(topic: str, rejected) -> pd.DataFrame:
+    """Rejected messages as quarantine rows (layout.QUARANTINE_COLUMNS): where they came from, why, the payload."""
+    return pd.DataFrame(
+        [[topic, x.message.partition, x.message.offset, x.reason,
+          (x.message.value or b"").decode("utf-8", errors="replace")] for x in rejected],
+        columns=layout.QUARANTINE_COLUMNS,
+    )
+
+
+def inferred_frame(result, day: str) -> pd.DataFrame:
+    """The inferred dimension members a range brings (ids the reference data lacks), first seen on ``day``."""
+    rows = [["users", i, day] for i in result.new_users] + [["channels", i, day] for i in result.new_channels]
+    return pd.DataFrame(rows, columns=layout.INFERRED_COLUMNS)
+
+
+def write_or_clear(fs, path: str, frame: pd.DataFrame) -> None:
+    """``frame`` to ``path`` (CSV, written aside then renamed); no rows: no file (a stale one is deleted)."""
+    if len(frame):
+        fs.write_bytes(path, frame_to_csv_bytes(frame))
+    elif fs.exists(path):
+        fs.delete(path)
+
+
 @dg.asset(
     group_name="ingest",
     kinds={"kafka", "hdfs", "csv"},
@@ -138,36 +164,44 @@ def _reference_ids(lake: LakeResource) -> tuple[set[int], set[int]]:
 def tv_stream_snapshot(context: dg.AssetExecutionContext, config: StreamRangesConfig, kafka: KafkaResource,
                        lake: LakeResource):
     """Live events of one day landed from Kafka: each offset range the sensor hands over becomes one CSV file named by
-    the range (re-running rewrites the same file — no duplicates, no gaps); bad messages go to quarantine with the raw
-    payload, topic/partition/offset and the reason."""
+    the topic's id and the range (re-running rewrites the same file — no duplicates, no gaps; a recreated topic gets
+    new names); bad messages go to quarantine with the raw payload, topic/partition/offset and the reason. Ids the
+    reference data lacks do not stop an event: it lands, and the ids are kept as inferred members."""
     day = context.partition_key
     fs = lake.fs()
     channel_ids, user_ids = _reference_ids(lake)
+    topic_id = kafka.topic_id(config.topic)
+    if not topic_id:
+        raise dg.Failure(f"topic {config.topic} does not exist (any more)")
+    if config.topic_id and config.topic_id != topic_id:
+        raise dg.Failure(f"topic {config.topic} was deleted and created again since these ranges were requested "
+                         f"(id {config.topic_id}, now {topic_id}): their messages are gone")
+    raw_dir = layout.partition_dir(layout.raw_dir("tv_stream", lake.lake_root), day)
+    bad_dir = layout.partition_dir(layout.quarantine_dir("tv_stream", lake.lake_root), day)
     read = landed = quarantined = 0
-    files = []
+    files, names = [], []
     reasons: dict[str, int] = {}
+    new_users: set[int] = set()
+    new_channels: set[int] = set()
     with kafka.reader(config.topic) as reader:  # one connection for all the run's ranges
         for r in config.ranges:
             messages = reader.read_exactly(r.partition, r.start, r.end)
             result = validate(messages, day, channel_ids, user_ids)
-            name = layout.range_file_name(r.partition, r.start, r.end)
+            name = layout.range_file_name(r.partition, r.start, r.end, topic_id)
+            names.append(name)
             good = result.good
-            good_path = f"{layout.partition_dir(layout.raw_dir('tv_stream', lake.lake_root), day)}/{name}"
+            good_path = f"{raw_dir}/{name}"
             fs.write_bytes(good_path, frame_to_csv_bytes(good))
             files.append(good_path)
-            bad_path = f"{layout.partition_dir(layout.quarantine_dir('tv_stream', lake.lake_root), day)}/{name}"
-            if result.rejected:
-                bad = pd.DataFrame(
-                    [[config.topic, x.message.partition, x.message.offset, x.reason,
-                      (x.message.value or b"").decode("utf-8", errors="replace")] for x in result.rejected],
-                    columns=layout.QUARANTINE_COLUMNS,
-                )
-                fs.write_bytes(bad_path, frame_to_csv_bytes(bad))
-                for x in result.rejected:
-                    kind = x.reason.split(":")[0].split(" ")[0:2]
-                    reasons[" ".join(kind)] = reasons.get(" ".join(kind), 0) + 1
-            elif fs.exists(bad_path):
-                fs.delete(bad_path)  # a re-run that finds the range clean leaves no stale quarantine
+            # a re-run that finds the range clean leaves no stale quarantine, and supersedes any replay of it
+            write_or_clear(fs, f"{bad_dir}/{name}", quarantine_frame(config.topic, result.rejected))
+            write_or_clear(fs, f"{raw_dir}/{name[:-4]}{layout.REPLAYED_SUFFIX}", good.iloc[:0])
+            write_or_clear(fs, f"{layout.inferred_dir(lake.lake_root)}/{name}", inferred_frame(result, day))
+            for x in result.rejected:
+                kind = " ".join(x.reason.split(":")[0].split(" ")[0:2])
+                reasons[kind] = reasons.get(kind, 0) + 1
+            new_users.update(result.new_users)
+            new_channels.update(result.new_channels)
             read += len(messages)
             landed += len(good)
             quarantined += len(result.rejected)
@@ -176,20 +210,19 @@ def tv_stream_snapshot(context: dg.AssetExecutionContext, config: StreamRangesCo
 
     # the check recounts from what is now in the lake, not from the counters above
     recount_landed = sum(_csv_rows(fs, p) for p in files)
-    recount_quarantined = sum(
-        _csv_rows(fs, f"{layout.partition_dir(layout.quarantine_dir('tv_stream', lake.lake_root), day)}/"
-                      f"{layout.range_file_name(r.partition, r.start, r.end)}")
-        for r in config.ranges
-    )
+    recount_quarantined = sum(_csv_rows(fs, f"{bad_dir}/{n}") for n in names)
     expected = sum(r.end - r.start for r in config.ranges)
     yield dg.MaterializeResult(
         metadata={
             "topic": config.topic,
+            "topic_id": topic_id,
             "ranges": dg.MetadataValue.json([r.model_dump() for r in config.ranges]),
             "events_read": read,
             "events_landed": landed,
             "events_quarantined": quarantined,
             "quarantine_reasons": dg.MetadataValue.json(reasons),
+            "inferred_users": len(new_users),
+            "inferred_channels": len(new_channels),
             "files": dg.MetadataValue.json([lake.fs().uri(p) for p in files]),
         }
     )
@@ -217,4 +250,4 @@ def stream_partition_summary(lake: LakeResource, day: str) -> dict:
 
 
 assets = [kafka_topic, channels, users, tv_dataset, tv_stream_snapshot]
-checks: list = []
+checks: list = [no_dead_letters]

@@ -33,6 +33,8 @@ KINDS = {"hive", "spark"}
 # raw data as Hive tables
 # ---------------------------------------------------------------------------------------------------------------------
 def _reference_asset(table: str, upstream: str, what: str):
+    dimension = "users" if table == "tv_users" else "channels"
+
     @dg.asset(
         name=f"hive_{table.removeprefix('tv_')}",
         group_name=GROUP,
@@ -40,18 +42,27 @@ def _reference_asset(table: str, upstream: str, what: str):
         deps=[upstream],
         description=(
             f"Hive external table `{table}` over the {what} CSV in the lake (`{upstream}` asset; header row). "
-            "Created if missing; the row count is read back through Spark."
+            "Created if missing; the row count is read back through Spark. With it the dimension view "
+            f"`{T.DIMENSIONS[dimension][3]}`: the reference rows plus an inferred member (flagged, with the day first "
+            "seen) for every id landed events carry and the reference data lacks (`tv_inferred_members`)."
         ),
         metadata={"hive/table": table, **declare(T.REFERENCE_TABLES[table])},
     )
     def _asset(context: dg.AssetExecutionContext, hive: HiveResource) -> dg.MaterializeResult:
         cat = hive.catalog()
-        location = hive.locations().of(table)
+        locations = hive.locations()
+        location = locations.of(table)
         cat.register_reference_table(table, location)
         rows = cat.spark.table(cat.qualified(table)).count()
-        context.log.info(f"{hive.database}.{table} over {location}: {rows} rows")
+        cat.spark.sql(T.create_inferred_table_sql(hive.database, locations.tv_inferred_members))
+        cat.refresh(T.INFERRED_TABLE)
+        view = T.DIMENSIONS[dimension][3]
+        cat.spark.sql(T.dimension_view_sql(hive.database, dimension))
+        inferred = cat.spark.table(cat.qualified(view)).where(F.col("inferred")).count()
+        context.log.info(f"{hive.database}.{table} over {location}: {rows} rows; {inferred} inferred members")
         return dg.MaterializeResult(metadata={"table": f"{hive.database}.{table}", "location": location,
-                                              "rows": rows, "dagster/row_count": rows})
+                                              "rows": rows, "dagster/row_count": rows, "dimension_view": view,
+                                              "inferred_members": inferred})
 
     return _asset
 

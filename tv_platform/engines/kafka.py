@@ -124,6 +124,16 @@ class KafkaResource(dg.ConfigurableResource):
         finally:
             admin.close()
 
+    def topic_id(self, topic: str | None = None) -> str:
+        """The topic's id (a UUID Kafka gives each incarnation of a topic: a topic deleted and created again has a new
+        one); "" when the topic does not exist."""
+        admin = self.admin()
+        try:
+            (meta,) = admin.describe_topics([topic or self.topic])
+        finally:
+            admin.close()
+        return "" if meta.get("error_code") else str(meta.get("topic_id") or "")
+
     @contextmanager
     def consumer(self) -> Iterator[KafkaConsumer]:
         """A kafka-python consumer with no group for offsets and metadata (``read_committed``: end offsets are the

@@ -36,7 +36,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from tv_platform.dates import as_date  # noqa: F401 - re-exported for the lake modules
-from tv_platform.lake.tables import EVENT_SOURCES
+from tv_platform.lake.tables import DIMENSIONS, EVENT_SOURCES
 
 REASONS = (
     "invalid_event",
@@ -241,22 +241,32 @@ def pairs_from_classified(classified: DataFrame) -> DataFrame:
     )
 
 
+def inferred_label(dimension: str, id_column: str) -> Column:
+    """The name of an inferred member (an id the reference data lacks): ``subscriber #12345 (not in the subscriber
+    list)`` — what sessions, aggregates, marts and dashboards show until a reference load names it."""
+    before, after = DIMENSIONS[dimension][4].split("{id}")
+    return F.concat(F.lit(before), F.col(id_column).cast("string"), F.lit(after))
+
+
 def finish_sessions(pairs: DataFrame, channels: DataFrame | None = None, users: DataFrame | None = None,
                     broadcast_users: bool = False) -> DataFrame:
-    """Pairs with names left-joined (a missing name is NULL, the session is kept), typed as
-    tables.SESSION_COLUMNS + dt."""
+    """Pairs with names left-joined, typed as tables.SESSION_COLUMNS + dt. The session is always kept: an id missing
+    from the given reference frame is an inferred member, named by :func:`inferred_label`; without a reference frame
+    the name is NULL."""
     s = pairs
     if channels is not None:
         ch = channels.groupBy(F.col("channel_id").cast("int").alias("channel_id")).agg(
             F.max("channel_name").alias("channel_name"))
-        s = s.join(F.broadcast(ch), "channel_id", "left")
+        s = s.join(F.broadcast(ch), "channel_id", "left").withColumn(
+            "channel_name", F.coalesce(F.col("channel_name"), inferred_label("channels", "channel_id")))
     else:
         s = s.withColumn("channel_name", F.lit(None).cast("string"))
     if users is not None:
         # user ids are unique in the reference data (a duplicate would duplicate sessions — and fail the
         # events_conserved check); deduplicating 1M users here would cost a shuffle on every run
         us = users.select(F.col("user_id").cast("int").alias("user_id"), F.col("user_name").cast("string"))
-        s = s.join(F.broadcast(us) if broadcast_users else us, "user_id", "left")
+        s = s.join(F.broadcast(us) if broadcast_users else us, "user_id", "left").withColumn(
+            "user_name", F.coalesce(F.col("user_name"), inferred_label("users", "user_id")))
     else:
         s = s.withColumn("user_name", F.lit(None).cast("string"))
     duration = F.timestamp_diff("SECOND", F.col("time_start"), F.col("time_end"))

@@ -41,6 +41,14 @@ CHANNEL_COLUMNS: Columns = [
     ("rank", "INT"),
 ]
 USER_COLUMNS: Columns = [("user_id", "INT"), ("user_name", "STRING")]
+# ids met in landed events that the reference data lacks (written by the landing: layout.inferred_dir)
+INFERRED_COLUMNS: Columns = [("dimension", "STRING"), ("member_id", "INT"), ("first_seen", "STRING")]
+INFERRED_TABLE = "tv_inferred_members"
+# dimension -> (reference table, id column, name column, view, label of an inferred member)
+DIMENSIONS = {
+    "users": ("tv_users", "user_id", "user_name", "users_dim", "subscriber #{id} (not in the subscriber list)"),
+    "channels": ("tv_channels", "channel_id", "channel_name", "channels_dim", "channel #{id} (not in the channel list)"),
+}
 
 # source name (layout.raw_dir) -> Hive table; the value of the sessions' ``source`` column
 EVENT_SOURCES = {"tv_dataset": "history", "tv_stream": "stream"}
@@ -203,6 +211,11 @@ class LakeLocations:
     def of(self, table: str) -> str:
         return getattr(self, table)
 
+    @property
+    def tv_inferred_members(self) -> str:
+        """Beside the reference directories: ``<root>/reference/inferred``."""
+        return self.tv_users.rstrip("/").rsplit("/", 1)[0] + "/inferred"
+
 
 def warehouse_dir(settings: Settings) -> str:
     """Lake directory under which the derived (managed) tables of each Hive database live: ``<root>/warehouse/<db>.db``."""
@@ -233,6 +246,38 @@ def create_reference_table_sql(database: str, table: str, location: str) -> str:
     )
 
 
+def create_inferred_table_sql(database: str, location: str) -> str:
+    """External CSV table of the inferred members (every landed range's file, unpartitioned)."""
+    return (
+        f"CREATE TABLE IF NOT EXISTS `{database}`.`{INFERRED_TABLE}` ({ddl_columns(INFERRED_COLUMNS)}) "
+        f"USING csv OPTIONS (header 'true', mode 'PERMISSIVE') LOCATION '{quote_path(location)}'"
+    )
+
+
+def label_sql(dimension: str, id_sql: str) -> str:
+    """SQL of the label an inferred member is shown with: ``subscriber #12345 (not in the subscriber list)``."""
+    before, after = DIMENSIONS[dimension][4].split("{id}")
+    return f"concat('{before}', CAST({id_sql} AS STRING), '{after}')"
+
+
+def dimension_view_sql(database: str, dimension: str) -> str:
+    """``<db>.users_dim`` / ``<db>.channels_dim``: the reference rows (``inferred`` false) and, for every id met in
+    landed events but missing from the reference data, an inferred member — labelled, ``inferred`` true, with the day
+    it was first seen. The next reference load that lists the id replaces the inferred member by the real one."""
+    table, key, name, view, _ = DIMENSIONS[dimension]
+    db = f"`{database}`"
+    return f"""
+CREATE OR REPLACE VIEW {db}.`{view}` AS
+SELECT r.{key}, r.{name}, false AS inferred, CAST(NULL AS STRING) AS first_seen FROM {db}.`{table}` r
+UNION ALL
+SELECT m.member_id AS {key}, {label_sql(dimension, 'm.member_id')} AS {name}, true AS inferred,
+       min(m.first_seen) AS first_seen
+FROM {db}.`{INFERRED_TABLE}` m LEFT ANTI JOIN {db}.`{table}` r ON m.member_id = r.{key}
+WHERE m.dimension = '{dimension}' AND m.member_id IS NOT NULL
+GROUP BY m.member_id
+"""
+
+
 def add_partition_sql(database: str, table: str, day: str, location: str) -> str:
     return (
         f"ALTER TABLE `{database}`.`{table}` ADD IF NOT EXISTS PARTITION ({PARTITION_COLUMN}='{day}') "
@@ -250,7 +295,8 @@ def sessions_view_sql(database: str) -> str:
     """``<db>.sessions_v``: every session paired from the raw tables of both sources — the seed's ``tv_dataset_v``
     done properly. ``UNION`` collapses events duplicated within or across sources; the earliest ``enabled`` and the
     latest ``disabled`` of a session are paired (the same rule as :func:`tv_platform.lake.sessions.sessionize`), a
-    negative duration is not a session, names are left-joined (a session of an unknown channel is kept). Sessions
+    negative duration is not a session, names are left-joined (a session of a channel or subscriber missing from the
+    reference data is kept, named by its inferred member's label). Sessions
     whose other half is missing are left out here; the ``session_anomalies`` table lists them with their reason."""
     db = f"`{database}`"
     return f"""
@@ -273,7 +319,9 @@ WITH ev AS (
       AND user_id IS NOT NULL AND channel_id IS NOT NULL
     GROUP BY session_id
 )
-SELECT ts.session_id, ts.user_id, u.user_name, ts.channel_id, c.channel_name, ts.time_start, te.time_end,
+SELECT ts.session_id, ts.user_id, coalesce(u.user_name, {label_sql("users", "ts.user_id")}) AS user_name,
+       ts.channel_id, coalesce(c.channel_name, {label_sql("channels", "ts.channel_id")}) AS channel_name,
+       ts.time_start, te.time_end,
        timestampdiff(SECOND, CAST(ts.time_start AS TIMESTAMP_NTZ), CAST(te.time_end AS TIMESTAMP_NTZ)) AS duration_s,
        CAST(CAST(CAST(ts.time_start AS TIMESTAMP_NTZ) AS DATE) AS STRING) AS dt
 FROM ts

@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 
 from tv_platform.simulator.model import (BATCH_STREAM, EVENT_COLUMNS, STATUSES, SimulationParams, _as_date,
                                          _draw_sessions, _events)
+from tv_platform.streaming import MAX_ID
 
 TIMER_FORMAT = "%Y-%m-%d %H:%M:%S"
 
@@ -122,6 +123,8 @@ def read_recorded(path: str | Path) -> pd.DataFrame:
     for col in ("user_id", "channel_id"):
         values = pd.to_numeric(raw[col], errors="coerce")
         bad(values.isna() | (values != values.round()), f"{col} is not an integer")
+        # checked before the cast: astype would wrap 4294967297 round to 1, silently another subscriber
+        bad((values < 1) | (values > MAX_ID), f"{col} is out of range 1..{MAX_ID}")
         ints[col] = values.astype("int32")
     timer = pd.to_datetime(raw["timer"], format=TIMER_FORMAT, errors="coerce")
     bad(timer.isna(), f"timer is not {TIMER_FORMAT}")
