@@ -143,9 +143,10 @@ def dagster_dev(port: int, host: str) -> int:
 # ---------------------------------------------------------------------------------------------------------------------
 #: the tiers of the suite, in the order ``tv-platform test`` runs them (pytest marker expressions)
 TEST_TIERS = {
-    "fast": "not services and not lifecycle",  # no services: pure logic, definitions, the graph snapshot (< 2 min)
-    "services": "services and not lifecycle",  # against the real local stack (the `stack` fixture brings it up)
-    "lifecycle": "lifecycle",  # stops and restarts services: last, in a process of its own
+    "fast": "not services and not lifecycle and not long",  # no services: pure logic, definitions, the graph snapshot
+    "services": "services and not lifecycle and not long",  # against the real local stack (the `stack` fixture)
+    "lifecycle": "lifecycle and not long",  # stops and restarts services: last, in a process of its own
+    "long": "long",  # whole-platform proofs (a daemon backfill of a week three times, the demo in a browser): opt-in
 }
 
 
@@ -154,10 +155,10 @@ def run_tests(pytest_args: list[str]) -> int:
     ``test --services`` the service and lifecycle tiers; any other arguments go to one pytest run as they are."""
     env = dagster_env()
     tests = str(REPO_ROOT / "tv_platform_tests")
-    flags = {"--fast": ["fast"], "--services": ["services", "lifecycle"]}
+    flags = {"--fast": ["fast"], "--services": ["services", "lifecycle"], "--long": ["long"]}
     if pytest_args[:1] and pytest_args[0] not in flags:
         return subprocess.call([sys.executable, "-m", "pytest", *pytest_args], env=env, cwd=REPO_ROOT)
-    tiers = flags[pytest_args[0]] if pytest_args else list(TEST_TIERS)
+    tiers = flags[pytest_args[0]] if pytest_args else ["fast", "services", "lifecycle"]
     extra = pytest_args[1:]
     for tier in tiers:
         _say(f"== tests: {tier} tier (-m '{TEST_TIERS[tier]}')")

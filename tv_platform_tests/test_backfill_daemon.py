@@ -19,7 +19,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-pytestmark = pytest.mark.services
+pytestmark = [pytest.mark.services, pytest.mark.long]
 
 REPO = Path(__file__).resolve().parent.parent
 END = "2023-09-16"  # the week 2023-09-10 .. 2023-09-16

@@ -23,7 +23,7 @@ import pytest
 
 from tv_platform.engines import superset as S
 
-pytestmark = pytest.mark.services
+pytestmark = [pytest.mark.services, pytest.mark.long]
 
 NAME = "tv_demo_test"
 DASHBOARDS = {"greenplum": "tv-greenplum", "clickhouse": "tv-clickhouse"}
