@@ -9,7 +9,7 @@ import pytest
 
 from tv_platform.dates import day_start_ms, record_day, timer_ms
 from tv_platform.engines.kafka import KafkaClientError, KafkaResource
-from tv_platform.resources import kafka_resource
+from tv_platform.resources import kafka_resource, lake_resource
 from tv_platform.sensors import cut_by_timestamp
 from tv_platform.streaming import DateRange
 from tv_platform_tests.private_kafka import kafka_up
@@ -136,7 +136,7 @@ def test_read_committed_skips_aborted_transactions_and_the_sensor_cuts_around_th
     records = kafka.read_range(0, 0, end[0])
     assert records.values.to_pylist() == committed
 
-    ctx = dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources={"kafka": kafka})
+    ctx = dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources={"kafka": kafka, "lake": lake_resource(stack)})
     result = kafka_events_sensor(ctx)
     assert len(result.run_requests) == 1, [(r.partition_key, r.run_config) for r in result.run_requests]
     (rr,) = result.run_requests

@@ -122,7 +122,7 @@ def test_leader_killed_during_a_landing_run_every_event_lands_once(cluster, lake
     kafka.ensure_topic(partitions=3)
     frame = _frame(date(2023, 11, 1), 20, 22)  # ≈ 320 k events: twenty landing runs
     assert publish_frame(kafka, frame, progress=False) == len(frame)
-    ctx = dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources={"kafka": kafka})
+    ctx = dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources={"kafka": kafka, "lake": lake_res})
     requests = kafka_events_sensor(ctx).run_requests
     assert requests
     started, results = threading.Event(), []

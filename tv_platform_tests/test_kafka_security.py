@@ -59,7 +59,7 @@ def test_produce_sense_and_land_through_sasl_ssl(secure, lake_res):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
     kafka = _secure_resource(secure, topic, "SCRAM-SHA-256")
-    ctx = dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources={"kafka": kafka})
+    ctx = dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources={"kafka": kafka, "lake": lake_res})
     result = kafka_events_sensor(ctx)
     assert result.run_requests
     for rr in result.run_requests:
