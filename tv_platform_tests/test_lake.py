@@ -403,12 +403,16 @@ def test_catalog_write_replaces_partitions(spark, catalog):
 def test_io_manager_through_dagster(spark, hive):
     partitions = dg.DailyPartitionsDefinition(start_date="2023-09-01")
 
-    @dg.asset(partitions_def=partitions, io_manager_key="hive_io_manager", metadata={"hive/sums": ["v"]})
+    from tv_platform.engines.metadata import declare
+
+    @dg.asset(partitions_def=partitions, io_manager_key="hive_io_manager",
+              metadata=declare([("k", "STRING"), ("v", "DOUBLE")], partition_expr="dt", sum_columns=["v"]))
     def io_probe_up(context):
         day = context.partition_key
         return spark.createDataFrame([(day, 1.0), (day, 2.0)], "k string, v double").selectExpr("k", "v", "k AS dt")
 
     @dg.asset(partitions_def=partitions, io_manager_key="hive_io_manager",
+              metadata=declare([("n", "BIGINT")], partition_expr="dt"),
               ins={"io_probe_up": dg.AssetIn(partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-1))})
     def io_probe_down(io_probe_up):
         return io_probe_up.groupBy().count().selectExpr("CAST(count AS BIGINT) AS n")\
