@@ -345,8 +345,10 @@ def test_quarantine_replayed_twice_lands_each_message_once(stack, lake_res, uniq
     assert len(ours) == 203  # the quarantine keeps the record of what arrived
     # produced (403) = landed (400) + still quarantined (3)
     assert 403 == len(got) + (len(ours) - 200)
+    # the day's summary also holds the other tests' poison of DAY (one lake root for the module): ours are among it
+    # (the invalid UTF-8 one is kept as text with replacement characters, so it reads back as malformed JSON)
     assert summary["still_quarantined"] >= 3 and all(
-        any(k in r for k in ("nested too deeply", "not UTF-8", "malformed JSON")) for r in summary["reasons"])
+        any(k in r for r in summary["reasons"]) for k in ("nested too deeply", "malformed JSON"))
     after = cli(lake_res, kafka, tmp_path, "list", "--date", DAY)
     assert "still quarantined" in after.stdout and "nested too deeply" in after.stdout
     # a re-run of the range supersedes the replay: everything good in the range file, nothing twice
