@@ -162,7 +162,7 @@ def lake_specs() -> list[dg.AssetSpec]:
 def run_marts(env, day: str, selection=None, raise_on_error: bool = True):
     """Run the selection (default: every mart and its checks) for one day, as a job of Definitions holding the lake
     tables as (non-executable) specs read through the hive_io_manager."""
-    resources = {k: v for k, v in env.items() if k != "hive"}
+    resources = dict(env)  # the checks read the lake through the `hive` resource, the marts through hive_io_manager
     job = dg.define_asset_job("marts_test_job", selection=selection or dg.AssetSelection.groups("marts"))
     defs = dg.Definitions(assets=[*lake_specs(), *M.assets], asset_checks=M.checks, jobs=[job], resources=resources)
     return defs.resolve_job_def("marts_test_job").execute_in_process(partition_key=day, raise_on_error=raise_on_error)
@@ -194,7 +194,7 @@ def test_marts_load_both_warehouses_and_checks_pass(warehouse_env, loaded):
             key = dg.AssetKey([warehouse, name])
             (mat,) = result.asset_materializations_for_node(key.to_python_identifier())
             meta = {k: v.value for k, v in mat.metadata.items()}
-            assert meta["rows"] == len(expected)
+            assert meta["dagster/row_count"] == len(expected)
             for col in mart.sums:  # independently computed with pandas
                 assert meta[f"sum_{col}"] == pytest.approx(float(pd.to_numeric(expected[col]).sum()), rel=1e-12)
 
