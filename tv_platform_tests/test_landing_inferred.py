@@ -15,7 +15,7 @@ import pytest
 from tv_platform.assets import ingest
 from tv_platform.assets import lake as L
 from tv_platform.assets import marts as M
-from tv_platform.engines.clickhouse import ClickHouseIOManager
+from tv_platform.engines.clickhouse import ClickHouseIOManager, ClickHouseWarehouse
 from tv_platform.engines.greenplum import TableSpec
 from tv_platform.engines.hdfs import HdfsCsvIOManager, LakeResource
 from tv_platform.engines.kafka import publish
@@ -52,10 +52,12 @@ def spark(stack):
 def env(stack, lake, tmp_path_factory):
     suffix = uuid.uuid4().hex[:8]
     root = f"/tests/inferred_{suffix}"
+    clickhouse = ClickHouseWarehouse(url=f"chdb://{tmp_path_factory.mktemp('chdb_inferred') / 'engine'}",
+                                     database=f"inferred_{suffix}")
     resources = {
         **hive_resources(stack, root, f"tv_inferred_{suffix}"),
-        "clickhouse_io_manager": ClickHouseIOManager(
-            url=f"chdb://{tmp_path_factory.mktemp('chdb_inferred') / 'engine'}", database=f"inferred_{suffix}"),
+        "clickhouse": clickhouse,
+        "clickhouse_io_manager": ClickHouseIOManager(warehouse=clickhouse),
         "hdfs_io_manager": HdfsCsvIOManager(**{**hdfs_io_manager(stack).model_dump(), "lake_root": root}),
         "lake": LakeResource(**{**lake_resource(stack).model_dump(), "lake_root": root}),
     }
@@ -96,7 +98,7 @@ def _lake_and_marts(resources):
 
 def _mart(resources, name: str) -> pd.DataFrame:
     mart = M.MARTS[name]
-    return resources["clickhouse_io_manager"].read_frame(TableSpec.from_metadata(None, mart.metadata("clickhouse")),
+    return resources["clickhouse"].read_frame(TableSpec.from_metadata(None, mart.metadata("clickhouse")),
                                                          [DAY])
 
 

@@ -56,7 +56,7 @@ def _mart_rows(settings, day: str) -> dict[str, int]:
     from tv_platform.assets.marts import MARTS
     from tv_platform.epg.marts import PROGRAMME_MARTS
 
-    tables = [m.metadata("greenplum")["table"] for m in {**MARTS, **PROGRAMME_MARTS}.values()]
+    tables = [*MARTS, *PROGRAMME_MARTS]  # a mart's table is named as its asset (greenplum/<name>, clickhouse/<name>)
     return {k: int(v) for k, v in _warehouse_values(
         settings, {t: (t, f"SELECT count(*) FROM {{t}} WHERE dt = '{day}'") for t in tables}).items()}
 
