@@ -193,8 +193,8 @@ def test_audience_marts_equal_pandas_from_raw_events(env, run):
     total = int(per["minutes"].sum())
     assert total > 1_000_000  # ~19 900 hours watched on the day: the test is not vacuous
     for warehouse in M.WAREHOUSES:
+        mart = M.AUDIENCE_MARTS["audience_channel"]
         io = env["resources"][warehouse]  # the warehouse resource reads what its IO manager wrote
-        io = env["resources"][f"{warehouse}_io_manager"]
         got = io.read_frame(TableSpec.from_metadata(None, mart.metadata(warehouse)), [D])
         whole = got[got["daypart"] == "all"].set_index("channel_id")
         assert set(whole["universe"].astype(int)) == {universe}
