@@ -98,7 +98,7 @@ def _lake_and_marts(resources):
 
 def _mart(resources, name: str) -> pd.DataFrame:
     mart = M.MARTS[name]
-    return resources["clickhouse"].read_frame(TableSpec.from_metadata(None, mart.metadata("clickhouse")),
+    return resources["clickhouse"].read_frame(TableSpec.from_metadata(name, mart.metadata("clickhouse")),
                                                          [DAY])
 
 

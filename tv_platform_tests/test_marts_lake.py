@@ -195,7 +195,7 @@ def test_audience_marts_equal_pandas_from_raw_events(env, run):
     for warehouse in M.WAREHOUSES:
         mart = M.AUDIENCE_MARTS["audience_channel"]
         io = env["resources"][warehouse]  # the warehouse resource reads what its IO manager wrote
-        got = io.read_frame(TableSpec.from_metadata(None, mart.metadata(warehouse)), [D])
+        got = io.read_frame(TableSpec.from_metadata("audience_channel", mart.metadata(warehouse)), [D])
         whole = got[got["daypart"] == "all"].set_index("channel_id")
         assert set(whole["universe"].astype(int)) == {universe}
         seen = whole[whole["minutes"].astype(int) > 0]
