@@ -52,6 +52,8 @@ def _json_bytes(value) -> bytes:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
+UNKNOWN_TOPIC_OR_PARTITION = 3  # Kafka's error code for a topic that does not exist
+
 class KafkaResource(dg.ConfigurableResource):
     """Connection to the Kafka cluster holding the live viewing events."""
 
@@ -124,15 +126,31 @@ class KafkaResource(dg.ConfigurableResource):
         finally:
             admin.close()
 
-    def topic_id(self, topic: str | None = None) -> str:
+    def topic_id(self, topic: str | None = None, wait: float = 60.0) -> str:
         """The topic's id (a UUID Kafka gives each incarnation of a topic: a topic deleted and created again has a new
-        one); "" when the topic does not exist."""
-        admin = self.admin()
-        try:
-            (meta,) = admin.describe_topics([topic or self.topic])
-        finally:
-            admin.close()
-        return "" if meta.get("error_code") else str(meta.get("topic_id") or "")
+        one); "" when the topic does not exist. While a broker is down or a leader is being elected the metadata may
+        fail or answer with an error for a while: it is asked again for up to ``wait`` seconds."""
+        name = topic or self.topic
+        deadline, delay, problem = time.monotonic() + wait, 0.5, ""
+        while True:
+            try:
+                admin = self.admin()
+                try:
+                    (meta,) = admin.describe_topics([name])
+                finally:
+                    admin.close()
+                code = int(meta.get("error_code") or 0)
+                if code == UNKNOWN_TOPIC_OR_PARTITION:
+                    return ""
+                if code == 0 and meta.get("topic_id"):
+                    return str(meta["topic_id"])
+                problem = f"error code {code}"
+            except Exception as exc:  # noqa: BLE001 - a broker restarting: asked again until the deadline
+                problem = f"{type(exc).__name__}: {exc}"
+            if time.monotonic() > deadline:
+                raise KafkaClientError(f"kafka: the id of topic {name} could not be read in {wait:.0f} s ({problem})")
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
     @contextmanager
     def consumer(self) -> Iterator[KafkaConsumer]:
