@@ -400,6 +400,38 @@ def test_catalog_write_replaces_partitions(spark, catalog):
         catalog.write(table, spark.createDataFrame([(1, "2023-09-01")], "m int, dt string"), ["2023-09-01"])
 
 
+def test_runs_writing_different_days_of_one_table_at_once_lose_nothing(spark, catalog):
+    """A backfill and the automation sensor's run for today write days of the same table at the same time: each
+    write commits through a staging directory of its own, so neither fails nor deletes the other's files (a static
+    partition overwrite shared ``<table>/_temporary``: caused here, it failed writes and lost a day)."""
+    import threading
+
+    table = "concurrent_probe"
+    catalog.ensure_table(table, [("n", "bigint")])
+    days = ["2023-09-01", "2023-09-02", "2023-09-03"]
+    errors: list[str] = []
+
+    def write(i: int, day: str) -> None:
+        try:
+            catalog.write(table, spark.range(1000 * (i + 1)).selectExpr("id AS n"), [day])
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(f"{day}: {str(exc)[:300]}")
+
+    for _ in range(3):
+        threads = [threading.Thread(target=write, args=(i, d)) for i, d in enumerate(days)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert not errors, errors
+    counts = {r[0]: r[1] for r in spark.sql(f"SELECT dt, count(*) FROM {catalog.qualified(table)} GROUP BY dt").collect()}
+    assert counts == {d: 1000 * (i + 1) for i, d in enumerate(days)}
+    # a day without output after all: emptied, the others untouched
+    catalog.write(table, spark.range(0).selectExpr("id AS n"), ["2023-09-02"])
+    assert catalog.stats(table, days)["rows"] == 1000 + 3000
+    assert "2023-09-02" in catalog.partitions(table)
+
+
 def test_io_manager_through_dagster(spark, hive):
     partitions = dg.DailyPartitionsDefinition(start_date="2023-09-01")
 

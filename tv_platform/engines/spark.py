@@ -187,25 +187,37 @@ class HiveCatalog:
         try:
             if not partitioned:
                 spark.sql(f"INSERT OVERWRITE TABLE {target} SELECT {select} FROM `{view}`")
-            elif len(partitions) == 1:
-                spark.sql(f"INSERT OVERWRITE TABLE {target} PARTITION ({T.PARTITION_COLUMN}={_sql_str(partitions[0])}) "
-                          f"SELECT {select} FROM `{view}`")
             else:
-                present = {r[0] for r in spark.sql(f"SELECT DISTINCT `{T.PARTITION_COLUMN}` FROM `{view}`").collect()}
-                outside = sorted(str(p) for p in present - set(partitions))
-                if outside:
-                    raise HiveError(f"{table}: output has rows for partitions {outside[:5]} outside the run's "
-                                    f"{partitions[0]}..{partitions[-1]}")
+                # Always a dynamic partition overwrite, also for one day: Spark then writes into a staging directory
+                # of the job's own (.spark-staging-<job>) and moves the partitions in at commit. A static
+                # ``PARTITION (dt='…')`` overwrite writes through ``<table>/_temporary``, which two runs writing
+                # different days of one table at once (a backfill beside the automation sensor's run for today)
+                # share: the first commit deletes the other's files ("_temporary/0 does not exist", a lost day).
+                if len(partitions) == 1:  # one day: its rows, whatever a dt column of the frame says
+                    present = {partitions[0]} if frame.limit(1).count() else set()
+                    day = f"{_sql_str(partitions[0])} AS `{T.PARTITION_COLUMN}`"
+                else:
+                    present = {r[0] for r in spark.sql(f"SELECT DISTINCT `{T.PARTITION_COLUMN}` FROM `{view}`").collect()}
+                    outside = sorted(str(p) for p in present - set(partitions))
+                    if outside:
+                        raise HiveError(f"{table}: output has rows for partitions {outside[:5]} outside the run's "
+                                        f"{partitions[0]}..{partitions[-1]}")
+                    day = f"`{T.PARTITION_COLUMN}`"
                 with session_conf(spark, **{"spark.sql.sources.partitionOverwriteMode": "dynamic"}):
                     spark.sql(f"INSERT OVERWRITE TABLE {target} PARTITION ({T.PARTITION_COLUMN}) "
-                              f"SELECT {select}, `{T.PARTITION_COLUMN}` FROM `{view}`")
+                              f"SELECT {select}, {day} FROM `{view}`")
                 for p in partitions:
-                    if p not in present:  # the window's partitions with no rows now: empty them
-                        spark.sql(f"INSERT OVERWRITE TABLE {target} PARTITION ({T.PARTITION_COLUMN}={_sql_str(p)}) "
-                                  f"SELECT {select} FROM `{view}` WHERE false")
+                    if p not in present:  # the run's days with no rows now: empty them (no write job involved)
+                        self.empty_partition(table, p)
         finally:
             spark.catalog.dropTempView(view)
         return self.stats(table, partitions, sums, spark=spark)
+
+    def empty_partition(self, table: str, day: str) -> None:
+        """Partition ``day`` of ``table`` exists and holds no rows (what a day without output is)."""
+        spec = f"PARTITION ({T.PARTITION_COLUMN}={_sql_str(day)})"
+        self.spark.sql(f"ALTER TABLE {self.qualified(table)} ADD IF NOT EXISTS {spec}")
+        self.spark.sql(f"TRUNCATE TABLE {self.qualified(table)} {spec}")
 
     def stats(self, table: str, partitions: Sequence[str] | None = None, sums: Sequence[str] = (),
               spark=None) -> dict[str, Any]:
