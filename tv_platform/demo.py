@@ -29,6 +29,7 @@ from pathlib import Path
 import requests
 
 from tv_platform.cli import REPO_ROOT, dagster_env, stack_up
+from tv_platform.dates import today as local_today
 from tv_platform.settings import get_settings
 
 
@@ -82,7 +83,7 @@ def run_demo(args) -> int:
         from tv_platform.definitions import defs
 
         instance = dg.DagsterInstance.get()
-        today = date.today()
+        today = local_today()  # the operator's (TVP_TIMEZONE)
         days = [(today - timedelta(days=i)).isoformat() for i in range(args.days, 0, -1)]
         # the forecast's history: the lake only (the marts and the programmes keep --days)
         lake_days = [(today - timedelta(days=i)).isoformat()
