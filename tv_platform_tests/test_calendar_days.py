@@ -102,6 +102,9 @@ FOLLOWED = ["hive_tv_stream", "viewing_sessions", "session_anomalies", "daily_vi
             "clickhouse/daily_viewing"]
 
 
+CHECKS: dict[tuple[str, str, str], bool] = {}  # the latest result of every check the followed runs evaluated
+
+
 def _follow(env, instance, auto_cursor):
     """Evaluate the graph's automation conditions and materialize what they request (the part of the graph this test
     follows), parents first, until nothing more is requested. Returns (cursor, {asset: days materialized})."""
@@ -129,8 +132,11 @@ def _follow(env, instance, auto_cursor):
                 r = dg.materialize(assets, selection=keys, partition_key=day, resources=env["resources"],
                                    instance=instance)
                 assert r.success, (name, day)
-                failed = [c for c in r.get_asset_check_evaluations() if not c.passed]
-                assert not failed, failed
+                for c in r.get_asset_check_evaluations():
+                    # a WARN check (anomalies reported: sessions still open before midnight's events) may warn
+                    # until the day is complete; errors never
+                    assert c.passed or c.severity == dg.AssetCheckSeverity.WARN, c
+                    CHECKS[(c.asset_key.to_user_string(), c.check_name, day)] = c.passed
                 for k in keys:
                     done.setdefault(k.to_user_string(), set()).add(day)
     raise AssertionError("automation kept requesting")
@@ -256,6 +262,8 @@ def test_live_days_cross_midnight_late_data_replay_and_the_nightly_job(env, spar
     assert iso(yesterday) in done["viewing_sessions"] and iso(yesterday) in done["clickhouse/sessions"]
     ch_sessions = _sessions_mart(env, iso(yesterday))
     assert set(ch_sessions["session_id"]) == set(started["session_id"])  # every session reaches the marts
+    assert len(ch_sessions) == len(started)
+    assert all(passed for (_, _, day), passed in CHECKS.items() if day == iso(yesterday)), CHECKS
     ends = live[live["status"] == "disabled"].set_index("session_id")["timer"]
     starts = started.set_index("session_id")["timer"]
     seconds = (ends - starts.loc[ends.index]).dt.total_seconds()
