@@ -333,3 +333,33 @@ def _daily_mart(env, day: str) -> pd.Series:
     frame = _query(env, f"SELECT views, hours_by_start FROM {{ch}}.daily_viewing WHERE dt = '{day}'")
     assert len(frame) == 1, frame
     return frame.iloc[0]
+
+
+def test_a_range_lands_each_event_in_its_own_day(env):
+    """Records stamped for one day (the sensor cuts the range for it, from timestamps alone) whose payloads carry
+    other dates: each well-formed event lands in the partition of its date under the range's file name, the other
+    day is recorded as materialized; a date after tomorrow is quarantined with the reason; read = landed +
+    quarantined."""
+    from tv_platform import layout
+    from tv_platform.dates import day_start_ms
+    from tv_platform.engines.kafka import publish
+
+    kafka = env["kafka"].with_topic(env["kafka"].topic + "_mixed")
+    kafka.ensure_topic()
+    events = (_session(11, "2023-11-02 00:05:00", "2023-11-02 00:20:00")  # the next day
+              + _session(12, "2023-11-01 23:00:00", "2023-11-01 23:30:00")  # the day itself
+              + [dict(session_id=f"{13:032x}", user_id=1, channel_id=1, timer="2099-01-01 00:00:00",
+                      status="enabled")])
+    publish(kafka, events, raw=True, progress=False, timestamp_ms=day_start_ms("2023-11-01") + 12 * 3_600_000)
+    instance = dg.DagsterInstance.ephemeral()
+    _, by_day = _land({**env, "resources": {**env["resources"], "kafka": kafka}}, instance)
+    assert by_day == {"2023-11-01": 2, "2023-11-02": 2}
+    lake = env["resources"]["lake"]
+    fs = lake.fs()
+    names = {d: sorted(n for n in fs.listdir(layout.partition_dir(layout.raw_dir("tv_stream", lake.lake_root), d))
+                       if n.endswith(".csv")) for d in ("2023-11-01", "2023-11-02")}
+    assert names["2023-11-01"] == names["2023-11-02"] and len(names["2023-11-01"]) >= 1
+    bad_dir = layout.partition_dir(layout.quarantine_dir("tv_stream", lake.lake_root), "2023-11-01")
+    bad = pd.concat(pd.read_csv(io.BytesIO(fs.read_bytes(f"{bad_dir}/{n}"))) for n in fs.listdir(bad_dir))
+    assert len(bad) == 1 and "beyond the clock-skew tolerance" in bad["reason"].iloc[0]
+    assert instance.get_materialized_partitions(dg.AssetKey("tv_stream_snapshot")) == {"2023-11-01", "2023-11-02"}
