@@ -90,7 +90,9 @@ def _land(env, instance, cursor=None):
         result = dg.materialize([tv_stream_snapshot], partition_key=rr.partition_key, run_config=rr.run_config,
                                 resources={"kafka": res["kafka"], "lake": res["lake"]}, instance=instance)
         assert result.success
-        meta = result.asset_materializations_for_node("tv_stream_snapshot")[0].metadata
+        # the run's own materialization (the other days it touched are recorded beside it)
+        meta = next(m.metadata for m in result.asset_materializations_for_node("tv_stream_snapshot")
+                    if "events_landed_by_day" in m.metadata)
         for day, n in meta["events_landed_by_day"].value.items():
             by_day[day] = by_day.get(day, 0) + n
         checks = result.get_asset_check_evaluations()

@@ -242,12 +242,6 @@ def tv_stream_snapshot(context: dg.AssetExecutionContext, config: StreamRangesCo
         context.log.warning(f"late events for {', '.join(beyond)}, older than the late-data horizon "
                             f"({get_settings().late_horizon_days} days): landed, but automation does not rebuild "
                             "those days — `tv-platform backfill --start D --end D` does (docs/operations.md)")
-    # the other days a range touched changed too: their partitions are recorded, so automation follows them
-    for d, n in sorted(other_days.items()):
-        context.log_event(dg.AssetMaterialization(
-            asset_key=context.asset_key, partition=d,
-            description=f"events of {d} landed by the run for {day}",
-            metadata={"events_landed": n, "landed_by_run_for": day, "beyond_late_horizon": d < horizon}))
     # the check recounts from what is now in the lake, not from the counters above
     recount_landed = sum(_csv_rows(fs, p) for p in files)
     recount_quarantined = sum(_csv_rows(fs, f"{bad_dir}/{n}") for n in names)
@@ -268,6 +262,13 @@ def tv_stream_snapshot(context: dg.AssetExecutionContext, config: StreamRangesCo
             "files": dg.MetadataValue.json([lake.fs().uri(p) for p in files]),
         }
     )
+    # the other days a range touched changed too: their partitions are recorded (after the run's own), so
+    # automation follows them
+    for d, n in sorted(other_days.items()):
+        context.log_event(dg.AssetMaterialization(
+            asset_key=context.asset_key, partition=d,
+            description=f"events of {d} landed by the run for {day}",
+            metadata={"events_landed": n, "landed_by_run_for": day, "beyond_late_horizon": d < horizon}))
     yield dg.AssetCheckResult(
         check_name="events_conserved",
         passed=read == recount_landed + recount_quarantined and read <= expected,
