@@ -1,8 +1,10 @@
 """How the graph follows the live stream, and how fresh the marts must be — applied to the layers in one place.
 
 - **Follow the stream.** Every daily asset downstream of the landed stream (Hive registration, sessions, aggregates,
-  marts) re-materializes the latest day when a parent partition of that day was updated — or will be in the same
-  tick, so one landed range requests the whole chain, run parents-first. Unlike the stock ``eager()``, a missing parent
+  marts) re-materializes a day within the late-data horizon (``TVP_LATE_HORIZON_DAYS`` back, today and tomorrow) when
+  a parent partition of that day was updated — or will be in the same tick, so one landed range requests the whole
+  chain, run parents-first. Late data for an earlier day rebuilds that day; a day older than the horizon is rebuilt
+  on request (``tv-platform backfill --start D --end D``). Unlike the stock ``eager()``, a missing parent
   does not block it (today's history partition is usually absent, and the next day never exists yet), and a missing
   partition alone does not trigger it (no empty runs at midnight).
 - **Freshness.** The marts declare a time-window freshness policy: a mart not updated for 26 hours is failing (the
@@ -14,12 +16,24 @@ from typing import Iterable
 
 import dagster as dg
 
-follow_stream = (
-    dg.AutomationCondition.in_latest_time_window()
-    & dg.AutomationCondition.any_deps_updated().since_last_handled()
-    & ~dg.AutomationCondition.any_deps_in_progress()
-    & ~dg.AutomationCondition.in_progress()
-).with_label("follows the stream")
+from tv_platform.partitions import SKEW_DAYS
+from tv_platform.settings import get_settings
+
+def follow_stream_condition(horizon_days: int) -> dg.AutomationCondition:
+    """Follow the stream over the last ``horizon_days`` days (and today and tomorrow): a partition of any of those
+    days is re-materialized when a parent partition of it was updated — a late event for D-3 rebuilds D-3, and the
+    events of D+1 re-pair D's sessions (they read D+1's raw events)."""
+    lookback = timedelta(days=horizon_days + 1 + SKEW_DAYS)
+    return (
+        dg.AutomationCondition.in_latest_time_window(lookback_delta=lookback)
+        & dg.AutomationCondition.any_deps_updated().since_last_handled()
+        & ~dg.AutomationCondition.any_deps_in_progress()
+        & ~dg.AutomationCondition.in_progress()
+    ).with_label(f"follows the stream (the last {horizon_days} days, today and tomorrow)")
+
+
+# the horizon (TVP_LATE_HORIZON_DAYS) is read when the definitions load, like the zone of the partitions
+follow_stream = follow_stream_condition(get_settings().late_horizon_days)
 
 mart_freshness = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=26), warn_window=timedelta(hours=25))
 

@@ -249,7 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     bf = sub.add_parser("backfill", help="backfill whole weeks of history through the lake and marts: a Dagster "
                                          "backfill run by the daemon (start it with `tv-platform dev`)")
     bf.add_argument("--weeks", type=int, default=1)
-    bf.add_argument("--end", help="last day (default: yesterday)")
+    bf.add_argument("--end", help="last day (default: yesterday in the operator's zone)")
+    bf.add_argument("--start", help="first day: the days --start .. --end (default --end: --start) instead of whole "
+                                    "weeks; `--start D --end D` rebuilds day D (a day the stream owns from what landed)")
     bf.add_argument("--url", default="http://127.0.0.1:3000", help="the Dagster webserver (default: tv-platform dev's)")
     bf.add_argument("--no-wait", action="store_true", help="submit and return; follow it in the UI")
 
@@ -304,8 +306,9 @@ def main(argv: list[str] | None = None) -> int:
             from tv_platform.ops import BackfillError, backfill
 
             try:
-                backfill_id, days, status = backfill(args.url, args.weeks, args.end, wait=not args.no_wait)
-            except BackfillError as exc:
+                backfill_id, days, status = backfill(args.url, args.weeks, args.end, wait=not args.no_wait,
+                                                     start=args.start)
+            except (BackfillError, ValueError) as exc:
                 print(f"tv-platform: {exc}", file=sys.stderr)
                 return 1
             where = f"{args.url.rstrip('/')}/runs/b/{backfill_id}"

@@ -1,10 +1,11 @@
 """`tv-platform demo`: the whole platform on local defaults, on one machine.
 
 1. brings the local stack up (Kafka, HDFS, Spark Connect + Hive, PostgreSQL, ClickHouse);
-2. starts Dagster (webserver + daemon, instance storage in PostgreSQL) so the kafka sensor runs;
-3. materializes the reference data, backfills the last week of simulated history and builds the lake, the programme
+2. materializes the reference data, backfills the last week of simulated history and builds the lake, the programme
    attribution and the marts for those days — the lake for at least the days the forecast needs
-   (:func:`forecast_history_days`: 21), so the forecast has its history whatever ``--days`` says;
+   (:func:`forecast_history_days`: 21), so the forecast has its history whatever ``--days`` says — before the daemon
+   runs: those days are within the late-data horizon, and automation must not rebuild them beside these runs;
+3. starts Dagster (webserver + daemon, instance storage in PostgreSQL) so the kafka sensor and automation run;
 4. builds today's programme guide (no sensor makes it: the guide is published ahead, not landed), produces today's
    live viewing events through Kafka, waits until the sensor has landed them in HDFS and the automation sensor has
    carried them through the lake and the programme attribution into the marts, and prints the end-to-end freshness
@@ -29,6 +30,7 @@ from pathlib import Path
 import requests
 
 from tv_platform.cli import REPO_ROOT, dagster_env, stack_up
+from tv_platform.dates import today as local_today
 from tv_platform.settings import get_settings
 
 
@@ -74,21 +76,22 @@ def run_demo(args) -> int:
     for key, value in dagster_env().items():
         os.environ.setdefault(key, value)
 
-    _say(f"\n== 2/6 Dagster UI on http://127.0.0.1:{args.port}")
-    ui = start_dagster(args.port)
+    ui = None
     try:
         import dagster as dg
 
         from tv_platform.definitions import defs
 
         instance = dg.DagsterInstance.get()
-        today = date.today()
+        today = local_today()  # the operator's (TVP_TIMEZONE)
         days = [(today - timedelta(days=i)).isoformat() for i in range(args.days, 0, -1)]
         # the forecast's history: the lake only (the marts and the programmes keep --days)
         lake_days = [(today - timedelta(days=i)).isoformat()
                      for i in range(max(args.days, forecast_history_days()), 0, -1)]
 
-        _say(f"\n== 3/6 reference data and {len(days)} days of history ({days[0]} .. {days[-1]}): "
+        # the history is built before the daemon starts: its days are within the late-data horizon, and automation
+        # would otherwise rebuild them between the levels built here (one owner of a run at a time)
+        _say(f"\n== 2/6 reference data and {len(days)} days of history ({days[0]} .. {days[-1]}): "
              f"lake (from {lake_days[0]}, the forecast's history), programmes, marts")
         from tv_platform.ops import materialize_partitions
 
@@ -97,6 +100,9 @@ def run_demo(args) -> int:
         built = materialize_partitions(defs, instance, "lake", lake_days)
         built += materialize_partitions(defs, instance, "programmes+marts", days)
         _say(f"built {built} asset partitions (Spark assets one run per range of days)")
+
+        _say(f"\n== 3/6 Dagster UI on http://127.0.0.1:{args.port} (webserver and daemon: the sensors run)")
+        ui = start_dagster(args.port)
 
         _say(f"\n== 4/6 today's programme guide, {args.events:,} live events for {today} through Kafka -> sensor -> "
              "HDFS -> automation -> marts")
@@ -155,7 +161,8 @@ def run_demo(args) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        stop_dagster(ui)
+        if ui is not None:
+            stop_dagster(ui)
     return 0
 
 

@@ -267,22 +267,30 @@ def wait_for_backfill(url: str, backfill_id: str, progress: bool = True, poll_se
             time.sleep(poll_seconds)
 
 
-def backfill_days(weeks: int, end: str | None = None) -> list[str]:
-    """``weeks`` whole weeks of days ending yesterday (or ``end``)."""
+def backfill_days(weeks: int, end: str | None = None, start: str | None = None) -> list[str]:
+    """``weeks`` whole weeks of days ending yesterday (or ``end``); with ``start``, the days ``start`` .. ``end``
+    (``end`` default: ``start``) — rebuilding one day is ``start == end``."""
     from datetime import date, timedelta
 
-    last = date.fromisoformat(end) if end else date.today() - timedelta(days=1)
+    from tv_platform.dates import today as local_today
+
+    if start:
+        first, last = date.fromisoformat(start), date.fromisoformat(end or start)
+        if last < first:
+            raise ValueError(f"backfill: --end {last} is before --start {first}")
+        return [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
+    last = date.fromisoformat(end) if end else local_today() - timedelta(days=1)
     return [(last - timedelta(days=i)).isoformat() for i in range(weeks * 7 - 1, -1, -1)]
 
 
 def backfill(url: str, weeks: int, end: str | None = None, wait: bool = True, progress: bool = True,
-             timeout: float | None = None) -> tuple[str, list[str], str | None]:
+             timeout: float | None = None, start: str | None = None) -> tuple[str, list[str], str | None]:
     """Backfill ``weeks`` whole weeks of history ending yesterday (or ``end``) through the lake, programmes and marts:
     one Dagster backfill run by the daemon of the webserver at ``url``. Returns (backfill id, days, final status —
     None when not waited for)."""
     from tv_platform.definitions import defs
 
-    days = backfill_days(weeks, end)
+    days = backfill_days(weeks, end, start)
     backfill_id = launch_backfill(url, backfill_targets(defs), days[0], days[-1])
     status = wait_for_backfill(url, backfill_id, progress=progress, timeout=timeout) if wait else None
     return backfill_id, days, status

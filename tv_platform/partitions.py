@@ -9,8 +9,17 @@ import dagster as dg
 
 from tv_platform.settings import get_settings
 
-daily = dg.DailyPartitionsDefinition(start_date=get_settings().start_date, end_offset=1)
-"""One partition per calendar day of events; ``end_offset=1`` includes today, so the live stream lands as it comes."""
+SKEW_DAYS = 1
+"""Clock-skew tolerance: partitions exist up to tomorrow, so an event dated up to the end of tomorrow (a session
+crossing midnight, a producer whose clock runs ahead, a day sent at once) lands in its own day as soon as it arrives;
+a later date is quarantined with the reason."""
+
+# The zone is read when the definitions load (a partitions definition is static): change TVP_TIMEZONE, reload the code
+# location. Partition keys stay ISO dates; each is a calendar day of the operator's zone (23 or 25 hours on DST days).
+daily = dg.DailyPartitionsDefinition(start_date=get_settings().start_date, timezone=get_settings().timezone,
+                                     end_offset=1 + SKEW_DAYS)
+"""One partition per calendar day of the operator's zone (TVP_TIMEZONE); ``end_offset`` includes today and tomorrow,
+so the live stream lands as it comes."""
 
 # backfill policies are a beta parameter of @asset; we rely on it knowingly (tested in test_backfill / test_dagster_ui)
 warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", category=dg.BetaWarning)

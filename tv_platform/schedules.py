@@ -1,16 +1,21 @@
 """Day-to-day operation: the daily schedule and the automation that lets the graph follow the live stream.
 
-- ``daily_graph_job`` / ``daily_schedule``: every night (00:30) materializes *yesterday's* partition of every daily asset
-  — the simulated history, the lake and the marts. The live snapshot is not in it: the kafka sensor drives that one.
+- ``daily_graph_job`` / ``daily_schedule``: every night (00:30 in the operator's zone, TVP_TIMEZONE) materializes
+  *yesterday's* partition of every daily asset — the simulated history, the lake and the marts. The live snapshot is
+  not in it: the kafka sensor drives that one. A day the stream owns (landed) is not simulated: ``tv_dataset`` writes
+  its partition empty (``stream_owns``), so the day's lake is what landed.
 - ``automation_sensor``: evaluates the assets' automation conditions, so the Hive registration, sessions, aggregates
   and marts follow newly landed stream partitions without anyone pressing a button.
 """
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import dagster as dg
 
+from tv_platform.assets.ingest import stream_owns
+from tv_platform.dates import today as local_today
 from tv_platform.partitions import daily
+from tv_platform.settings import get_settings
 
 DAILY_GROUPS = ["ingest", "lake", "programmes", "marts"]
 
@@ -26,15 +31,25 @@ daily_graph_job = dg.define_asset_job(
 )
 
 
-@dg.schedule(job=daily_graph_job, cron_schedule="30 0 * * *", execution_timezone="UTC",
+@dg.schedule(job=daily_graph_job, cron_schedule="30 0 * * *", execution_timezone=get_settings().timezone,
              default_status=dg.DefaultScheduleStatus.RUNNING,
-             description="At 00:30 every day, yesterday's partition of every daily asset.")
+             description="At 00:30 every day (the operator's zone), yesterday's partition of every daily asset; a day "
+                         "the live stream owns is built from what landed (nothing simulated).")
 def daily_schedule(context: dg.ScheduleEvaluationContext):
-    scheduled = context.scheduled_execution_time or datetime.now()
-    yesterday = (scheduled - timedelta(days=1)).strftime("%Y-%m-%d")
-    if yesterday not in daily.get_partition_keys():
-        return dg.SkipReason(f"{yesterday} is before the first partition")
-    return dg.RunRequest(run_key=f"daily:{yesterday}", partition_key=yesterday)
+    return nightly_request(yesterday_of(context.scheduled_execution_time), context.instance)
+
+
+def yesterday_of(scheduled, tz: str | None = None) -> str:
+    """The day before ``scheduled`` (an aware datetime; naive = UTC; None = now) in the operator's zone (``tz``)."""
+    return (local_today(tz, now=scheduled) - timedelta(days=1)).isoformat()
+
+
+def nightly_request(day: str, instance: dg.DagsterInstance) -> dg.RunRequest | dg.SkipReason:
+    if day not in daily.get_partition_keys():
+        return dg.SkipReason(f"{day} is before the first partition")
+    # one owner per day: on a day the stream landed, tv_dataset simulates nothing (it checks, whoever runs it)
+    owner = "stream" if stream_owns(instance, day) else "history"
+    return dg.RunRequest(run_key=f"daily:{day}", partition_key=day, tags={"tv_platform/owner": owner})
 
 
 analytics_job = dg.define_asset_job(
@@ -42,7 +57,7 @@ analytics_job = dg.define_asset_job(
     description="Analyses and the 7-day forecast over the lake's latest weeks.")
 
 analytics_schedule = dg.ScheduleDefinition(
-    job=analytics_job, cron_schedule="30 2 * * *", execution_timezone="UTC",
+    job=analytics_job, cron_schedule="30 2 * * *", execution_timezone=get_settings().timezone,
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="At 02:30 every day, after the nightly partition: analyses and the forecast.")
 

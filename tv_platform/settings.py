@@ -76,6 +76,9 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "TVP_SIM_USERS": ("10000", "simulated subscribers"),
     "TVP_SIM_SEED": ("42", "simulator seed; a (seed, users, date) triple always gives the same day"),
     "TVP_START_DATE": ("2023-09-01", "first daily partition"),
+    # The operator's calendar (docs/operations.md, "Days and the operator's clock")
+    "TVP_TIMEZONE": ("UTC", "the operator's time zone (IANA name, e.g. `Europe/Moscow`): daily partitions, the schedules, \"today\" and the reading of naive event timers use it; read when the definitions load"),
+    "TVP_LATE_HORIZON_DAYS": ("7", "late data: an event landed for a day up to this many days back re-materializes that day through automation; older days are landed, reported and rebuilt with `tv-platform backfill --start D --end D`"),
     # Audience measures (docs/measures.md)
     "TVP_BROADCAST_DAY_START": ("05:00", "HH:MM at which a broadcast day starts (Mediascope's 05:00; `00:00` = calendar day); decides the day of a viewing minute in the audience measures"),
     "TVP_REACH_THRESHOLD_MINUTES": ("1", "consecutive credited minutes on a channel / programme a universe member needs to count as reached"),
@@ -145,6 +148,8 @@ class Settings:
     sim_users: int
     sim_seed: int
     start_date: str
+    timezone: str
+    late_horizon_days: int
     broadcast_day_start: str
     reach_threshold_minutes: int
     dayparts: str
@@ -171,6 +176,15 @@ class Settings:
             raise ValueError(f"TVP_ENV must be 'local' or 'cluster', got {values['env']!r}")
         if values["gp_dialect"] not in ("postgres", "greenplum"):
             raise ValueError(f"TVP_GP_DIALECT must be 'postgres' or 'greenplum', got {values['gp_dialect']!r}")
+        try:
+            from zoneinfo import ZoneInfo
+
+            ZoneInfo(str(values["timezone"]))
+        except (ValueError, KeyError, OSError) as exc:
+            raise ValueError(f"TVP_TIMEZONE must be an IANA time zone name (e.g. Europe/Moscow), "
+                             f"got {values['timezone']!r}") from exc
+        if int(values["late_horizon_days"]) < 1:  # type: ignore[call-overload]
+            raise ValueError(f"TVP_LATE_HORIZON_DAYS must be at least 1, got {values['late_horizon_days']!r}")
         return cls(**values)  # type: ignore[arg-type]
 
     # ---- derived endpoints -------------------------------------------------------------------------------------

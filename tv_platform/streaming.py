@@ -9,8 +9,9 @@ import json
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import TYPE_CHECKING, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Collection, NamedTuple, Sequence
 
+from tv_platform.dates import local_timer
 from tv_platform.layout import EVENT_COLUMNS, STATUSES
 
 if TYPE_CHECKING:
@@ -159,9 +160,10 @@ def parse_event(value: bytes | None) -> Event:
     if not isinstance(obj["timer"], str):
         raise ValueError(f"timer is not a string: {_short(obj['timer'])}")
     try:
-        timer = datetime.strptime(obj["timer"], TIMER_FORMAT)
+        timer = local_timer(obj["timer"])
     except ValueError:
-        raise ValueError(f"unparseable timer: {_short(obj['timer'])} (expected YYYY-MM-DD HH:MM:SS)") from None
+        raise ValueError(f"unparseable timer: {_short(obj['timer'])} (expected YYYY-MM-DD HH:MM:SS, "
+                         "or with an offset: YYYY-MM-DD HH:MM:SS+03:00)") from None
     status = obj["status"]
     if status not in STATUSES:
         raise ValueError(f"unknown status: {_short(status)}")
@@ -242,6 +244,13 @@ class Landing:
     new_channels: list[int] = field(default_factory=list)
     new_users: list[int] = field(default_factory=list)
 
+    def by_day(self) -> "dict[str, pd.DataFrame]":
+        """The good events grouped by their date (message order kept within a day), dates in order."""
+        if not len(self.good):
+            return {}
+        dates = self.good["timer"].str.slice(0, 10)
+        return {d: self.good[dates == d].reset_index(drop=True) for d in sorted(dates.unique())}
+
     @property
     def rows(self) -> list[list]:
         return self.good.values.tolist()
@@ -271,13 +280,15 @@ column-wise; any other message — other field order, escapes, strings for numbe
 
 
 def validate(messages: "Records | Sequence[Message]", day: str, channel_ids: "set[int] | None" = None,
-             user_ids: "set[int] | range | None" = None) -> Landing:
+             user_ids: "set[int] | range | None" = None, days: "Collection[str] | None" = None) -> Landing:
     """Split a range's messages into good events and rejected messages, each with its reason; total — no message can
     make it raise (a payload that breaks the parser is rejected with the reason, the rest of the range is decided).
 
     Bulk: the common, canonical message is parsed and checked with Arrow kernels over the whole range; the rest with
     ``parse_event``. Reasons, in the order they are tried: the payload itself (``parse_event``: size, UTF-8, JSON,
-    fields, types, id range, timer, status), then the event date outside the partition. Ids missing from the
+    fields, types, id range, timer, status), then the event date outside the partition. ``days``: the dates an event
+    may carry (every partition, for the landing: each event then lands in its own day, ``Landing.by_day``); None =
+    ``day`` only. A timer with an explicit offset is converted to the operator's wall clock. Ids missing from the
     reference data (``channel_ids``/``user_ids``) do not reject an event: it lands, and the ids are returned in
     ``new_channels``/``new_users`` (inferred dimension members, docs/lake.md)."""
     import numpy as np
@@ -287,6 +298,7 @@ def validate(messages: "Records | Sequence[Message]", day: str, channel_ids: "se
 
     records = Records.of(messages)
     n = len(records)
+    accepted, outside = _date_rule(day, days)
     columns = {c: [] for c in EVENT_COLUMNS}
     index: list[int] = []
     rejected: dict[int, Rejected] = {}
@@ -294,7 +306,7 @@ def validate(messages: "Records | Sequence[Message]", day: str, channel_ids: "se
     # 1. canonical messages, column-wise (a failure of a kernel on odd bytes sends the whole range one by one)
     fast = np.zeros(n, dtype=bool)
     try:
-        fast_columns = _canonical_columns(records, day, rejected) if n else None
+        fast_columns = _canonical_columns(records, day, rejected, days) if n else None
     except (pa.ArrowException, ValueError, OverflowError):
         rejected.clear()
         fast_columns = None
@@ -316,8 +328,8 @@ def validate(messages: "Records | Sequence[Message]", day: str, channel_ids: "se
         except Exception as exc:  # noqa: BLE001 - RecursionError, MemoryError …: this message, not the range
             rejected[at] = Rejected(m, f"unreadable event: {type(exc).__name__}: {str(exc)[:200]}")
             continue
-        if ev.timer.date().isoformat() != day:
-            rejected[at] = Rejected(m, f"event date {ev.timer.date().isoformat()} is outside the partition {day}")
+        if not accepted(ev.timer.date().isoformat()):
+            rejected[at] = Rejected(m, outside(ev.timer.date().isoformat()))
         else:
             index.append(at)
             for c, v in zip(EVENT_COLUMNS, ev.row()):
@@ -349,7 +361,23 @@ def _unknown(ids: "pd.Series", known: "set[int] | range | None") -> list[int]:
     return distinct[~inside].tolist()
 
 
-def _canonical_columns(records: Records, day: str, rejected: dict):
+def _date_rule(day: str, days: "Collection[str] | None"):
+    """(accepted(date) -> bool, outside(date) -> reason) for an event date."""
+    if days is None:
+        return (lambda d: d == day), (lambda d: f"event date {d} is outside the partition {day}")
+    days = days if isinstance(days, (set, frozenset)) else set(days)
+    first, last = min(days), max(days)
+
+    def outside(d: str) -> str:
+        if d > last:
+            return (f"event date {d} is outside the partitions {first}..{last} (after tomorrow in the operator's "
+                    "zone: beyond the clock-skew tolerance)")
+        return f"event date {d} is outside the partitions {first}..{last}"
+
+    return days.__contains__, outside
+
+
+def _canonical_columns(records: Records, day: str, rejected: dict, days: "Collection[str] | None" = None):
     """The bulk path of :func:`validate`: (rows decided here, rows that are good, their columns); the rejected ones
     (events of another date) are put in ``rejected``."""
     import numpy as np
@@ -376,10 +404,14 @@ def _canonical_columns(records: Records, day: str, rejected: dict):
     rows, user, channel = rows[real], user[real], channel[real]
     field = {c: a.filter(pa.array(real)) for c, a in field.items()}
     dates = pc.utf8_slice_codeunits(field["timer"], 0, 10).to_numpy(zero_copy_only=False)
-    in_day = dates == day
+    accepted, outside = _date_rule(day, days)
+    if days is None:
+        in_day = dates == day
+    else:
+        in_day = np.isin(dates, np.array(sorted(set(days)), dtype=object))
     for i in np.flatnonzero(~in_day):
         at = int(rows[i])
-        rejected[at] = Rejected(records[at], f"event date {dates[i]} is outside the partition {day}")
+        rejected[at] = Rejected(records[at], outside(str(dates[i])))
     keep = pa.array(in_day)
     out = {
         "session_id": field["session_id"].filter(keep).to_pylist(),

@@ -6,14 +6,32 @@ import dagster as dg
 
 
 def test_daily_schedule_materializes_yesterday():
-    from tv_platform.schedules import daily_schedule
+    from tv_platform.schedules import nightly_request, yesterday_of
 
-    ctx = dg.build_schedule_context(scheduled_execution_time=datetime(2023, 9, 24, 0, 30))
-    request = daily_schedule(ctx)
+    instance = dg.DagsterInstance.ephemeral()
+    request = nightly_request(yesterday_of(datetime(2023, 9, 24, 0, 30)), instance)
     assert request.partition_key == "2023-09-23"
     assert request.run_key == "daily:2023-09-23"
-    early = daily_schedule(dg.build_schedule_context(scheduled_execution_time=datetime(2020, 1, 2, 0, 30)))
-    assert isinstance(early, dg.SkipReason)
+    assert request.tags["tv_platform/owner"] == "history"
+    assert isinstance(nightly_request(yesterday_of(datetime(2020, 1, 2, 0, 30)), instance), dg.SkipReason)
+    # a day the stream landed belongs to it
+    instance.report_runless_asset_event(dg.AssetMaterialization(asset_key="tv_stream_snapshot", partition="2023-09-23"))
+    assert nightly_request("2023-09-23", instance).tags["tv_platform/owner"] == "stream"
+
+
+def test_daily_schedule_runs_on_the_operators_clock():
+    """At 00:30 in Moscow (21:30 UTC the evening before), yesterday is Moscow's yesterday; the schedule's cron runs in
+    the operator's zone."""
+    from zoneinfo import ZoneInfo
+
+    from tv_platform.schedules import daily_schedule, yesterday_of
+    from tv_platform.settings import get_settings
+
+    moscow = datetime(2023, 9, 24, 0, 30, tzinfo=ZoneInfo("Europe/Moscow"))
+    assert yesterday_of(moscow, "Europe/Moscow") == "2023-09-23"
+    assert yesterday_of(datetime(2023, 9, 23, 21, 30), "Europe/Moscow") == "2023-09-23"  # the same instant, naive UTC
+    assert yesterday_of(datetime(2023, 9, 23, 21, 30), "UTC") == "2023-09-22"
+    assert daily_schedule.execution_timezone == get_settings().timezone
 
 
 def test_backfill_runs_days_level_by_level():
@@ -70,40 +88,66 @@ def test_spark_assets_backfill_a_range_in_one_run_and_the_rest_day_by_day():
 
 
 def test_lake_and_marts_follow_a_newly_landed_stream_partition():
-    """The sensor lands a range of today -> the Hive partition is registered -> sessions -> aggregates -> marts."""
-    from tv_platform.definitions import defs
-    from tv_platform.partitions import daily
+    """The sensor lands a range of today -> the Hive partition is registered -> sessions -> aggregates -> marts; the
+    sessions of yesterday are paired again (they read today's events), and a late range of an earlier day within the
+    horizon rebuilds that day; a day older than the horizon is left to a backfill."""
+    from datetime import date, timedelta
 
-    today = daily.get_last_partition_key()
+    from tv_platform.dates import today as local_today
+    from tv_platform.definitions import defs
+    from tv_platform.settings import get_settings
+
+    today = local_today()
+    iso = lambda d: d.isoformat()  # noqa: E731
     instance = dg.DagsterInstance.ephemeral()
     result = dg.evaluate_automation_conditions(defs=defs, instance=instance)
     cursor = result.cursor
 
-    def landed(asset: str):
-        instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=asset, partition=today))
+    def landed(asset: str, day: date = today):
+        instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=asset, partition=iso(day)))
 
     def requested(cursor):
         result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
-        names = {r.key.to_user_string() for r in result.results if r.true_subset.size}
-        for r in result.results:
-            if r.true_subset.size:  # only today's partition is ever requested
-                assert r.true_subset.size == 1
-        return names, result.cursor, None
+        names = {r.key.to_user_string(): set(r.true_subset.expensively_compute_partition_keys())
+                 for r in result.results if r.true_subset.size}
+        return names, result.cursor
 
-    names, cursor, _ = requested(cursor)
-    assert names == set(), "nothing runs before data lands"
+    names, cursor = requested(cursor)
+    assert names == {}, "nothing runs before data lands"
 
     landed("tv_stream_snapshot")
-    names, cursor, _ = requested(cursor)
+    names, cursor = requested(cursor)
     chain = {"hive_tv_stream", "viewing_sessions", "session_anomalies", "daily_viewing", "channel_rating",
              "hourly_activity", "greenplum/sessions", "clickhouse/sessions", "clickhouse/daily_viewing"}
-    assert chain <= names
-    assert not names & {"tv_dataset", "hive_tv_dataset", "channels", "users", "tv_stream_snapshot"}
+    assert chain <= set(names)
+    assert not set(names) & {"tv_dataset", "hive_tv_dataset", "channels", "users", "tv_stream_snapshot"}
+    assert names["hive_tv_stream"] == {iso(today)}
+    # today's events close yesterday's sessions: yesterday is paired again (and tomorrow reads today as its D-1)
+    assert names["viewing_sessions"] == {iso(today - timedelta(days=1)), iso(today), iso(today + timedelta(days=1))}
 
-    for name in names:
-        landed(name)
-    names, cursor, _ = requested(cursor)
-    assert names == set(), "nothing new upstream, nothing requested"
+    def settle(names):
+        for name, keys in names.items():
+            for key in keys:
+                landed(name, date.fromisoformat(key))
+
+    settle(names)
+    names, cursor = requested(cursor)
+    assert names == {}, "nothing new upstream, nothing requested"
+
+    # a late event for D-3: D-3 is rebuilt (and its neighbours, whose sessions / in-day measures read it)
+    late = today - timedelta(days=3)
+    landed("tv_stream_snapshot", late)
+    names, cursor = requested(cursor)
+    assert names["hive_tv_stream"] == {iso(late)}
+    assert iso(late) in names["greenplum/daily_viewing"] and iso(late) in names["clickhouse/sessions"]
+    settle(names)
+    assert requested(cursor)[0] == {}
+
+    # older than the horizon: landed, not rebuilt by automation
+    old = today - timedelta(days=get_settings().late_horizon_days + 3)
+    landed("tv_stream_snapshot", old)
+    names, cursor = requested(cursor)
+    assert names == {}
 
 
 def test_marts_declare_freshness():

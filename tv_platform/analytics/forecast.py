@@ -40,11 +40,12 @@ _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 
 
 
 def finished_days(days, now=None) -> list[str]:
-    """The days that are over at ``now`` (default: the local wall clock): a day is finished once the next one has
-    begun, so today's partition (sessions still open, events still arriving) is left out."""
-    from datetime import datetime
+    """The days that are over at ``now`` (default: now on the operator's clock, TVP_TIMEZONE; a naive ``now`` is a
+    wall-clock time of that zone): a day is finished once the next one has begun, so today's partition (sessions still
+    open, events still arriving) is left out."""
+    from tv_platform.dates import today as local_today
 
-    today = (now or datetime.now()).date().isoformat()
+    today = (now.date() if now is not None and now.tzinfo is None else local_today(now=now)).isoformat()
     return [d for d in days if str(d)[:10] < today]
 
 

@@ -9,12 +9,13 @@
 
 
 import io
-from datetime import date
+from datetime import date, timedelta
 
 import dagster as dg
 import pandas as pd
 
 from tv_platform import layout
+from tv_platform.dates import today as local_today
 from tv_platform.engines.hdfs import LakeResource, frame_to_csv_bytes
 from tv_platform.engines.metadata import declare
 from tv_platform.engines.kafka import KafkaResource
@@ -32,6 +33,14 @@ kafka_topic = dg.AssetSpec(
     group_name="ingest",
     kinds={"kafka"},
 )
+
+
+def stream_owns(instance: dg.DagsterInstance, day: str) -> bool:
+    """Whether the live stream owns ``day``: ``tv_stream_snapshot`` has been materialized for it (a landing run, the
+    other days a run's events touched, a quarantine replay). Such a day is never simulated (docs/operations.md)."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("tv_stream_snapshot"), asset_partitions=[day]), limit=1)
+    return bool(records.records)
 
 
 class SimulationConfig(dg.Config):
@@ -83,9 +92,15 @@ def users(config: SimulationConfig) -> pd.DataFrame:
 )
 def tv_dataset(context: dg.AssetExecutionContext, config: SimulationConfig) -> dg.Output[pd.DataFrame]:
     """The simulated viewing history of one day: enabled/disabled events of every session that starts that day
-    (a session may end after midnight)."""
-    from tv_platform.simulator.model import SimulationParams, simulate_day
+    (a session may end after midnight). One owner per day: a day the live stream has landed (``tv_stream_snapshot``
+    materialized for it) is never simulated — the partition is written empty, so the lake of that day is built from
+    what landed (a backfill over a stream day rebuilds it so)."""
+    from tv_platform.simulator.model import EVENT_COLUMNS as COLUMNS, SimulationParams, simulate_day
 
+    if stream_owns(context.instance, context.partition_key):
+        context.log.info(f"{context.partition_key} belongs to the live stream: nothing simulated")
+        empty = pd.DataFrame({c: pd.Series(dtype=EVENT_DTYPES[c]) for c in COLUMNS})
+        return dg.Output(empty, metadata={"events": 0, "sessions": 0, "viewers": 0, "owner": "stream"})
     day = date.fromisoformat(context.partition_key)
     events = simulate_day(day, SimulationParams(users=config.users, seed=config.seed))
     enabled = events[events["status"] == "enabled"]
@@ -95,6 +110,7 @@ def tv_dataset(context: dg.AssetExecutionContext, config: SimulationConfig) -> d
             "events": len(events),
             "sessions": len(enabled),
             "viewers": int(enabled["user_id"].nunique()),
+            "owner": "history",
         },
     )
 
@@ -163,9 +179,10 @@ def write_or_clear(fs, path: str, frame: pd.DataFrame) -> None:
 )
 def tv_stream_snapshot(context: dg.AssetExecutionContext, config: StreamRangesConfig, kafka: KafkaResource,
                        lake: LakeResource):
-    """Live events of one day landed from Kafka: each offset range the sensor hands over becomes one CSV file named by
-    the topic's id and the range (re-running rewrites the same file — no duplicates, no gaps; a recreated topic gets
-    new names); bad messages go to quarantine with the raw payload, topic/partition/offset and the reason. Ids the
+    """Live events landed from Kafka: each offset range the sensor hands over becomes one CSV file named by the topic's
+    id and the range (re-running rewrites the same file — no duplicates, no gaps; a recreated topic gets new names),
+    in the partition of the run's day and, for events dated another day, in that day's partition under the same name
+    (that partition is recorded as materialized too, so automation follows it); bad messages go to quarantine with the raw payload, topic/partition/offset and the reason. Ids the
     reference data lacks do not stop an event: it lands, and the ids are kept as inferred members."""
     day = context.partition_key
     fs = lake.fs()
@@ -176,26 +193,36 @@ def tv_stream_snapshot(context: dg.AssetExecutionContext, config: StreamRangesCo
     if config.topic_id and config.topic_id != topic_id:
         raise dg.Failure(f"topic {config.topic} was deleted and created again since these ranges were requested "
                          f"(id {config.topic_id}, now {topic_id}): their messages are gone")
-    raw_dir = layout.partition_dir(layout.raw_dir("tv_stream", lake.lake_root), day)
+    raw_root = layout.raw_dir("tv_stream", lake.lake_root)
+    raw_dir = layout.partition_dir(raw_root, day)
     bad_dir = layout.partition_dir(layout.quarantine_dir("tv_stream", lake.lake_root), day)
+    # every event lands in the partition of its own date (any day of the partitions: up to tomorrow, the clock-skew
+    # tolerance); a range is cut for one day by record timestamps, but its payloads decide
+    days = set(daily.get_partition_keys())
+    horizon = (local_today() - timedelta(days=get_settings().late_horizon_days)).isoformat()
     read = landed = quarantined = 0
     files, names = [], []
     reasons: dict[str, int] = {}
+    landed_by_day: dict[str, int] = {}
     new_users: set[int] = set()
     new_channels: set[int] = set()
     with kafka.reader(config.topic) as reader:  # one connection for all the run's ranges
         for r in config.ranges:
             messages = reader.read_exactly(r.partition, r.start, r.end)
-            result = validate(messages, day, channel_ids, user_ids)
+            result = validate(messages, day, channel_ids, user_ids, days=days)
             name = layout.range_file_name(r.partition, r.start, r.end, topic_id)
             names.append(name)
-            good = result.good
-            good_path = f"{raw_dir}/{name}"
-            fs.write_bytes(good_path, frame_to_csv_bytes(good))
-            files.append(good_path)
+            by_day = result.by_day()
+            by_day.setdefault(day, result.good.iloc[:0])  # the run's own day always gets the range's file
+            for d, good in by_day.items():
+                # the same name in every day it touches: unique per topic id and range, rewritten by a re-run
+                good_path = f"{layout.partition_dir(raw_root, d)}/{name}"
+                fs.write_bytes(good_path, frame_to_csv_bytes(good))
+                files.append(good_path)
+                landed_by_day[d] = landed_by_day.get(d, 0) + len(good)
             # a re-run that finds the range clean leaves no stale quarantine, and supersedes any replay of it
             write_or_clear(fs, f"{bad_dir}/{name}", quarantine_frame(config.topic, result.rejected))
-            write_or_clear(fs, f"{raw_dir}/{name[:-4]}{layout.REPLAYED_SUFFIX}", good.iloc[:0])
+            write_or_clear(fs, f"{raw_dir}/{name[:-4]}{layout.REPLAYED_SUFFIX}", result.good.iloc[:0])
             write_or_clear(fs, f"{layout.inferred_dir(lake.lake_root)}/{name}", inferred_frame(result, day))
             for x in result.rejected:
                 kind = " ".join(x.reason.split(":")[0].split(" ")[0:2])
@@ -203,11 +230,18 @@ def tv_stream_snapshot(context: dg.AssetExecutionContext, config: StreamRangesCo
             new_users.update(result.new_users)
             new_channels.update(result.new_channels)
             read += len(messages)
-            landed += len(good)
+            landed += len(result.good)
             quarantined += len(result.rejected)
-            context.log.info(f"{config.topic}[{r.partition}] {r.start}..{r.end}: {len(good)} landed, "
-                             f"{len(result.rejected)} quarantined -> {good_path}")
+            context.log.info(f"{config.topic}[{r.partition}] {r.start}..{r.end}: {len(result.good)} landed "
+                             f"({', '.join(f'{d}: {len(g)}' for d, g in by_day.items() if len(g))}), "
+                             f"{len(result.rejected)} quarantined")
 
+    other_days = {d: n for d, n in landed_by_day.items() if d != day and n}
+    beyond = sorted(d for d in other_days if d < horizon)
+    if beyond:
+        context.log.warning(f"late events for {', '.join(beyond)}, older than the late-data horizon "
+                            f"({get_settings().late_horizon_days} days): landed, but automation does not rebuild "
+                            "those days — `tv-platform backfill --start D --end D` does (docs/operations.md)")
     # the check recounts from what is now in the lake, not from the counters above
     recount_landed = sum(_csv_rows(fs, p) for p in files)
     recount_quarantined = sum(_csv_rows(fs, f"{bad_dir}/{n}") for n in names)
@@ -219,6 +253,8 @@ def tv_stream_snapshot(context: dg.AssetExecutionContext, config: StreamRangesCo
             "ranges": dg.MetadataValue.json([r.model_dump() for r in config.ranges]),
             "events_read": read,
             "events_landed": landed,
+            "events_landed_by_day": dg.MetadataValue.json(landed_by_day),
+            "late_days_beyond_horizon": dg.MetadataValue.json(beyond),
             "events_quarantined": quarantined,
             "quarantine_reasons": dg.MetadataValue.json(reasons),
             "inferred_users": len(new_users),
@@ -226,6 +262,13 @@ def tv_stream_snapshot(context: dg.AssetExecutionContext, config: StreamRangesCo
             "files": dg.MetadataValue.json([lake.fs().uri(p) for p in files]),
         }
     )
+    # the other days a range touched changed too: their partitions are recorded (after the run's own), so
+    # automation follows them
+    for d, n in sorted(other_days.items()):
+        context.log_event(dg.AssetMaterialization(
+            asset_key=context.asset_key, partition=d,
+            description=f"events of {d} landed by the run for {day}",
+            metadata={"events_landed": n, "landed_by_run_for": day, "beyond_late_horizon": d < horizon}))
     yield dg.AssetCheckResult(
         check_name="events_conserved",
         passed=read == recount_landed + recount_quarantined and read <= expected,

@@ -442,12 +442,30 @@ def encode_event_arrays(frame) -> "tuple[pa.BinaryArray, pa.BinaryArray]":
     return sid.cast(pa.binary()), values
 
 
+def pace_schedule(stamps, speed: float, start_ms: int | None = None) -> "np.ndarray":
+    """When to send each event (seconds after the producer starts) so the stream arrives as the day runs: the day's
+    clock runs ``speed`` times real time from ``start_ms`` (a record timestamp; default the first event's); events
+    stamped before it go at once. ``stamps`` in send order (timer order)."""
+    import numpy as np
+
+    if not speed or speed <= 0:
+        raise ValueError(f"speed must be > 0, got {speed}")
+    stamps = np.asarray(stamps, dtype=np.int64)
+    if not len(stamps):
+        return np.zeros(0)
+    start = int(stamps[0]) if start_ms is None else int(start_ms)
+    return np.maximum(stamps - start, 0) / 1000.0 / float(speed)
+
+
 def publish_frame(kafka: "KafkaResource", frame, rate: float | None = None, progress: bool = True,
-                  duration: float | None = None, chunk: int = 50_000, resume: bool = False) -> int:
+                  duration: float | None = None, chunk: int = 50_000, resume: bool = False,
+                  speed: float | None = None, pace_from_ms: int | None = None) -> int:
     """Send an event frame to the topic, in frame order per partition (each event to its key's partition), each
     record stamped with its event's timer; ``rate`` limits the events/s, ``duration`` (seconds) stops early. Returns
     how many events the brokers acknowledged (``acks=all``, idempotent) — with ``resume``, how many of the frame are
-    in the topic now (see ``resume_points``); raises ``KafkaClientError`` when any could not be delivered."""
+    in the topic now (see ``resume_points``); raises ``KafkaClientError`` when any could not be delivered. ``speed``
+    paces the stream on the day's clock (``pace_schedule``: 1 = real time, 60 = an hour a minute, from
+    ``pace_from_ms``), so events arrive as the day does, not all at once."""
     import numpy as np
     from tqdm import tqdm
 
@@ -467,6 +485,9 @@ def publish_frame(kafka: "KafkaResource", frame, rate: float | None = None, prog
     already = len(keys) - len(todo)
     keys_l, values_l, parts_l = keys.to_pylist(), values.to_pylist(), parts.tolist()
     step = int(min(chunk, max(1, rate / 20))) if rate else chunk  # a throttled producer sends 20 times a second
+    due = pace_schedule(stamps, speed, pace_from_ms) if speed else None
+    if due is not None:
+        step = min(step, 500)
     failed: list = []
 
     def on_error(err, _msg):
@@ -476,15 +497,27 @@ def publish_frame(kafka: "KafkaResource", frame, rate: float | None = None, prog
     sent, t0 = 0, time.monotonic()
     produce, poll, topic = producer.produce, producer.poll, kafka.topic
     try:
-        for lo in range(0, len(todo), step):
-            for i in todo[lo:lo + step].tolist():
+        lo = 0
+        while lo < len(todo):
+            batch = todo[lo:lo + step].tolist()
+            if due is not None:  # on the day's clock: the batch goes when its first event is due …
+                wait = due[batch[0]] - (time.monotonic() - t0)
+                if wait > 0:
+                    poll(min(wait, 0.5))
+                    wait = due[batch[0]] - (time.monotonic() - t0)
+                    if wait > 0:
+                        time.sleep(wait)
+                elapsed = time.monotonic() - t0  # … with only the events due by now (the rest in the next batch)
+                batch = [i for i in batch if due[i] <= elapsed + 0.05] or batch[:1]
+            for i in batch:
                 while True:
                     try:
                         produce(topic, values_l[i], keys_l[i], parts_l[i], on_error, timestamp=stamps[i])
                         break
                     except BufferError:  # the local queue is full: let librdkafka send
                         poll(0.05)
-            n = min(step, len(todo) - lo)
+            n = len(batch)
+            lo += n
             sent += n
             poll(0)
             producer.client_errors.raise_if_fatal("cannot produce to", kafka)
@@ -617,7 +650,12 @@ def add_produce_parser(sub) -> None:
     p.add_argument("--count", type=int, help="number of events (default: the whole simulated day)")
     p.add_argument("--duration", type=float, help="seconds to keep producing (with --rate)")
     p.add_argument("--rate", type=float, help="events per second (default: as fast as possible)")
-    p.add_argument("--date", type=date.fromisoformat, default=None, help="day to simulate (default: today)")
+    p.add_argument("--date", type=date.fromisoformat, default=None,
+                   help="day to simulate (default: today in the operator's zone, TVP_TIMEZONE)")
+    p.add_argument("--speed", type=float, default=None, metavar="N",
+                   help="pace the stream on the day's clock, N times real time (1 = as the day runs, 60 = an hour a "
+                        "minute); today's clock starts now (what is past goes at once), another day's at its first "
+                        "event. Default: as fast as possible")
     p.add_argument("--users", type=int, default=None, help="simulated subscribers (default: TVP_SIM_USERS)")
     p.add_argument("--seed", type=int, default=None, help="simulator seed (default: TVP_SIM_SEED)")
     p.add_argument("--topic", default=None, help="topic (default: TVP_KAFKA_TOPIC)")
@@ -629,6 +667,7 @@ def add_produce_parser(sub) -> None:
 
 
 def produce_command(args: argparse.Namespace) -> int:
+    from tv_platform.dates import today as local_today
     from tv_platform.resources import kafka_resource
     from tv_platform.settings import get_settings
     from tv_platform.simulator.live import live_frame, read_recorded
@@ -650,11 +689,18 @@ def produce_command(args: argparse.Namespace) -> int:
     else:
         params = SimulationParams(users=args.users or settings.sim_users,
                                   seed=args.seed if args.seed is not None else settings.sim_seed)
-        frame = live_frame(args.date or date.today(), params, count=args.count)
+        frame = live_frame(args.date or local_today(), params, count=args.count)
+    pace_from = None
+    if args.speed is not None:
+        if args.speed <= 0:
+            print(f"tv-platform: --speed must be > 0, got {args.speed}", file=sys.stderr)
+            return 2
+        if not args.replay and (args.date is None or args.date == local_today()):
+            pace_from = int(time.time() * 1000)  # today: the day's clock is the wall clock
     t0 = time.monotonic()
     try:
         sent = publish_frame(kafka, frame, rate=args.rate, progress=not args.no_progress, duration=args.duration,
-                             resume=not args.fresh)
+                             resume=not args.fresh, speed=args.speed, pace_from_ms=pace_from)
     except KafkaClientError as exc:
         print(f"tv-platform: {exc}", file=sys.stderr)
         return 1

@@ -21,7 +21,7 @@ from datetime import timedelta
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from tv_platform.lake.sessions import as_date, ntz
+from tv_platform.lake.sessions import as_date, elapsed_s, ntz
 from tv_platform.lake.tables import (
     CHANNEL_RATING_COLUMNS,
     CHANNEL_WEEKDAY_HOUR_COLUMNS,
@@ -70,27 +70,50 @@ def _started(sessions: DataFrame, day) -> DataFrame:
 
 def day_overlap(sessions: DataFrame, day) -> DataFrame:
     """The sessions (started on D-1 or D) that overlap calendar day D, one row each, with ``start_s``/``end_s`` (start
-    and end in seconds from D 00:00 — negative for a session started the day before, beyond 86 400 for one ending
-    after midnight), ``in_s``/``out_s`` (the part inside D: max(start_s, 0) .. min(end_s, 86 400)) and ``in_day_s``
-    (its length). A zero-length session overlaps D if its instant is in D; a session ending exactly at D 00:00 does
-    not."""
+    and end in seconds from D 00:00 — negative for a session started the day before, beyond the day's length for one
+    ending after midnight), ``in_s``/``out_s`` (the part inside D: max(start_s, 0) .. min(end_s, day length)) and
+    ``in_day_s`` (its length). Seconds are real time in the operator's zone: a DST day is 23 or 25 hours long
+    (``day_seconds``). A zero-length session overlaps D if its instant is in D; a session ending exactly at D 00:00
+    does not."""
     d = as_date(day)
+    day_s = day_seconds(d)
     midnight = F.lit(d).cast("timestamp_ntz")
-    s0 = F.timestamp_diff("SECOND", midnight, ntz("time_start"))
-    e0 = F.timestamp_diff("SECOND", midnight, ntz("time_end"))
+    s0 = elapsed_s(midnight, "time_start")
+    e0 = elapsed_s(midnight, "time_end")
     base = sessions.where(F.col("dt").between((d - timedelta(days=1)).isoformat(), d.isoformat())).select(
         "session_id", "user_id", "user_name", "channel_id", "channel_name", "time_start", "time_end", "duration_s",
         "is_zero_length", "dt", s0.alias("start_s"), e0.alias("end_s"),
     )
     start_s, end_s = F.col("start_s"), F.col("end_s")
-    overlaps = ((end_s > start_s) & (end_s > 0) & (start_s < DAY_S)) | (
-        (end_s == start_s) & (start_s >= 0) & (start_s < DAY_S))
+    overlaps = ((end_s > start_s) & (end_s > 0) & (start_s < day_s)) | (
+        (end_s == start_s) & (start_s >= 0) & (start_s < day_s))
     return (
         base.where(overlaps)
         .withColumn("in_s", F.greatest(start_s, F.lit(0)))
-        .withColumn("out_s", F.least(end_s, F.lit(DAY_S)))
+        .withColumn("out_s", F.least(end_s, F.lit(day_s)))
         .withColumn("in_day_s", F.col("out_s") - F.col("in_s"))
     )
+
+
+def day_seconds(day) -> int:
+    """The length of ``day`` in the operator's zone, in seconds: 86 400, or 82 800 / 90 000 on a DST day."""
+    from tv_platform.dates import day_hours
+
+    return int(round(day_hours(day) * 3600))
+
+
+def hour_bounds(day) -> list[tuple[int, int]]:
+    """[start, end) of each clock hour 0–23 of ``day``, in real seconds from its midnight (operator's zone): hour h
+    runs from h:00 to h+1:00 on the wall clock — none of it on the hour a spring DST change skips, two hours on the
+    hour an autumn change repeats."""
+    from tv_platform.dates import day_start_ms, timer_ms
+
+    d = as_date(day)
+    walls = [f"{d.isoformat()} {h:02d}:00:00" for h in range(24)]
+    starts = [int(x) for x in timer_ms(walls)]
+    ends = starts[1:] + [day_start_ms(d + timedelta(days=1))]
+    base = day_start_ms(d)
+    return [((a - base) // 1000, (b - base) // 1000) for a, b in zip(starts, ends)]
 
 
 def hour_slices(sessions: DataFrame, day) -> DataFrame:
@@ -98,15 +121,41 @@ def hour_slices(sessions: DataFrame, day) -> DataFrame:
 
     Columns: those of :func:`day_overlap`, plus ``hour`` (0–23) and ``overlap_s`` (seconds of [start, end) inside
     [hour, hour + 1)). A zero-length session gets one row in the hour of its instant with ``overlap_s`` 0; a session
-    ending exactly at D 00:00 has no row. Only sessions started on D-1 or D are sliced.
+    ending exactly at D 00:00 has no row. Only sessions started on D-1 or D are sliced. On a DST day the hours are
+    the wall clock's (``hour_bounds``: the skipped hour is empty, the repeated one two hours long).
     """
     s, e = F.col("in_s"), F.col("out_s")
+    bounds = hour_bounds(day)
+    if bounds != [(h * HOUR_S, (h + 1) * HOUR_S) for h in range(24)]:
+        return _dst_hour_slices(sessions, day, bounds)
     first_hour = F.floor(s / HOUR_S).cast("int")
     last_hour = F.when(e > s, (F.ceil(e / HOUR_S) - 1).cast("int")).otherwise(first_hour)
     sliced = day_overlap(sessions, day).withColumn("hour", F.explode(F.sequence(first_hour, last_hour)))
     hour_start = F.col("hour").cast("bigint") * HOUR_S
     overlap = F.greatest(F.least(e, hour_start + HOUR_S) - F.greatest(s, hour_start), F.lit(0))
     return sliced.withColumn("overlap_s", overlap.cast("bigint"))
+
+
+def _dst_hour_slices(sessions: DataFrame, day, bounds: list[tuple[int, int]]) -> DataFrame:
+    """:func:`hour_slices` of a day whose hours are not all 3 600 s: each session against the 24 hours' bounds."""
+    s, e = F.col("in_s"), F.col("out_s")
+    hours = sessions.sparkSession.createDataFrame(
+        [(h, lo, hi) for h, (lo, hi) in enumerate(bounds)], "hour int, hour_lo bigint, hour_hi bigint")
+    lo, hi = F.col("hour_lo"), F.col("hour_hi")
+    sliced = day_overlap(sessions, day).crossJoin(F.broadcast(hours)).where(
+        ((e > s) & (s < hi) & (e > lo)) | ((e == s) & (s >= lo) & (s < hi)))
+    overlap = F.greatest(F.least(e, hi) - F.greatest(s, lo), F.lit(0))
+    return sliced.withColumn("overlap_s", overlap.cast("bigint")).drop("hour_lo", "hour_hi")
+
+
+def started_in_hour(day) -> Column:
+    """Whether a slice's session started in the slice's hour (``start_s`` against the hours of ``day``)."""
+    bounds = hour_bounds(day)
+    if bounds == [(h * HOUR_S, (h + 1) * HOUR_S) for h in range(24)]:
+        return F.floor(F.col("start_s") / HOUR_S) == F.col("hour")
+    lo = F.element_at(F.array(*[F.lit(b[0]) for b in bounds]), F.col("hour") + 1)
+    hi = F.element_at(F.array(*[F.lit(b[1]) for b in bounds]), F.col("hour") + 1)
+    return (F.col("start_s") >= lo) & (F.col("start_s") < hi)
 
 
 def _sum0(column: Column | str) -> Column:
@@ -203,8 +252,7 @@ def hourly_activity(sessions: DataFrame, day) -> DataFrame:
     slices = hour_slices(sessions, d)
     per_hour = slices.groupBy("hour").agg(
         F.count(F.lit(1)).alias("sessions_active"),
-        _sum0(F.when((F.col("dt") == d) & (F.floor(F.col("start_s") / HOUR_S) == F.col("hour")), 1)
-              ).alias("sessions_started"),
+        _sum0(F.when((F.col("dt") == d) & started_in_hour(d), 1)).alias("sessions_started"),
         F.countDistinct("user_id").alias("viewers"),
         _sum0("overlap_s").alias("seconds"),
     )

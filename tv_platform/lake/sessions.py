@@ -72,6 +72,21 @@ def ntz(column: str | Column) -> Column:
     return c.cast("timestamp_ntz")
 
 
+def instant(column: str | Column, tz: str | None = None) -> Column:
+    """A stored wall-clock time of the operator's zone as the UTC wall clock (TIMESTAMP_NTZ): differences of such
+    columns are real elapsed time, also across a DST change (the identity in UTC)."""
+    from tv_platform.dates import zone_name
+
+    name = zone_name(tz)
+    c = ntz(column)
+    return c if name == "UTC" else F.convert_timezone(F.lit(name), F.lit("UTC"), c)
+
+
+def elapsed_s(start: str | Column, end: str | Column, tz: str | None = None) -> Column:
+    """Seconds from ``start`` to ``end`` (wall-clock times of the operator's zone), as really elapsed."""
+    return F.timestamp_diff("SECOND", instant(start, tz), instant(end, tz))
+
+
 def union_sources(frames: dict[str, DataFrame]) -> DataFrame:
     """Raw event tables keyed by source (``tv_dataset``/``tv_stream`` or ``history``/``stream``) as one frame with a
     ``source`` column. Each frame needs session_id, user_id, channel_id, timer, status and dt."""
@@ -269,7 +284,7 @@ def finish_sessions(pairs: DataFrame, channels: DataFrame | None = None, users: 
             "user_name", F.coalesce(F.col("user_name"), inferred_label("users", "user_id")))
     else:
         s = s.withColumn("user_name", F.lit(None).cast("string"))
-    duration = F.timestamp_diff("SECOND", F.col("time_start"), F.col("time_end"))
+    duration = elapsed_s("time_start", "time_end")  # real time: 23/25-hour DST days count right
     return s.select(
         F.col("session_id").cast("string").alias("session_id"),
         F.col("user_id").cast("int").alias("user_id"),
