@@ -79,6 +79,33 @@ def test_security_settings_reach_both_clients():
 
 
 @pytest.mark.services
+def test_a_day_produced_at_once_is_accepted_up_to_the_end_of_tomorrow(kafka_stack, unique):
+    """Kafka 4 refuses a record stamped more than an hour ahead of the broker by default; the demo's live day (and a
+    replay of today) is produced at once, its events stamped up to the end of tomorrow: the platform's topics accept
+    them (FUTURE_TIMESTAMP_MS), and the broker still refuses a record stamped beyond that."""
+    from confluent_kafka import Producer
+
+    from tv_platform.engines.kafka import FUTURE_TIMESTAMP_MS
+
+    kafka = kafka_resource(kafka_stack).with_topic(f"ahead_{unique}")
+    kafka.ensure_topic(partitions=1)
+    now = int(time.time() * 1000)
+    ahead = [now + h * 3_600_000 for h in (0, 2, 23, 47)]
+    failed = []
+    producer = Producer({**kafka.librdkafka_config(), "linger.ms": 0})
+    for ts in ahead:
+        producer.produce(kafka.topic, b"x", timestamp=ts, on_delivery=lambda err, msg: err and failed.append(err))
+        producer.flush(30)
+    assert not failed, failed
+    with kafka.reader() as reader:
+        assert [m.timestamp_ms for m in reader.read_exactly(0, 0, len(ahead))] == ahead
+    producer.produce(kafka.topic, b"y", timestamp=now + FUTURE_TIMESTAMP_MS + 3_600_000,
+                     on_delivery=lambda err, msg: err and failed.append(err))
+    producer.flush(30)
+    assert len(failed) == 1 and "timestamp" in str(failed[0]).lower(), failed
+
+
+@pytest.mark.services
 def test_the_reader_reads_exactly_what_was_produced(kafka_stack, unique):
     stack = kafka_stack
     from confluent_kafka import Producer

@@ -32,6 +32,13 @@ from kafka.errors import TopicAlreadyExistsError
 
 from tv_platform.streaming import Records
 
+FUTURE_TIMESTAMP_MS = 3 * 86_400_000
+"""How far ahead of the broker's clock a record's timestamp (its event's time) may be. Kafka 4 refuses records more
+than an hour ahead by default (``message.timestamp.after.max.ms``, KIP-937), and a whole batch with them
+(``INVALID_TIMESTAMP`` / ``_INVALID_DIFFERENT_RECORD``): a day produced at once — the demo's live day, a replay of
+today — has events up to the end of tomorrow (the platform's clock-skew tolerance, ``partitions.SKEW_DAYS``). Three
+days cover that in any time zone; the topics the platform creates carry it, the local stack's brokers default to it."""
+
 if TYPE_CHECKING:
     import numpy as np
     import pyarrow as pa
@@ -117,10 +124,13 @@ class KafkaResource(dg.ConfigurableResource):
                              request_timeout_ms=self.request_timeout_ms, client_id="tv_platform-admin")
 
     def ensure_topic(self, topic: str | None = None, partitions: int | None = None) -> None:
+        """Create the topic if it does not exist, accepting record timestamps up to ``FUTURE_TIMESTAMP_MS`` ahead of
+        the broker's clock (see there)."""
         admin = self.admin()
         try:
             admin.create_topics([NewTopic(topic or self.topic, partitions or self.partitions,
-                                          self.replication_factor)])
+                                          self.replication_factor,
+                                          topic_configs={"message.timestamp.after.max.ms": str(FUTURE_TIMESTAMP_MS)})])
         except TopicAlreadyExistsError:
             pass
         finally:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from tv_platform.engines.kafka import FUTURE_TIMESTAMP_MS
 from tv_platform.stack.base import Service, StackError, java_bin, port_open, run_checked
 from tv_platform.stack.maven import classpath, ensure_jars
 
@@ -196,6 +197,7 @@ class KafkaService(Service):
             "share.coordinator.state.topic.min.isr": min_isr,
             # topics are created explicitly (the events topic by after_ready)
             "auto.create.topics.enable": "false",
+            "log.message.timestamp.after.max.ms": FUTURE_TIMESTAMP_MS,  # a day produced at once (engines/kafka.py)
             # events carry their own (possibly years old, simulated) timestamps: time retention would delete them
             "log.retention.ms": -1,
             "log.retention.bytes": -1,
