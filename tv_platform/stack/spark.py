@@ -93,7 +93,7 @@ class SparkConnectService(Service):
 
     def endpoints(self) -> dict[str, str]:
         catalog = self.settings.hive_metastore_uri or f"embedded Derby {self.metastore_db}"
-        return {"spark connect": self.settings.spark_remote, "hive metastore": catalog, "hive warehouse": self.warehouse_dir}
+        return {"spark connect": self.settings.spark_remote, "spark master": self.settings.spark_master, "hive metastore": catalog, "hive warehouse": self.warehouse_dir}
 
     # ---- install -----------------------------------------------------------------------------------------------
     def install(self, progress: Callable[[str], None]) -> None:
@@ -141,8 +141,26 @@ class SparkConnectService(Service):
         }
         if s.hdfs_url.startswith("hdfs://"):
             conf["spark.hadoop.fs.defaultFS"] = s.hdfs_url.rstrip("/")
+        if s.spark_master.startswith("spark://"):
+            # a standalone master (the cluster profile): one single-core executor per worker
+            conf.update({
+                "spark.executor.memory": s.spark_executor_memory,
+                "spark.executor.cores": "1",
+                "spark.cores.max": "2",
+                # a lost executor (its worker killed) is not a reason to fail the application
+                "spark.deploy.maxExecutorRetries": "-1",
+            })
+        if s.profile == "cluster":
+            from tv_platform.stack.hdfs import cluster_hdfs_conf
+
+            for key, value in cluster_hdfs_conf(s).items():
+                conf[f"spark.hadoop.{key}"] = value
         if s.hive_metastore_uri:
             conf["spark.hadoop.hive.metastore.uris"] = s.hive_metastore_uri
+            # fail a statement within a minute when the metastore service is down (the default retries ~10 min)
+            conf["spark.hadoop.hive.metastore.failure.retries"] = "2"
+            conf["spark.hadoop.hive.metastore.client.connect.retry.delay"] = "2s"
+            conf["spark.hadoop.hive.metastore.client.socket.timeout"] = "60s"
         else:
             conf["spark.hadoop.javax.jdo.option.ConnectionURL"] = (
                 f"jdbc:derby:;databaseName={self.metastore_db};create=true"
@@ -158,7 +176,7 @@ class SparkConnectService(Service):
             str(home / "bin" / "spark-submit"),
             "--class", CONNECT_SERVER_CLASS,
             "--name", "tv_platform Spark Connect",
-            "--master", "local[2]",
+            "--master", self.settings.spark_master,
             "--driver-memory", self.settings.spark_driver_memory,
             "--driver-java-options", f"-Dderby.system.home={self.data_dir / 'derby'}",
         ]
