@@ -7,9 +7,10 @@ first on the class path; it binds ``127.0.0.1:<port of TVP_HIVE_METASTORE_URI>``
 
 Its database is ``hive_metastore`` in the stack's PostgreSQL, owned by the role ``hive`` whose password is generated at
 the first start and kept in ``<state_dir>/data/hive-metastore/db-password`` (mode 0600); no default password. The
-schema is created by DataNucleus on the first start (``datanucleus.schema.autoCreateAll``: the server jar does not
-ship Hive's ``hive-schema-4.0.0.postgres.sql``, which only comes with the binary distribution), with schema
-verification off.
+schema is made once, before the first start, by Hive's own ``MetastoreSchemaTool -initSchema -dbType postgres`` from
+``hive-schema-4.0.0.postgres.sql`` of the binary distribution (``...-4.0.1-bin.tar.gz``, also on Maven Central; the
+server jar does not carry the scripts); the service verifies it at every start (``metastore.schema.verification``).
+DataNucleus' ``autoCreateAll`` is not used: creating tables lazily, it deadlocks under concurrent requests.
 
 Spark (the Connect server) is a metastore *client*: its built-in Hive client 2.3.10 (pyspark's jars) talks thrift to
 this 4.0.1 server — see docs/deployment.md for what that pairing is proven to do.
@@ -133,8 +134,7 @@ class HiveMetastoreService(Service):
             "javax.jdo.option.ConnectionDriverName": "org.postgresql.Driver",
             "javax.jdo.option.ConnectionUserName": ROLE,
             "javax.jdo.option.ConnectionPassword": self.db_password(),
-            "datanucleus.schema.autoCreateAll": "true",
-            "metastore.schema.verification": "false",
+            "metastore.schema.verification": "true",
             "metastore.warehouse.dir": s.hdfs_url.rstrip("/") + "/user/hive/warehouse",
             "fs.defaultFS": s.hdfs_url.rstrip("/"),
             "metastore.event.db.notification.api.auth": "false",
@@ -155,16 +155,55 @@ class HiveMetastoreService(Service):
         site.write_text(_site_xml(self.site()))
         os.chmod(site, 0o600)  # it holds the database password
         (self.conf_dir / "log4j2.properties").write_text(LOG4J2)
+        if not self._schema_exists():
+            from tv_platform.stack.base import run_checked
 
-    def command(self) -> tuple[list[str], dict[str, str]]:
-        argv = [
+            home = self._distribution()
+            run_checked(self.name, self._java("org.apache.hadoop.hive.metastore.tools.schematool.MetastoreSchemaTool",
+                                              "-initSchema", "-dbType", "postgres"),
+                        self.log_file, env={**os.environ, "METASTORE_HOME": str(home)}, cwd=self.data_dir)
+
+    def _schema_exists(self) -> bool:
+        from tv_platform.stack.postgres import PostgresService
+
+        conn = PostgresService(self.settings).admin_connect(DATABASE)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1 FROM pg_tables WHERE tablename = 'VERSION'")
+                return cur.fetchone() is not None
+        finally:
+            conn.close()
+
+    def _distribution(self) -> Path:
+        """The schema scripts of the binary distribution, extracted once next to the jars."""
+        import tarfile
+
+        from tv_platform.stack.maven import jars_dir
+
+        jars = jars_dir(self.settings, "hive-metastore")
+        home = jars / "dist"
+        scripts = home / "scripts" / "metastore" / "upgrade" / "postgres"
+        if not (scripts / "hive-schema-4.0.0.postgres.sql").exists():
+            (archive,) = jars.glob("hive-standalone-metastore-server-*-bin.tar.gz")
+            with tarfile.open(archive) as tar:
+                members = [m for m in tar.getmembers() if "/scripts/metastore/upgrade/postgres/" in m.name and m.isfile()]
+                for m in members:
+                    m.name = m.name.split("/", 1)[1]
+                tar.extractall(home, members=members, filter="data")
+        return home
+
+    def _java(self, main: str, *args: str) -> list[str]:
+        return [
             java_bin(), f"-Xmx{self.settings.hive_metastore_heap}", "-Xms64m", "-XX:+UseSerialGC",
             "-XX:MaxMetaspaceSize=192m", "-XX:+ExitOnOutOfMemoryError",
             "-Djava.net.preferIPv4Stack=true", "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={self.conf_dir / 'log4j2.properties'}",
             f"-Djava.io.tmpdir={self.data_dir / 'tmp'}",
-            "-cp", classpath(self.settings, "hive-metastore", [self.conf_dir]), MAIN,
+            "-cp", classpath(self.settings, "hive-metastore", [self.conf_dir]), main, *args,
         ]
+
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        argv = self._java(MAIN)
         return argv, {"HADOOP_USER_NAME": self.settings.hdfs_user, "METASTORE_CONF_DIR": str(self.conf_dir)}
 
     def ready(self) -> bool:

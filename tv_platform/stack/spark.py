@@ -23,6 +23,8 @@ from urllib.parse import urlparse
 
 from tv_platform.stack.base import Service, StackError, java_bin, port_open
 
+#: the Hive metastore client Spark loads in the cluster profile (the server: hive-standalone-metastore-server 4.0.1)
+HIVE_CLIENT_VERSION = "4.0.1"
 CONNECT_SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 
 _LOG4J2 = """\
@@ -104,6 +106,10 @@ class SparkConnectService(Service):
             if importlib.util.find_spec(module) is None:
                 raise StackError(self.name, f"the Spark Connect client needs {module!r}: pip install 'pyspark[connect]'")
         java_bin()
+        if self.settings.profile == "cluster":
+            from tv_platform.stack.maven import ensure_jars
+
+            ensure_jars(self.settings, "hive-client", progress)
 
     # ---- run -----------------------------------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -155,6 +161,14 @@ class SparkConnectService(Service):
 
             for key, value in cluster_hdfs_conf(s).items():
                 conf[f"spark.hadoop.{key}"] = value
+        if s.profile == "cluster":
+            # the metastore service is Hive 4.0.1; pyspark's built-in 2.3.10 client calls thrift methods it no
+            # longer has (get_table), so Spark loads a 4.0.1 client (stack/jvm/hive-client) in its isolated loader
+            from tv_platform.stack.maven import jars_dir
+
+            conf["spark.sql.hive.metastore.version"] = HIVE_CLIENT_VERSION
+            conf["spark.sql.hive.metastore.jars"] = "path"
+            conf["spark.sql.hive.metastore.jars.path"] = f"file://{jars_dir(s, 'hive-client')}/*.jar"
         if s.hive_metastore_uri:
             conf["spark.hadoop.hive.metastore.uris"] = s.hive_metastore_uri
             # fail a statement within a minute when the metastore service is down (the default retries ~10 min)

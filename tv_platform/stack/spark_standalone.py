@@ -59,6 +59,9 @@ class _SparkDaemon(Service):
         for sub in ("conf", "work", "local", "tmp"):
             (self.data_dir / sub).mkdir(parents=True, exist_ok=True)
         (self.data_dir / "conf" / "log4j2.properties").write_text(_LOG4J2)
+        # read by the daemons from SPARK_CONF_DIR: no REST submission server (it would take the fixed port 6066)
+        (self.data_dir / "conf" / "spark-defaults.conf").write_text(
+            "# written by tv_platform.stack.spark_standalone at every start\nspark.master.rest.enabled false\n")
 
     def daemon_env(self) -> dict[str, str]:
         from tv_platform.stack.spark import spark_home
@@ -71,7 +74,7 @@ class _SparkDaemon(Service):
             "SPARK_LOCAL_IP": "127.0.0.1",
             "SPARK_LOCAL_DIRS": str(self.data_dir / "local"),
             "SPARK_DAEMON_MEMORY": self.settings.spark_daemon_heap,
-            "SPARK_DAEMON_JAVA_OPTS": f"-Djava.io.tmpdir={self.data_dir / 'tmp'} -XX:+UseSerialGC",
+            "SPARK_DAEMON_JAVA_OPTS": f"-Djava.io.tmpdir={self.data_dir / 'tmp'} -XX:+UseSerialGC -Djava.net.preferIPv4Stack=true",
             "PYSPARK_PYTHON": sys.executable,
         }
 
