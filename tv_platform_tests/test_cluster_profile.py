@@ -209,6 +209,49 @@ def test_spark_catalog_lives_in_the_metastore_service_on_postgresql(profile, spa
         spark.sql(f"DROP DATABASE {db} CASCADE")
 
 
+def test_seed_day_through_the_graph_on_the_profile(profile):
+    """The seed's recorded day end to end (test_end_to_end: produce --replay -> 3 brokers -> sensor -> HDFS with three
+    DataNodes -> Hive tables in the metastore service -> sessions and daily viewing on the standalone workers), run
+    on the profile: the seed's published 10,000 views and 19,882 hours, counted from the CSV with pandas."""
+    env = {**os.environ, "TVP_PROFILE": "cluster"}
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "ignore",
+                          str(Path(__file__).with_name("test_end_to_end.py"))],
+                         capture_output=True, text=True, timeout=900, env=env, stdin=subprocess.DEVNULL)
+    assert run.returncode == 0 and " passed" in run.stdout, run.stdout[-3000:]
+
+
+def test_spark_worker_sigkilled_during_a_job_the_job_completes_and_the_worker_rejoins(profile, spark):
+    """SIGKILL worker 1 (its JVM and the executor it launched: one process group) while a job of 16 tasks runs: the
+    tasks it held are rerun on worker 2's executor and the sum is exact; restarted, the worker registers again."""
+    import signal
+    import threading
+
+    from tv_platform.stack.spark_standalone import SparkMasterService, SparkWorkerService
+
+    worker = SparkWorkerService(profile, node=1)
+    pgid = worker.recorded_pid()
+    assert pgid
+    n = 24_000_000
+    result = {}
+
+    def job():  # sha2 keeps each task busy for seconds; every digest has 64 hex digits
+        result["sum"] = spark.range(0, n, 1, 16).selectExpr("sum(length(sha2(cast(id AS STRING), 256))) s") \
+            .collect()[0]["s"]
+
+    running = threading.Thread(target=job)
+    running.start()
+    time.sleep(4)  # the executors have their first tasks
+    assert running.is_alive(), "the job finished before the worker could be killed: make it longer"
+    os.killpg(pgid, signal.SIGKILL)
+    running.join(timeout=600)
+    assert result.get("sum") == 64 * n
+    worker.start()
+    deadline = time.monotonic() + 90
+    while len(SparkMasterService(profile).alive_workers()) < 2 and time.monotonic() < deadline:
+        time.sleep(1)
+    assert len(SparkMasterService(profile).alive_workers()) == 2
+
+
 def test_zz_down_stops_the_profile_and_only_it(profile):
     from tv_platform.stack.base import port_open
 
