@@ -77,7 +77,10 @@ def stack_status() -> int:
     from tv_platform.stack import services
 
     code = 0
-    _say(f"{'service':<12}{'state':<10}{'pid':>8}{'RSS MiB':>10}  endpoint")
+    settings = get_settings()
+    if settings.profile:
+        _say(f"profile {settings.profile}: state {settings.state_dir}")
+    _say(f"{'service':<18}{'state':<10}{'pid':>8}{'RSS MiB':>10}  endpoint")
     for svc in services(get_settings()):
         pid = svc.recorded_pid()
         if svc.embedded():
@@ -91,7 +94,7 @@ def stack_status() -> int:
         if state == "down":
             code = 3
         endpoint = next(iter(svc.endpoints().values()), "")
-        _say(f"{svc.name:<12}{state:<10}{pid or '-':>8}{svc.memory_mb():>10.0f}  {endpoint}")
+        _say(f"{svc.name:<18}{state:<10}{pid or '-':>8}{svc.memory_mb():>10.0f}  {endpoint}")
     return code
 
 
@@ -215,6 +218,22 @@ def quarantine_command(args) -> int:
 # ---------------------------------------------------------------------------------------------------------------------
 # main
 # ---------------------------------------------------------------------------------------------------------------------
+def _profile_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", choices=["default", "cluster"],
+                        help="`cluster`: the multi-node profile on this machine, own ports and state (TVP_PROFILE)")
+
+
+def use_profile(profile: str | None) -> None:
+    """Select a profile for this process and every process it starts (TVP_PROFILE); None keeps the environment's."""
+    if profile is None:
+        return
+    if profile == "cluster":
+        os.environ["TVP_PROFILE"] = "cluster"
+    else:
+        os.environ.pop("TVP_PROFILE", None)
+    get_settings.cache_clear()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tv-platform", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -224,10 +243,13 @@ def build_parser() -> argparse.ArgumentParser:
     up = st_sub.add_parser("up", help="install what is missing, start every service, wait until each answers")
     up.add_argument("services", nargs="*", help="only these (default: all)")
     up.add_argument("--kafka-brokers", type=int, help="run Kafka as a KRaft cluster of N nodes (TVP_KAFKA_BROKERS)")
+    _profile_arg(up)
     down = st_sub.add_parser("down", help="stop exactly the processes the stack started")
     down.add_argument("services", nargs="*")
-    st_sub.add_parser("status", help="state, pid and memory of each service")
+    _profile_arg(down)
+    _profile_arg(st_sub.add_parser("status", help="state, pid and memory of each service"))
     lg = st_sub.add_parser("logs", help="tail the services' logs")
+    _profile_arg(lg)
     lg.add_argument("service", nargs="?")
     lg.add_argument("-n", "--lines", type=int, default=50)
     lg.add_argument("-f", "--follow", action="store_true")
@@ -235,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     dv = sub.add_parser("dev", help="Dagster UI and daemon (dagster dev) on the stack")
     dv.add_argument("--port", type=int, default=3000)
     dv.add_argument("--host", default="127.0.0.1")
+    _profile_arg(dv)
 
     ts = sub.add_parser("test", help="run the test suite: fast tier, service tier (brings the stack up), lifecycle")
     ts.add_argument("pytest_args", nargs=argparse.REMAINDER)
@@ -244,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--events", type=int, default=20_000, help="live events to produce for today (default 20000)")
     dm.add_argument("--port", type=int, default=3000, help="Dagster UI port")
     dm.add_argument("--exit", action="store_true", help="stop the UI after the summary instead of waiting for Ctrl-C")
+    _profile_arg(dm)
     sub.add_parser("settings", help="effective settings and the environment variables behind them")
 
     bf = sub.add_parser("backfill", help="backfill whole weeks of history through the lake and marts: a Dagster "
@@ -277,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["test"]:  # everything after `test` goes to pytest as it is (-k, -x, paths ...)
         return run_tests(argv[1:])
     args = build_parser().parse_args(argv)
+    use_profile(getattr(args, "profile", None))
     try:
         if args.command == "stack":
             if args.action == "up":

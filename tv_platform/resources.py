@@ -6,7 +6,8 @@ here, one function per deployment, and nowhere else:
 =================  ==========================================  ===================================================
 resource           local (``tv-platform stack up``)            cluster
 =================  ==========================================  ===================================================
-``clickhouse``     chDB embedded under the state directory     a ClickHouse server, URL from ``EnvVar`` (secret)
+``clickhouse``     chDB embedded under the state directory     a ClickHouse server, URL from ``EnvVar`` (secret);
+                                                               chDB in the one-machine cluster profile
 ``greenplum``      PostgreSQL plays it (``postgres`` dialect)  Greenplum (``DISTRIBUTED BY``), password ``EnvVar``
 executor           in-process (two cores, Spark elsewhere)     multiprocess
 =================  ==========================================  ===================================================
@@ -95,9 +96,13 @@ def local_resources(settings: Settings) -> dict[str, Any]:
 def cluster_resources(settings: Settings) -> dict[str, Any]:
     """A cluster: Greenplum's dialect, a ClickHouse server whose URL (it may carry a password) stays an ``EnvVar``."""
     if settings.clickhouse_url.startswith("chdb://"):
-        raise ValueError("TVP_ENV=cluster needs a ClickHouse server: set TVP_CLICKHOUSE_URL=http(s)://host:8123")
-    clickhouse = ClickHouseWarehouse(url=_secret("TVP_CLICKHOUSE_URL", settings.clickhouse_url),
-                                     database=settings.clickhouse_database)
+        # the cluster profile on one machine keeps ClickHouse embedded: no ClickHouse server can be installed there
+        if settings.profile != "cluster":
+            raise ValueError("TVP_ENV=cluster needs a ClickHouse server: set TVP_CLICKHOUSE_URL=http(s)://host:8123")
+        clickhouse = ClickHouseWarehouse(url=settings.clickhouse_url, database=settings.clickhouse_database)
+    else:
+        clickhouse = ClickHouseWarehouse(url=_secret("TVP_CLICKHOUSE_URL", settings.clickhouse_url),
+                                         database=settings.clickhouse_database)
     return {**_common(settings), **warehouse_resources(greenplum_warehouse(settings, settings.gp_dialect), clickhouse)}
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 # name -> (default, description). Defaults may reference {state_dir}, {cache_dir}, {gp_host} and {gp_port}.
 ENV_VARS: dict[str, tuple[str, str]] = {
     "TVP_ENV": ("local", "deployment: `local` (stack on this machine) or `cluster` (external services)"),
+    "TVP_PROFILE": ("", "`cluster`: the multi-node profile on this machine (3 Kafka brokers, NameNode + 3 DataNodes, Spark standalone master + 2 workers, Hive Metastore on PostgreSQL, TVP_ENV=cluster) with its own ports (TVP_CLUSTER_PORT_BASE) and state (`<TVP_STATE_DIR>/cluster`); it overrides the endpoint variables it derives. Empty = the default profile"),
+    "TVP_CLUSTER_PORT_BASE": ("31000", "cluster profile: first of the ~60 ports it uses (docs/deployment.md lists the layout)"),
     "TVP_STATE_DIR": ("~/.tv_platform", "data, logs and pid files of the local stack"),
     "TVP_CACHE_DIR": ("~/.cache/tv_platform", "downloaded jars (Maven repository) and the Superset virtualenv"),
     # Kafka
@@ -52,6 +54,10 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "TVP_SPARK_SHUFFLE_PARTITIONS": ("4", "spark.sql.shuffle.partitions of the local server (2 cores)"),
     "TVP_HIVE_METASTORE_URI": ("", "thrift://host:9083 of a Hive Metastore (cluster); empty = embedded Derby"),
     "TVP_HIVE_DATABASE": ("tv", "Hive database of the lake tables"),
+    "TVP_SPARK_MASTER": ("local[2]", "master of the local Spark Connect server: `local[N]`, or `spark://host:port` of a standalone master (the cluster profile's)"),
+    "TVP_SPARK_EXECUTOR_MEMORY": ("1g", "cluster profile: memory of each executor on a standalone worker"),
+    "TVP_SPARK_DAEMON_HEAP": ("256m", "cluster profile: heap of the standalone master and worker daemons"),
+    "TVP_HIVE_METASTORE_HEAP": ("512m", "cluster profile: heap of the Hive Metastore service"),
     # Greenplum (PostgreSQL locally)
     "TVP_GP_HOST": ("127.0.0.1", "Greenplum / PostgreSQL host"),
     "TVP_GP_PORT": ("5432", "Greenplum / PostgreSQL port"),
@@ -91,7 +97,72 @@ def _default(name: str) -> str:
 
 
 def _get(name: str) -> str:
-    return os.environ.get(name, _default(name))
+    forced = _profile_overrides()
+    if name in forced:
+        return forced[name]
+    if name in os.environ:
+        return os.environ[name]
+    return (PROFILE_DEFAULTS if os.environ.get("TVP_PROFILE") else {}).get(name, _default(name))
+
+
+#: defaults of the cluster profile where they differ from the default profile's (the environment still wins): the
+#: work runs in executors on the workers, so the driver and every JVM get a smaller heap (24 GB shared machine)
+PROFILE_DEFAULTS: dict[str, str] = {
+    "TVP_KAFKA_HEAP": "256m",
+    "TVP_HDFS_HEAP": "384m",
+    "TVP_SPARK_DRIVER_MEMORY": "1g",
+}
+
+
+#: the cluster profile's ports, as offsets from TVP_CLUSTER_PORT_BASE (docs/deployment.md shows the table)
+CLUSTER_PORTS: dict[str, int] = {
+    "kafka": 0,  # node n: broker base+2(n-1), controller base+2(n-1)+1 (n = 1..3)
+    "namenode": 10, "namenode_http": 11,
+    "datanode": 12,  # DataNode n: data transfer base+12+3(n-1), http +1, ipc +2 (n = 1..3)
+    "spark_connect": 21, "spark_master": 22, "spark_master_ui": 23,
+    "spark_worker": 24,  # worker n: port base+24+2(n-1), web UI +1 (n = 1..2)
+    "spark_thrift": 28,  # Spark's Thrift (HiveServer2) server, started by the Hive-client test
+    "hive_metastore": 30,
+    "postgres": 40,
+    "dagster_ui": 50,
+}
+
+
+def _profile_overrides() -> dict[str, str]:
+    """The variables a profile (TVP_PROFILE) sets, which win over the environment's: its own ports and state."""
+    profile = os.environ.get("TVP_PROFILE", "")
+    if not profile:
+        return {}
+    if profile != "cluster":
+        raise ValueError(f"TVP_PROFILE must be empty or 'cluster', got {profile!r}")
+    raw_base = os.environ.get("TVP_CLUSTER_PORT_BASE", _default("TVP_CLUSTER_PORT_BASE"))
+    try:
+        base = int(raw_base)
+    except ValueError:
+        raise ValueError(f"TVP_CLUSTER_PORT_BASE must be an integer, got {raw_base!r}") from None
+    root = Path(os.path.expanduser(os.environ.get("TVP_STATE_DIR", _default("TVP_STATE_DIR")))).resolve()
+    state = root if root.name == "cluster" else root / "cluster"
+    port = {k: base + v for k, v in CLUSTER_PORTS.items()}
+    return {
+        "TVP_ENV": "cluster",
+        "TVP_STATE_DIR": str(state),
+        "TVP_KAFKA_BOOTSTRAP": ",".join(f"127.0.0.1:{port['kafka'] + 2 * i}" for i in range(3)),
+        "TVP_KAFKA_CONTROLLER_PORT": str(port["kafka"] + 1),
+        "TVP_KAFKA_BROKERS": "3",
+        "TVP_KAFKA_SASL_SSL_PORT": "0",
+        "TVP_HDFS_URL": f"hdfs://127.0.0.1:{port['namenode']}",
+        "TVP_WEBHDFS_URL": f"http://127.0.0.1:{port['namenode_http']}",
+        "TVP_SPARK_REMOTE": f"sc://127.0.0.1:{port['spark_connect']}",
+        "TVP_SPARK_MASTER": f"spark://127.0.0.1:{port['spark_master']}",
+        "TVP_HIVE_METASTORE_URI": f"thrift://127.0.0.1:{port['hive_metastore']}",
+        "TVP_GP_HOST": "127.0.0.1",
+        "TVP_GP_PORT": str(port["postgres"]),
+        "TVP_GP_DIALECT": "postgres",
+        "TVP_DAGSTER_PG_HOST": "127.0.0.1",
+        "TVP_DAGSTER_PG_PORT": str(port["postgres"]),
+        # no ClickHouse server can be installed here (Debian's 18.16 is too old for clickhouse-connect): embedded
+        "TVP_CLICKHOUSE_URL": f"chdb://{state}/clickhouse",
+    }
 
 
 @dataclass(frozen=True)
@@ -128,6 +199,12 @@ class Settings:
     spark_shuffle_partitions: int
     hive_metastore_uri: str
     hive_database: str
+    spark_master: str
+    spark_executor_memory: str
+    spark_daemon_heap: str
+    hive_metastore_heap: str
+    profile: str
+    cluster_port_base: int
     gp_host: str
     gp_port: int
     gp_database: str
@@ -172,6 +249,8 @@ class Settings:
                     values[f.name] = int(values[f.name])  # type: ignore[arg-type]
                 except ValueError as exc:
                     raise ValueError(f"TVP_{f.name.upper()} must be an integer, got {values[f.name]!r}") from exc
+        if values["profile"] not in ("", "cluster"):
+            raise ValueError(f"TVP_PROFILE must be empty or 'cluster', got {values['profile']!r}")
         if values["env"] not in ("local", "cluster"):
             raise ValueError(f"TVP_ENV must be 'local' or 'cluster', got {values['env']!r}")
         if values["gp_dialect"] not in ("postgres", "greenplum"):
@@ -208,6 +287,11 @@ class Settings:
     def lake_url(self) -> str:
         """Root of the lake as a Hadoop URL, e.g. hdfs://127.0.0.1:8020/tv_platform."""
         return self.hdfs_url.rstrip("/") + "/" + self.lake_root.strip("/")
+
+    def cluster_port(self, name: str, index: int = 0) -> int:
+        """A port of the cluster profile (``CLUSTER_PORTS``); ``index`` steps within a group (node n: n-1)."""
+        step = {"kafka": 2, "datanode": 3, "spark_worker": 2}.get(name, 1)
+        return self.cluster_port_base + CLUSTER_PORTS[name] + step * index
 
     @property
     def logs_dir(self) -> Path:

@@ -207,3 +207,209 @@ class HdfsService(Service):
         if response.status_code != 200:
             detail = response.text.strip().splitlines()[0][:200] if response.text.strip() else ""
             raise StackError(self.name, f"WebHDFS {what} failed: HTTP {response.status_code} {detail}", self.log_file)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the cluster profile: a NameNode and three DataNodes, each its own JVM (``hdfs namenode`` / ``hdfs datanode`` from the
+# same Hadoop jars the mini cluster uses), replication 3
+# ---------------------------------------------------------------------------------------------------------------------
+DATANODES = 3
+
+
+def _site_xml(props: dict[str, str]) -> str:
+    from xml.sax.saxutils import escape
+
+    body = "".join(f"  <property><name>{escape(k)}</name><value>{escape(str(v))}</value></property>\n"
+                   for k, v in props.items())
+    return f'<?xml version="1.0"?>\n<!-- written by tv_platform/stack/hdfs.py at every start -->\n<configuration>\n{body}</configuration>\n'
+
+
+def cluster_hdfs_conf(settings) -> dict[str, str]:
+    """What the NameNode, every DataNode and every client of the cluster profile agree on."""
+    return {
+        "fs.defaultFS": settings.hdfs_url.rstrip("/"),
+        "dfs.replication": str(DATANODES),
+        "dfs.namenode.replication.min": "1",
+        "dfs.permissions.enabled": "false",
+        "dfs.webhdfs.enabled": "true",
+        "hadoop.http.staticuser.user": settings.hdfs_user,
+        "dfs.namenode.datanode.registration.ip-hostname-check": "false",
+        "dfs.datanode.hostname": "127.0.0.1",
+        "dfs.client.use.datanode.hostname": "false",
+        # a killed DataNode is declared dead after 2 x recheck + 10 x heartbeat = 60 s (default 10.5 min) and its
+        # blocks are re-replicated to the others; a write pipeline that loses one goes on with the rest
+        "dfs.heartbeat.interval": "3",
+        "dfs.namenode.heartbeat.recheck-interval": "15000",
+        "dfs.client.block.write.replace-datanode-on-failure.best-effort": "true",
+        "dfs.namenode.safemode.extension": "0",
+        "dfs.blockreport.initialDelay": "0",
+        "dfs.namenode.handler.count": "10",
+        "dfs.datanode.handler.count": "4",
+        "dfs.datanode.max.transfer.threads": "256",
+        "dfs.datanode.du.reserved": "0",
+        "dfs.namenode.resource.du.reserved": str(256 * 1024 * 1024),
+        "dfs.namenode.checkpoint.period": "600",
+    }
+
+
+@dataclass
+class _HdfsDaemon(Service):
+    """One Hadoop daemon of the cluster profile: its own conf dir (core-site.xml + hdfs-site.xml) first on the class
+    path, log4j to stdout (the service log)."""
+
+    heap: str = "256m"
+
+    @property
+    def conf_dir(self) -> Path:
+        return self.data_dir / "conf"
+
+    def install(self, progress: Callable[[str], None] = print) -> None:
+        ensure_jars(self.settings, "hdfs", progress)
+
+    def own_conf(self) -> dict[str, str]:
+        return {}
+
+    def prepare(self) -> None:
+        if not self.settings.hdfs_url.startswith("hdfs://"):
+            raise StackError(self.name, f"TVP_HDFS_URL is {self.settings.hdfs_url!r}: the local stack serves hdfs:// only")
+        self.conf_dir.mkdir(parents=True, exist_ok=True)
+        (self.data_dir / "tmp").mkdir(exist_ok=True)
+        conf = {**cluster_hdfs_conf(self.settings), "hadoop.tmp.dir": str(self.data_dir / "tmp"), **self.own_conf()}
+        core = {k: v for k, v in conf.items() if k.startswith(("fs.", "hadoop."))}
+        (self.conf_dir / "core-site.xml").write_text(_site_xml(core))
+        (self.conf_dir / "hdfs-site.xml").write_text(_site_xml({k: v for k, v in conf.items() if k not in core}))
+        (self.conf_dir / "log4j.properties").write_text(LOG4J)
+        (self.conf_dir / "jul.properties").write_text(JUL)
+
+    def java(self, main: str, *args: str) -> list[str]:
+        return [
+            java_bin(), f"-Xmx{self.heap}", f"-Xms{min(heap_mb(self.heap, self.name), 64)}m",
+            "-XX:+UseSerialGC", "-XX:MaxMetaspaceSize=128m", "-XX:ReservedCodeCacheSize=48m",
+            "-XX:MaxDirectMemorySize=128m", "-XX:+ExitOnOutOfMemoryError",
+            "-Djava.awt.headless=true", "-Djava.net.preferIPv4Stack=true",
+            f"-Dlog4j.configuration=file:{self.conf_dir / 'log4j.properties'}",
+            f"-Djava.util.logging.config.file={self.conf_dir / 'jul.properties'}",
+            f"-Djava.io.tmpdir={self.data_dir / 'tmp'}",
+            "-cp", classpath(self.settings, "hdfs", [self.conf_dir]), main, *args,
+        ]
+
+    def _jmx(self, port: int, query: str) -> dict:
+        import requests
+
+        r = requests.get(f"http://127.0.0.1:{port}/jmx", params={"qry": query}, timeout=5)
+        r.raise_for_status()
+        beans = r.json().get("beans") or []
+        return beans[0] if beans else {}
+
+    def live_datanodes(self) -> dict[str, dict]:
+        """The NameNode's live DataNodes, keyed ``host:xferPort``."""
+        import json
+
+        info = self._jmx(self.settings.webhdfs_port, "Hadoop:service=NameNode,name=NameNodeInfo")
+        return json.loads(info.get("LiveNodes") or "{}")
+
+
+@dataclass
+class HdfsNameNodeService(_HdfsDaemon, HdfsService):
+    name: str = "hdfs-namenode"
+    start_timeout: float = 120.0
+
+    def __post_init__(self):
+        self.heap = self.settings.hdfs_heap
+
+    def ports(self) -> list[int]:
+        return [self.settings.hdfs_rpc_port, self.settings.webhdfs_port]
+
+    def endpoints(self) -> dict[str, str]:
+        return {"hdfs (NameNode)": self.settings.hdfs_url, "webhdfs": self.settings.webhdfs_url}
+
+    @property
+    def name_dir(self) -> Path:
+        return self.data_dir / "name"
+
+    def formatted(self) -> bool:
+        return (self.name_dir / "current" / "VERSION").exists()
+
+    def own_conf(self) -> dict[str, str]:
+        s = self.settings
+        return {
+            "dfs.namenode.name.dir": f"file://{self.name_dir}",
+            "dfs.namenode.rpc-address": f"127.0.0.1:{s.hdfs_rpc_port}",
+            "dfs.namenode.rpc-bind-host": "127.0.0.1",
+            "dfs.namenode.http-address": f"127.0.0.1:{s.webhdfs_port}",
+            "dfs.namenode.http-bind-host": "127.0.0.1",
+            "dfs.namenode.secondary.http-address": "127.0.0.1:0",
+            "dfs.namenode.servicerpc-bind-host": "127.0.0.1",
+        }
+
+    def prepare(self) -> None:
+        _HdfsDaemon.prepare(self)
+        if not self.formatted():
+            from tv_platform.stack.base import run_checked
+
+            run_checked(self.name, self.java("org.apache.hadoop.hdfs.server.namenode.NameNode", "-format",
+                                             "-nonInteractive", "-force"),
+                        self.log_file, env={**__import__("os").environ, "HADOOP_USER_NAME": self.settings.hdfs_user})
+
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        return self.java("org.apache.hadoop.hdfs.server.namenode.NameNode"), {"HADOOP_USER_NAME": self.settings.hdfs_user}
+
+    def ready(self) -> bool:
+        # answering is enough: safe mode ends when the DataNodes (started next) report their blocks
+        if not port_open(self.settings.webhdfs_port):
+            return False
+        r = self._request("GET", "/", "LISTSTATUS")
+        return r.status_code == 200 and "FileStatuses" in r.json()
+
+    def after_ready(self) -> None:
+        pass
+
+    def provision(self, timeout: float = 120.0) -> None:
+        """Once the DataNodes run: wait for the end of safe mode, then make the lake's directories."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while self.safe_mode() and time.monotonic() < deadline:
+            time.sleep(1)
+        if self.safe_mode():
+            raise StackError(self.name, f"still in safe mode after {timeout:.0f}s", self.log_file)
+        HdfsService.after_ready(self)
+
+
+@dataclass
+class HdfsDataNodeService(_HdfsDaemon):
+    node: int = 1
+    start_timeout: float = 120.0
+
+    def __post_init__(self):
+        self.name = f"hdfs-datanode-{self.node}"
+        self.heap = "192m"
+
+    @property
+    def xfer_port(self) -> int:
+        return self.settings.cluster_port("datanode", self.node - 1)
+
+    def ports(self) -> list[int]:
+        return [self.xfer_port, self.xfer_port + 1, self.xfer_port + 2]
+
+    def endpoints(self) -> dict[str, str]:
+        return {self.name: f"127.0.0.1:{self.xfer_port}"}
+
+    def own_conf(self) -> dict[str, str]:
+        x = self.xfer_port
+        return {
+            "dfs.datanode.data.dir": f"file://{self.data_dir / 'data'}",
+            "dfs.datanode.address": f"127.0.0.1:{x}",
+            "dfs.datanode.http.address": f"127.0.0.1:{x + 1}",
+            "dfs.datanode.ipc.address": f"127.0.0.1:{x + 2}",
+        }
+
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        return self.java("org.apache.hadoop.hdfs.server.datanode.DataNode"), {"HADOOP_USER_NAME": self.settings.hdfs_user}
+
+    def ready(self) -> bool:
+        return f"127.0.0.1:{self.xfer_port}" in self.live_datanodes()
+
+    def after_ready(self) -> None:
+        if self.node == DATANODES:
+            HdfsNameNodeService(self.settings).provision()

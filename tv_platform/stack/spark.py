@@ -23,6 +23,8 @@ from urllib.parse import urlparse
 
 from tv_platform.stack.base import Service, StackError, java_bin, port_open
 
+#: the Hive metastore client Spark loads in the cluster profile (the server: hive-standalone-metastore-server 4.0.1)
+HIVE_CLIENT_VERSION = "4.0.1"
 CONNECT_SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 
 _LOG4J2 = """\
@@ -93,7 +95,7 @@ class SparkConnectService(Service):
 
     def endpoints(self) -> dict[str, str]:
         catalog = self.settings.hive_metastore_uri or f"embedded Derby {self.metastore_db}"
-        return {"spark connect": self.settings.spark_remote, "hive metastore": catalog, "hive warehouse": self.warehouse_dir}
+        return {"spark connect": self.settings.spark_remote, "spark master": self.settings.spark_master, "hive metastore": catalog, "hive warehouse": self.warehouse_dir}
 
     # ---- install -----------------------------------------------------------------------------------------------
     def install(self, progress: Callable[[str], None]) -> None:
@@ -104,6 +106,10 @@ class SparkConnectService(Service):
             if importlib.util.find_spec(module) is None:
                 raise StackError(self.name, f"the Spark Connect client needs {module!r}: pip install 'pyspark[connect]'")
         java_bin()
+        if self.settings.profile == "cluster":
+            from tv_platform.stack.maven import ensure_jars
+
+            ensure_jars(self.settings, "hive-client", progress)
 
     # ---- run -----------------------------------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -141,8 +147,34 @@ class SparkConnectService(Service):
         }
         if s.hdfs_url.startswith("hdfs://"):
             conf["spark.hadoop.fs.defaultFS"] = s.hdfs_url.rstrip("/")
+        if s.spark_master.startswith("spark://"):
+            # a standalone master (the cluster profile): one single-core executor per worker
+            conf.update({
+                "spark.executor.memory": s.spark_executor_memory,
+                "spark.executor.cores": "1",
+                "spark.cores.max": "2",
+                # a lost executor (its worker killed) is not a reason to fail the application
+                "spark.deploy.maxExecutorRetries": "-1",
+            })
+        if s.profile == "cluster":
+            from tv_platform.stack.hdfs import cluster_hdfs_conf
+
+            for key, value in cluster_hdfs_conf(s).items():
+                conf[f"spark.hadoop.{key}"] = value
+        if s.profile == "cluster":
+            # the metastore service is Hive 4.0.1; pyspark's built-in 2.3.10 client calls thrift methods it no
+            # longer has (get_table), so Spark loads a 4.0.1 client (stack/jvm/hive-client) in its isolated loader
+            from tv_platform.stack.maven import jars_dir
+
+            conf["spark.sql.hive.metastore.version"] = HIVE_CLIENT_VERSION
+            conf["spark.sql.hive.metastore.jars"] = "path"
+            conf["spark.sql.hive.metastore.jars.path"] = f"file://{jars_dir(s, 'hive-client')}/*.jar"
         if s.hive_metastore_uri:
             conf["spark.hadoop.hive.metastore.uris"] = s.hive_metastore_uri
+            # fail a statement within a minute when the metastore service is down (the default retries ~10 min)
+            conf["spark.hadoop.hive.metastore.failure.retries"] = "2"
+            conf["spark.hadoop.hive.metastore.client.connect.retry.delay"] = "2s"
+            conf["spark.hadoop.hive.metastore.client.socket.timeout"] = "60s"
         else:
             conf["spark.hadoop.javax.jdo.option.ConnectionURL"] = (
                 f"jdbc:derby:;databaseName={self.metastore_db};create=true"
@@ -158,7 +190,7 @@ class SparkConnectService(Service):
             str(home / "bin" / "spark-submit"),
             "--class", CONNECT_SERVER_CLASS,
             "--name", "tv_platform Spark Connect",
-            "--master", "local[2]",
+            "--master", self.settings.spark_master,
             "--driver-memory", self.settings.spark_driver_memory,
             "--driver-java-options", f"-Dderby.system.home={self.data_dir / 'derby'}",
         ]

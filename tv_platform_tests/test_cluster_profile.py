@@ -1,0 +1,266 @@
+"""The cluster profile (``tv-platform stack up --profile cluster``): every engine in its multi-node mode on this one
+machine, on ports and a state directory of its own — checked from the engines' own views (the Kafka controller's topic
+metadata, the NameNode's live DataNodes and a file's replication, the Spark master's workers and executors, the
+metastore's PostgreSQL tables, the kernel's listening sockets), never from the platform's metadata.
+
+The module brings the profile up with the command line (the same command an operator types) and, as its last test,
+takes it down again with ``stack down --profile cluster``."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+
+from tv_platform.settings import Settings, get_settings
+
+pytestmark = pytest.mark.services
+
+CLI = [sys.executable, "-m", "tv_platform.cli"]
+
+
+def cli(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TVP_PROFILE": "cluster"}
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, env=env,
+                          stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="module")
+def profile() -> Settings:
+    """The profile's settings, with the profile up (started by the CLI when it was not running)."""
+    saved = os.environ.get("TVP_PROFILE")
+    os.environ["TVP_PROFILE"] = "cluster"
+    get_settings.cache_clear()
+    try:
+        settings = get_settings()
+        up = cli("stack", "up", "--profile", "cluster")
+        assert up.returncode == 0, up.stderr[-2000:] + up.stdout[-2000:]
+        yield settings
+    finally:
+        if saved is None:
+            os.environ.pop("TVP_PROFILE", None)
+        else:
+            os.environ["TVP_PROFILE"] = saved
+        get_settings.cache_clear()
+
+
+def _services(settings):
+    from tv_platform.stack import services
+
+    return services(settings)
+
+
+def test_profile_has_its_own_ports_and_state(profile):
+    saved = os.environ.pop("TVP_PROFILE")
+    try:
+        plain = Settings.from_env()
+    finally:
+        os.environ["TVP_PROFILE"] = saved
+    assert profile.env == "cluster" and profile.profile == "cluster"
+    assert profile.state_dir == plain.state_dir / "cluster"
+    theirs = {plain.kafka_port, plain.kafka_controller_port, plain.hdfs_rpc_port, plain.webhdfs_port,
+              plain.spark_port, plain.gp_port}
+    ours = {p for svc in _services(profile) for p in svc.ports()}
+    assert len(ours) >= 25 and not ours & theirs
+    assert not ours & {9092, 9093, 8020, 9870, 15002, 5432, 3000, 19092, 19093, 18020, 19870, 25002, 15432}
+    for svc in _services(profile):
+        assert profile.state_dir in svc.log_file.parents and profile.state_dir in svc.pid_file.parents
+
+
+def test_status_lists_every_service_up(profile):
+    status = cli("stack", "status", "--profile", "cluster")
+    assert status.returncode == 0, status.stdout
+    rows = {line.split()[0]: line.split()[1] for line in status.stdout.splitlines()[2:] if line.strip()}
+    names = ["postgres", "kafka", "kafka-2", "kafka-3", "hdfs-namenode", "hdfs-datanode-1", "hdfs-datanode-2",
+             "hdfs-datanode-3", "hive-metastore", "spark-master", "spark-worker-1", "spark-worker-2", "spark"]
+    assert all(rows.get(n) == "up" for n in names), status.stdout
+    assert rows.get("clickhouse") == "embedded"
+
+
+def _profile_pids(settings) -> set[int]:
+    from tv_platform.stack.base import rss_mb_of_group  # noqa: F401 - same /proc walk, by group
+
+    groups = {svc.recorded_pid() for svc in _services(settings)} - {None}
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(") ", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[2]) in groups:
+                pids.add(int(entry.name))
+    return pids
+
+
+def test_every_process_listens_on_127_0_0_1_only(profile):
+    out = subprocess.run(["ss", "-H", "-ltnp"], capture_output=True, text=True, check=True).stdout
+    pids = _profile_pids(profile)
+    mine = []
+    for line in out.splitlines():
+        cols = line.split()
+        owners = {int(x) for x in re.findall(r"pid=(\d+)", line)}
+        if owners & pids:
+            mine.append(cols[3])
+    assert len(mine) >= 25, out
+    assert all(addr.startswith(("127.0.0.1:", "[::ffff:127.0.0.1]:")) for addr in mine), mine
+
+
+def test_kafka_three_brokers_topics_rf3_min_isr_2(profile):
+    from confluent_kafka.admin import AdminClient, ConfigResource
+
+    from tv_platform.resources import kafka_resource
+
+    kafka = kafka_resource(profile).with_topic(f"rf_{uuid.uuid4().hex[:8]}")
+    kafka.ensure_topic(partitions=3)
+    admin = AdminClient(kafka.librdkafka_config())
+    deadline = time.monotonic() + 60
+    while True:
+        meta = admin.list_topics(kafka.topic, timeout=15)
+        parts = meta.topics[kafka.topic].partitions
+        if (parts and all(p.leader >= 0 for p in parts.values())) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert sorted(meta.brokers) == [1, 2, 3]
+    assert all(sorted(p.replicas) == [1, 2, 3] for p in parts.values())
+    (future,) = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, kafka.topic)]).values()
+    assert future.result(15)["min.insync.replicas"].value == "2"
+    admin.delete_topics([kafka.topic])
+
+
+def test_hdfs_namenode_three_datanodes_replication_three(profile):
+    from tv_platform.stack.hdfs import HdfsNameNodeService
+
+    nn = HdfsNameNodeService(profile)
+    assert sorted(nn.live_datanodes()) == [f"127.0.0.1:{profile.cluster_port('datanode', i)}" for i in range(3)]
+    base = f"{profile.webhdfs_url}/webhdfs/v1/tmp/replication_{uuid.uuid4().hex[:8]}"
+    user = {"user.name": profile.hdfs_user}
+    r = requests.put(base, params={"op": "CREATE", **user}, allow_redirects=False, timeout=10)
+    r = requests.put(r.headers["Location"], data=b"x" * 100_000, timeout=30)
+    assert r.status_code == 201, r.text
+    status = requests.get(base, params={"op": "GETFILESTATUS", **user}, timeout=10).json()["FileStatus"]
+    assert status["replication"] == 3 and status["length"] == 100_000
+    deadline = time.monotonic() + 60
+    while True:  # the pipeline acknowledges once every replica has the block; locations show all three
+        blocks = requests.get(base, params={"op": "GETFILEBLOCKLOCATIONS", "offset": 0, "length": 100_000, **user},
+                              timeout=10).json()["BlockLocations"]["BlockLocation"]
+        if len(blocks[0]["names"]) == 3 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert sorted(int(n.rsplit(":", 1)[1]) for n in blocks[0]["names"]) == \
+        [profile.cluster_port("datanode", i) for i in range(3)]
+    requests.delete(base, params={"op": "DELETE", **user}, timeout=10)
+
+
+@pytest.fixture(scope="module")
+def spark(profile):
+    from pyspark.sql import SparkSession
+
+    session = SparkSession.builder.remote(profile.spark_remote).create()
+    yield session
+    session.stop()
+
+
+def test_spark_connect_runs_on_the_standalone_workers(profile, spark):
+    from tv_platform.stack.spark_standalone import SparkMasterService
+
+    master = SparkMasterService(profile).state()
+    workers = {w["port"]: w for w in master["workers"] if w["state"] == "ALIVE"}
+    assert sorted(workers) == [profile.cluster_port("spark_worker", i) for i in range(2)]
+    (app,) = [a for a in master["activeapps"] if a["name"] == "tv_platform Spark Connect"]
+    assert app["state"] == "RUNNING" and app["cores"] == 2
+    assert spark.conf.get("spark.master") == profile.spark_master
+    # a job of four tasks, counted by the executors, and each worker runs an executor of the app
+    assert spark.range(0, 100_000, 1, 4).selectExpr("sum(id) s").collect()[0]["s"] == sum(range(100_000))
+    for w in workers.values():
+        page = requests.get(f"http://127.0.0.1:{w['port'] + 1}/json/", timeout=5).json()
+        assert [e["appid"] for e in page["executors"]] == [app["id"]], page
+
+
+def test_spark_catalog_lives_in_the_metastore_service_on_postgresql(profile, spark):
+    import psycopg2
+
+    from tv_platform.stack.hive_metastore import DATABASE, ROLE, HiveMetastoreService
+
+    db = f"probe_{uuid.uuid4().hex[:8]}"
+    spark.sql(f"CREATE DATABASE {db}")
+    try:
+        spark.sql(f"CREATE TABLE {db}.t (n INT) STORED AS PARQUET")
+        spark.sql(f"INSERT INTO {db}.t VALUES (1), (2), (3)")
+        assert spark.sql(f"SELECT sum(n) FROM {db}.t").collect()[0][0] == 6
+        hms = HiveMetastoreService(profile)
+        conn = psycopg2.connect(host="127.0.0.1", port=profile.gp_port, dbname=DATABASE, user=ROLE,
+                                password=hms.db_password())
+        try:
+            with conn.cursor() as cur:
+                cur.execute('SELECT t."TBL_NAME", s."INPUT_FORMAT" FROM "TBLS" t JOIN "DBS" d ON t."DB_ID" = d."DB_ID" '
+                            'JOIN "SDS" s ON t."SD_ID" = s."SD_ID" WHERE d."NAME" = %s', (db,))
+                assert cur.fetchall() == [("t", "org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat")]
+        finally:
+            conn.close()
+    finally:
+        spark.sql(f"DROP DATABASE {db} CASCADE")
+
+
+def test_seed_day_through_the_graph_on_the_profile(profile):
+    """The seed's recorded day end to end (test_end_to_end: produce --replay -> 3 brokers -> sensor -> HDFS with three
+    DataNodes -> Hive tables in the metastore service -> sessions and daily viewing on the standalone workers), run
+    on the profile: the seed's published 10,000 views and 19,882 hours, counted from the CSV with pandas."""
+    env = {**os.environ, "TVP_PROFILE": "cluster"}
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "ignore",
+                          str(Path(__file__).with_name("test_end_to_end.py"))],
+                         capture_output=True, text=True, timeout=900, env=env, stdin=subprocess.DEVNULL)
+    assert run.returncode == 0 and " passed" in run.stdout, run.stdout[-3000:]
+
+
+def test_spark_worker_sigkilled_during_a_job_the_job_completes_and_the_worker_rejoins(profile, spark):
+    """SIGKILL worker 1 (its JVM and the executor it launched: one process group) while a job of 16 tasks runs: the
+    tasks it held are rerun on worker 2's executor and the sum is exact; restarted, the worker registers again."""
+    import signal
+    import threading
+
+    from tv_platform.stack.spark_standalone import SparkMasterService, SparkWorkerService
+
+    worker = SparkWorkerService(profile, node=1)
+    pgid = worker.recorded_pid()
+    assert pgid
+    n = 24_000_000
+    result = {}
+
+    def job():  # sha2 keeps each task busy for seconds; every digest has 64 hex digits
+        result["sum"] = spark.range(0, n, 1, 16).selectExpr("sum(length(sha2(cast(id AS STRING), 256))) s") \
+            .collect()[0]["s"]
+
+    running = threading.Thread(target=job)
+    running.start()
+    time.sleep(4)  # the executors have their first tasks
+    assert running.is_alive(), "the job finished before the worker could be killed: make it longer"
+    os.killpg(pgid, signal.SIGKILL)
+    running.join(timeout=600)
+    assert result.get("sum") == 64 * n
+    worker.start()
+    deadline = time.monotonic() + 90
+    while len(SparkMasterService(profile).alive_workers()) < 2 and time.monotonic() < deadline:
+        time.sleep(1)
+    assert len(SparkMasterService(profile).alive_workers()) == 2
+
+
+def test_zz_down_stops_the_profile_and_only_it(profile):
+    from tv_platform.stack.base import port_open
+
+    ports = [p for svc in _services(profile) for p in svc.ports()]
+    plain_pids = {p.name: p.read_text() for p in (profile.state_dir.parent / "run").glob("*.pid")}
+    down = cli("stack", "down", "--profile", "cluster")
+    assert down.returncode == 0, down.stderr
+    assert not [p for p in ports if port_open(p)]
+    status = cli("stack", "status", "--profile", "cluster")
+    assert status.returncode == 3 and " up " not in status.stdout
+    # the default profile's pid files (another stack under the same TVP_STATE_DIR) are untouched
+    assert {p.name: p.read_text() for p in (profile.state_dir.parent / "run").glob("*.pid")} == plain_pids
