@@ -3,7 +3,7 @@
 1. brings the local stack up (Kafka, HDFS, Spark Connect + Hive, PostgreSQL, ClickHouse);
 2. materializes the reference data, backfills the last week of simulated history and builds the lake, the programme
    attribution and the marts for those days — the lake for at least the days the forecast needs
-   (:func:`forecast_history_days`: 21), so the forecast has its history whatever ``--days`` says — before the daemon
+   (:func:`forecast_history_days`: 24), so the forecast has its history whatever ``--days`` says — before the daemon
    runs: those days are within the late-data horizon, and automation must not rebuild them beside these runs;
 3. starts Dagster (webserver + daemon, instance storage in PostgreSQL) so the kafka sensor and automation run;
 4. builds today's programme guide (no sensor makes it: the guide is published ahead, not landed), produces today's
@@ -60,11 +60,11 @@ def start_dagster(port: int) -> subprocess.Popen:
 
 
 def forecast_history_days() -> int:
-    """Days of lake history ``viewing_forecast`` needs (the model's minimum plus the held-out week)."""
-    from tv_platform.analytics.forecast import MIN_MODEL_DAYS
+    """Days of lake history ``viewing_forecast`` needs (training, the held-out week, the further rolling origins)."""
+    from tv_platform.analytics.forecast import days_needed
     from tv_platform.assets.analytics import ForecastConfig
 
-    return MIN_MODEL_DAYS + ForecastConfig().horizon
+    return days_needed(ForecastConfig().horizon)
 
 
 def run_demo(args) -> int:

@@ -210,3 +210,16 @@ def test_charts_need_axis_labels_and_stay_small():
     png = C.to_png(fig)
     assert png[:4] == b"\x89PNG" and len(png) < C.MAX_PNG_BYTES
     assert C.markdown_image(png).startswith("![chart](data:image/png;base64,")
+
+
+def test_the_demo_builds_the_history_the_forecast_backtest_needs():
+    """The demo's lake history (its finished days) is enough for the rolling-origin backtest: the demo's forecast
+    once failed with 'needs 24 finished days … the window has 21' when the backtest gained its origins."""
+    from tv_platform.analytics.forecast import FOLDS, days_needed, fold_origins
+    from tv_platform.demo import forecast_history_days
+
+    n = forecast_history_days()
+    assert n == days_needed()
+    assert len(fold_origins(n)) == FOLDS
+    with pytest.raises(ValueError, match="needs"):
+        fold_origins(n - 1)

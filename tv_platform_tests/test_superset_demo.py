@@ -6,7 +6,7 @@ the forecast), not on a fixture.
 The demo runs as a user runs it, in a subprocess, but on names of this module's own so it never touches the
 platform's data or anybody's Dagster: its own Dagster instance database, lake root, Hive database, Kafka topic,
 warehouse schema / ClickHouse database, and the tests' Superset (port 8089, metadata under ``<state>/tests``).
-Fewer simulated subscribers (500) keep it within a CI budget; the lake still gets the forecast's 21 days.
+Fewer simulated subscribers (500) keep it within a CI budget; the lake still gets the forecast's 24 days.
 
 The screenshots the browser test takes are the ones in docs/img/ (docs/superset.md)."""
 

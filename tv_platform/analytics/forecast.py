@@ -155,6 +155,12 @@ class Backtest:
         return bool(self.mape["calendar_ridge"] < self.mape["seasonal_naive"])
 
 
+def days_needed(horizon: int = HORIZON, folds: int = FOLDS) -> int:
+    """Finished days of history the backtest needs: ``MIN_MODEL_DAYS`` of training, the held-out ``horizon`` and one
+    day more per further rolling origin."""
+    return MIN_MODEL_DAYS + horizon + folds - 1
+
+
 def fold_origins(n: int, horizon: int = HORIZON, folds: int = FOLDS) -> list[int]:
     """Positions of the first scored day of each fold, latest first: spaced ``horizon`` days apart when the history
     allows, closer (down to 1 day, overlapping test weeks) when it does not; each fold keeps ``MIN_MODEL_DAYS`` of
@@ -164,7 +170,7 @@ def fold_origins(n: int, horizon: int = HORIZON, folds: int = FOLDS) -> list[int
     last = n - horizon
     room = last - MIN_MODEL_DAYS
     if room < folds - 1:
-        raise ValueError(f"backtest needs {MIN_MODEL_DAYS + horizon + folds - 1} days (training {MIN_MODEL_DAYS}, "
+        raise ValueError(f"backtest needs {days_needed(horizon, folds)} days (training {MIN_MODEL_DAYS}, "
                          f"held-out {horizon}, {folds} origins), got {n}")
     step = max(1, min(horizon, room // (folds - 1)))
     return [last - k * step for k in range(folds)]
