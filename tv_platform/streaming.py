@@ -1,4 +1,4 @@
-"""Pure logic of landing the Kafka stream: validating messages and cutting offset ranges by event date.
+"""Pure logic of landing the Kafka stream: validating messages and the offset ranges a landing run reads.
 
 Nothing here talks to a service, so it is unit-tested directly; the sensor and the snapshot asset use it.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Collection, NamedTuple, Sequence
 
 from tv_platform.dates import local_timer
@@ -170,34 +170,6 @@ def parse_event(value: bytes | None) -> Event:
     return Event(session_id, user_id, channel_id, timer, status)
 
 
-_TIMER_DATE_PATTERN = r'"timer"\s*:\s*"(?P<day>\d{4}-\d{2}-\d{2})[ T]\d{2}:\d{2}:\d{2}"'
-
-
-def _real_day(day: str) -> bool:
-    try:
-        date.fromisoformat(day)
-    except ValueError:
-        return False
-    return True
-
-
-def event_dates(values, valid_days: set[str] | None = None):
-    """The ISO date of every value's timer (an Arrow binary array, all at once — the sensor dates every new message,
-    so this is its hot path): a numpy object array, None where a value has no readable, real date or one outside
-    ``valid_days``.
-
-    A regular expression on the raw bytes, not a JSON parse. A payload it dates wrongly (say, a "timer" inside a nested
-    object) is still fully validated by the landing run, and quarantined there if it is bad."""
-    import numpy as np
-    import pyarrow.compute as pc
-
-    found = pc.struct_field(pc.extract_regex(values, _TIMER_DATE_PATTERN), [0])
-    days = found.cast("string").to_numpy(zero_copy_only=False)
-    usable = [d for d in set(days.tolist()) - {None}
-              if _real_day(d) and (valid_days is None or d in valid_days)]
-    return np.where(np.isin(days, np.array(usable, dtype=object)), days, None)
-
-
 @dataclass(frozen=True)
 class DateRange:
     """A contiguous offset range [start, end) of one partition whose events belong to one day."""
@@ -206,32 +178,6 @@ class DateRange:
     start: int
     end: int
     day: str
-
-
-def cut_by_date(partition: int, messages: "Records | Sequence[Message]", end: int, valid_days: set[str] | None = None,
-                fallback_day: str | None = None) -> list[DateRange]:
-    """Cut the messages of one partition (in offset order, ending before ``end``) into contiguous ranges of one date.
-
-    A message without a readable date — or with a date outside ``valid_days`` — joins the range it sits in (it will be
-    quarantined there with its reason), so every offset belongs to exactly one range: no gaps, no overlaps.
-    """
-    import numpy as np
-    import pandas as pd
-
-    records = Records.of(messages, partition)
-    if not len(records):
-        return []
-    # dateless messages take the day of the previous dated one, or of the next one at the start
-    days = pd.Series(event_dates(records.values, valid_days), dtype=object).ffill().bfill()
-    if days.isna().any():
-        if fallback_day is None:
-            raise ValueError("no message in the batch has a usable date and no fallback day was given")
-        days = days.fillna(fallback_day)
-    days = days.to_numpy()
-    cuts = [0, *(np.flatnonzero(days[1:] != days[:-1]) + 1).tolist(), len(days)]
-    offsets = records.offsets.tolist()
-    return [DateRange(partition, offsets[a], offsets[b] if b < len(offsets) else end, days[a])
-            for a, b in zip(cuts, cuts[1:])]
 
 
 @dataclass
@@ -294,7 +240,6 @@ def validate(messages: "Records | Sequence[Message]", day: str, channel_ids: "se
     import numpy as np
     import pandas as pd
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     records = Records.of(messages)
     n = len(records)

@@ -106,6 +106,33 @@ def test_a_day_produced_at_once_is_accepted_up_to_the_end_of_tomorrow(kafka_stac
 
 
 @pytest.mark.services
+def test_an_existing_topic_with_kafkas_hour_limit_gets_the_platforms(kafka_stack, unique):
+    """A topic made before the platform set its timestamp limit (or by hand, with Kafka 4's one hour): ensure_topic
+    raises it to FUTURE_TIMESTAMP_MS and leaves its other settings as they were."""
+    from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
+
+    from tv_platform.engines.kafka import FUTURE_TIMESTAMP_MS
+
+    kafka = kafka_resource(kafka_stack).with_topic(f"old_{unique}")
+    admin = kafka.admin()
+    try:
+        admin.create_topics([NewTopic(kafka.topic, 1, 1, topic_configs={
+            "message.timestamp.after.max.ms": "3600000", "retention.ms": "123456789"})])
+    finally:
+        admin.close()
+    assert kafka.timestamp_ahead_limit_ms() == 3_600_000
+    kafka.ensure_topic()
+    assert kafka.timestamp_ahead_limit_ms() == FUTURE_TIMESTAMP_MS
+    admin = kafka.admin()
+    try:
+        answer = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, kafka.topic, {"retention.ms": None})],
+                                        config_filter="all")
+    finally:
+        admin.close()
+    assert answer["topic"][kafka.topic]["retention.ms"]["value"] == "123456789"
+
+
+@pytest.mark.services
 def test_the_reader_reads_exactly_what_was_produced(kafka_stack, unique):
     stack = kafka_stack
     from confluent_kafka import Producer

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tv_platform.streaming import MAX_ID, MAX_PAYLOAD_BYTES, Message, cut_by_date, validate
+from tv_platform.streaming import MAX_ID, MAX_PAYLOAD_BYTES, Message, validate
 
 DAY = "2023-09-23"
 
@@ -50,12 +50,6 @@ def test_a_range_of_nothing_but_poison_is_all_quarantined():
     messages = [Message(0, i, p) for i, (p, _) in enumerate(POISON.values())]
     landing = validate(messages, DAY, set(range(1, 149)), range(1, 51))
     assert len(landing.good) == 0 and len(landing.rejected) == len(POISON)
-
-
-def test_poison_messages_are_dated_by_their_neighbours():
-    messages = [Message(0, 0, event(0))] + [Message(0, 1 + i, p) for i, (p, _) in enumerate(POISON.values())]
-    (whole,) = cut_by_date(0, messages, end=len(messages), valid_days={DAY})
-    assert (whole.start, whole.end, whole.day) == (0, len(messages), DAY)
 
 
 def test_unknown_users_and_channels_land_and_are_named():

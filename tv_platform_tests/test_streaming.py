@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tv_platform.streaming import Message, cut_by_date, event_dates, parse_event, validate
+from tv_platform.streaming import Message, parse_event, validate
 
 SID = "0123456789abcdef0123456789abcdef"
 
@@ -52,26 +52,6 @@ def test_validate_splits_good_and_rejected_and_conserves_counts():
     assert (landing.new_channels, landing.new_users) == ([999], [10**9])
     assert [(x.message.offset, x.reason.split(" ")[0]) for x in landing.rejected] == [(3, "event"), (4, "malformed")]
     assert landing.read == len(messages)
-
-
-def test_cut_by_date_makes_contiguous_ranges_without_gaps():
-    days = ["2023-09-23"] * 3 + ["2023-09-24"] * 2 + ["2023-09-23"]
-    messages = [msg(10 + i, timer=f"{d} 12:00:00") for i, d in enumerate(days)]
-    ranges = cut_by_date(0, messages, end=16)
-    assert [(r.start, r.end, r.day) for r in ranges] == [(10, 13, "2023-09-23"), (13, 15, "2023-09-24"),
-                                                          (15, 16, "2023-09-23")]
-
-
-def test_dateless_and_out_of_range_messages_join_their_neighbours_range():
-    messages = [Message(0, 0, b"junk"), msg(1), msg(2, timer="1999-01-01 00:00:00"), msg(3, timer="2023-09-24 01:00:00")]
-    ranges = cut_by_date(0, messages, end=4, valid_days={"2023-09-23", "2023-09-24"})
-    assert [(r.start, r.end, r.day) for r in ranges] == [(0, 3, "2023-09-23"), (3, 4, "2023-09-24")]
-
-
-def test_all_dateless_batch_needs_a_fallback():
-    with pytest.raises(ValueError):
-        cut_by_date(0, [Message(0, 0, b"x")], end=1)
-    assert cut_by_date(0, [Message(0, 0, b"x")], end=1, fallback_day="2023-09-23")[0].day == "2023-09-23"
 
 
 def _one_by_one(messages, day, channel_ids, user_ids):
@@ -136,34 +116,6 @@ def test_bulk_validation_decides_every_message_as_parse_event_does():
     # a set of user ids (not a range) decides the same
     again = validate(messages, "2023-09-23", channels, set(users))
     assert again.good.equals(landing.good) and again.new_users == landing.new_users
-
-
-def _event_date(value):
-    """The reference: one value's timer date with Python's ``re`` and ``date.fromisoformat``."""
-    import re
-    from datetime import date
-
-    found = None if value is None else re.search(rb'"timer"\s*:\s*"(\d{4}-\d{2}-\d{2})[ T]\d{2}:\d{2}:\d{2}"', value)
-    if found is None:
-        return None
-    try:
-        return date.fromisoformat(found.group(1).decode()).isoformat()
-    except ValueError:
-        return None
-
-
-def test_dating_a_column_of_values_agrees_with_dating_each_one():
-    import pyarrow as pa
-
-    values = [msg(0).value, msg(0, timer="2023-02-30 10:00:00").value, msg(0, timer="2023-09-24T01:00:00").value,
-              b'{"timer" :  "2023-09-25 00:00:01"}', b'{"timer":"2023-09-2 00:00:01"}', b"garbage", None, b"",
-              b'{"a": {"timer": "2024-01-01 00:00:00"}, "timer": "2023-09-23 00:00:00"}',
-              '{"timer": "2023-09-23 20:00:00", "note": "ё"}'.encode(), b'{"timer":"0000-01-01 00:00:00"}']
-    want = [_event_date(v) for v in values]
-    assert want[:5] == ["2023-09-23", None, "2023-09-24", "2023-09-25", None]
-    assert event_dates(pa.array(values, type=pa.binary())).tolist() == want
-    only = {"2023-09-24"}
-    assert event_dates(pa.array(values, type=pa.binary()), only).tolist() == [d if d in only else None for d in want]
 
 
 def test_a_null_value_is_quarantined_with_its_reason():

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator
 
 import dagster as dg
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
-from kafka.admin import NewTopic
+from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
 from tv_platform.streaming import Records
@@ -37,7 +37,9 @@ FUTURE_TIMESTAMP_MS = 3 * 86_400_000
 than an hour ahead by default (``message.timestamp.after.max.ms``, KIP-937), and a whole batch with them
 (``INVALID_TIMESTAMP`` / ``_INVALID_DIFFERENT_RECORD``): a day produced at once — the demo's live day, a replay of
 today — has events up to the end of tomorrow (the platform's clock-skew tolerance, ``partitions.SKEW_DAYS``). Three
-days cover that in any time zone; the topics the platform creates carry it, the local stack's brokers default to it."""
+days cover that in any time zone; the topics the platform creates carry it (and an existing topic with less gets it:
+``KafkaResource.ensure_topic``), the local stack's brokers default to it."""
+TIMESTAMP_AHEAD_KEY = "message.timestamp.after.max.ms"
 
 if TYPE_CHECKING:
     import numpy as np
@@ -125,16 +127,34 @@ class KafkaResource(dg.ConfigurableResource):
 
     def ensure_topic(self, topic: str | None = None, partitions: int | None = None) -> None:
         """Create the topic if it does not exist, accepting record timestamps up to ``FUTURE_TIMESTAMP_MS`` ahead of
-        the broker's clock (see there)."""
+        the broker's clock (see there). A topic that exists with a smaller limit (created before the platform set it,
+        or by hand: Kafka 4's default is an hour) has its limit raised — an incremental change of that one key, the
+        topic's other settings untouched."""
+        name = topic or self.topic
         admin = self.admin()
         try:
-            admin.create_topics([NewTopic(topic or self.topic, partitions or self.partitions,
-                                          self.replication_factor,
-                                          topic_configs={"message.timestamp.after.max.ms": str(FUTURE_TIMESTAMP_MS)})])
-        except TopicAlreadyExistsError:
-            pass
+            try:
+                admin.create_topics([NewTopic(name, partitions or self.partitions, self.replication_factor,
+                                              topic_configs={TIMESTAMP_AHEAD_KEY: str(FUTURE_TIMESTAMP_MS)})])
+            except TopicAlreadyExistsError:
+                if self.timestamp_ahead_limit_ms(name, admin) < FUTURE_TIMESTAMP_MS:
+                    admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, name,
+                                                        {TIMESTAMP_AHEAD_KEY: str(FUTURE_TIMESTAMP_MS)})],
+                                        incremental=True)
         finally:
             admin.close()
+
+    def timestamp_ahead_limit_ms(self, topic: str | None = None, admin: KafkaAdminClient | None = None) -> int:
+        """The topic's ``message.timestamp.after.max.ms``: how far ahead of the broker a record may be stamped."""
+        own = admin is None
+        admin = admin or self.admin()
+        try:
+            answer = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic or self.topic,
+                                                            {TIMESTAMP_AHEAD_KEY: None})], config_filter="all")
+        finally:
+            if own:
+                admin.close()
+        return int(answer["topic"][topic or self.topic][TIMESTAMP_AHEAD_KEY]["value"])
 
     def topic_id(self, topic: str | None = None, wait: float = 60.0) -> str:
         """The topic's id (a UUID Kafka gives each incarnation of a topic: a topic deleted and created again has a new
