@@ -282,3 +282,18 @@ def java_bin() -> str:
     if not found:
         raise StackError("java", "no Java found: install OpenJDK 17 (apt-get install openjdk-17-jdk-headless) or set JAVA_HOME")
     return found
+
+
+def log4j2_console(writer: str, pattern: str, loggers: dict[str, str], root: str = "warn", stderr: bool = False,
+                   extra: str = "") -> str:
+    """A log4j2 properties file that sends everything to the console (the service's log file): the root level,
+    ``loggers`` (name → level) and any ``extra`` lines verbatim. ``writer`` names the module that writes it at
+    every start (edits are lost)."""
+    lines = [f"# written by {writer} at every start; edits are lost", "status = warn", *extra.splitlines(),
+             "appender.out.type = Console", "appender.out.name = out",
+             *(["appender.out.target = SYSTEM_ERR"] if stderr else []),
+             "appender.out.layout.type = PatternLayout", f"appender.out.layout.pattern = {pattern}",
+             f"rootLogger.level = {root}", "rootLogger.appenderRef.out.ref = out"]
+    for i, (name, level) in enumerate(loggers.items()):
+        lines += [f"logger.l{i}.name = {name}", f"logger.l{i}.level = {level}"]
+    return "\n".join(lines) + "\n"

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlparse
 
-from tv_platform.stack.base import Service, StackError, java_bin, port_open
+from tv_platform.stack.base import Service, StackError, java_bin, log4j2_console, port_open
 from tv_platform.stack.hdfs import _site_xml
 from tv_platform.stack.maven import classpath, ensure_jars
 
@@ -35,20 +35,8 @@ DATABASE = "hive_metastore"
 ROLE = "hive"
 MAIN = "org.apache.hadoop.hive.metastore.HiveMetaStore"
 
-LOG4J2 = """\
-# written by tv_platform/stack/hive_metastore.py at every start
-status = warn
-appender.out.type = Console
-appender.out.name = STDOUT
-appender.out.layout.type = PatternLayout
-appender.out.layout.pattern = %d{ISO8601} %-5p [%t] %c{2}: %m%n
-rootLogger.level = WARN
-rootLogger.appenderRef.out.ref = STDOUT
-logger.hms.name = org.apache.hadoop.hive.metastore.HiveMetaStore
-logger.hms.level = INFO
-logger.dn.name = DataNucleus
-logger.dn.level = ERROR
-"""
+LOG4J2 = log4j2_console("tv_platform/stack/hive_metastore.py", "%d{ISO8601} %-5p [%t] %c{2}: %m%n", {
+    "org.apache.hadoop.hive.metastore.HiveMetaStore": "INFO", "DataNucleus": "ERROR"}, root="WARN")
 
 
 def thrift_call(host: str, port: int, method: str, timeout: float = 5.0) -> int:

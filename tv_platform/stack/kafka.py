@@ -29,32 +29,14 @@ from pathlib import Path
 from typing import Callable
 
 from tv_platform.engines.kafka import FUTURE_TIMESTAMP_MS
-from tv_platform.stack.base import Service, StackError, java_bin, port_open, run_checked
+from tv_platform.stack.base import Service, StackError, java_bin, log4j2_console, port_open, run_checked
 from tv_platform.stack.maven import classpath, ensure_jars
 
-LOG4J2 = """\
-# Written by tv_platform/stack/kafka.py: everything to stdout (the service log file).
-status = warn
-# keep logging while Kafka shuts down (its own hook runs after log4j's otherwise)
-shutdownHook = disable
-appender.out.type = Console
-appender.out.name = STDOUT
-appender.out.layout.type = PatternLayout
-appender.out.layout.pattern = [%d] %p %m (%c)%n
-rootLogger.level = INFO
-rootLogger.appenderRef.out.ref = STDOUT
-logger.kafka.name = kafka
-logger.kafka.level = INFO
-logger.apache.name = org.apache.kafka
-logger.apache.level = INFO
-# the request log and the state change log are very chatty at INFO/TRACE
-logger.request.name = kafka.request.logger
-logger.request.level = WARN
-logger.state.name = state.change.logger
-logger.state.level = WARN
-logger.cleaner.name = kafka.log.LogCleaner
-logger.cleaner.level = WARN
-"""
+# the request log, the state change log and the cleaner are very chatty at INFO/TRACE; ``shutdownHook = disable``
+# keeps logging while Kafka shuts down (its own hook runs after log4j's otherwise)
+LOG4J2 = log4j2_console("tv_platform/stack/kafka.py", "[%d] %p %m (%c)%n", {
+    "kafka": "INFO", "org.apache.kafka": "INFO", "kafka.request.logger": "WARN", "state.change.logger": "WARN",
+    "kafka.log.LogCleaner": "WARN"}, root="INFO", extra="shutdownHook = disable")
 
 
 def _cluster_id() -> str:

@@ -21,26 +21,16 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlparse
 
-from tv_platform.stack.base import Service, StackError, java_bin, port_open
+from tv_platform.stack.base import Service, StackError, java_bin, log4j2_console, port_open
 
 #: the Hive metastore client Spark loads in the cluster profile (the server: hive-standalone-metastore-server 4.0.1)
 HIVE_CLIENT_VERSION = "4.0.1"
 CONNECT_SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
+SPARK_LOG_PATTERN = "%d{yy/MM/dd HH:mm:ss} %p %c{1}: %m%n%ex"  # the Spark daemons' log lines (to stderr)
 
-_LOG4J2 = """\
-# written by tv_platform.stack.spark at every start; edits are lost
-rootLogger.level = warn
-rootLogger.appenderRef.stderr.ref = console
-appender.console.type = Console
-appender.console.name = console
-appender.console.target = SYSTEM_ERR
-appender.console.layout.type = PatternLayout
-appender.console.layout.pattern = %d{yy/MM/dd HH:mm:ss} %p %c{1}: %m%n%ex
-logger.connect.name = org.apache.spark.sql.connect.service.SparkConnectServer
-logger.connect.level = info
-logger.hivemeta.name = org.apache.hadoop.hive.metastore.ObjectStore
-logger.hivemeta.level = error
-"""
+_LOG4J2 = log4j2_console("tv_platform.stack.spark", SPARK_LOG_PATTERN, {
+    "org.apache.spark.sql.connect.service.SparkConnectServer": "info",
+    "org.apache.hadoop.hive.metastore.ObjectStore": "error"}, stderr=True)
 
 # Runs in a child interpreter so that a client that retries (the Connect client's default policy waits for minutes)
 # or hangs can be killed by a timeout without touching the calling process.

@@ -19,25 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from tv_platform.stack.base import Service, StackError, java_bin, port_open
+from tv_platform.stack.base import Service, StackError, java_bin, log4j2_console, port_open
 from tv_platform.stack.kafka import heap_mb
+from tv_platform.stack.spark import SPARK_LOG_PATTERN
 
 WORKERS = 2
 MASTER_CLASS = "org.apache.spark.deploy.master.Master"
 WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
 
-_LOG4J2 = """\
-# written by tv_platform.stack.spark_standalone at every start; edits are lost
-rootLogger.level = warn
-rootLogger.appenderRef.stderr.ref = console
-appender.console.type = Console
-appender.console.name = console
-appender.console.target = SYSTEM_ERR
-appender.console.layout.type = PatternLayout
-appender.console.layout.pattern = %d{yy/MM/dd HH:mm:ss} %p %c{1}: %m%n%ex
-logger.deploy.name = org.apache.spark.deploy
-logger.deploy.level = info
-"""
+_LOG4J2 = log4j2_console("tv_platform.stack.spark_standalone", SPARK_LOG_PATTERN, {"org.apache.spark.deploy": "info"},
+                         stderr=True)
 
 
 def master_port(settings) -> int:
