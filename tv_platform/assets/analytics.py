@@ -18,7 +18,6 @@ Tabular results go to unpartitioned Hive tables ``analytics_<asset>`` (and ``for
 Resource: ``hive`` (HiveResource) only.
 """
 
-from functools import reduce
 
 import dagster as dg
 import numpy as np
@@ -30,7 +29,7 @@ from tv_platform.analytics import forecast as FC
 from tv_platform.analytics import measures as audience
 from tv_platform.analytics import segments as SG
 from tv_platform.engines.metadata import declare
-from tv_platform.engines.spark import HiveCatalog, HiveResource
+from tv_platform.engines.spark import HiveCatalog, HiveResource, union_of_days
 from tv_platform.lake import aggregates as A
 from tv_platform.lake.calendar import ALL_DAY, BroadcastCalendar
 from tv_platform.partitions import RAW_WINDOW, daily, spark_range
@@ -422,7 +421,7 @@ def audience_daily(context: dg.AssetExecutionContext, hive: HiveResource, viewin
     context.log.info(cal.describe() + f"; reach threshold {threshold} min; guide: {guide is not None}")
 
     def per_day(build):
-        return reduce(lambda a, b: a.unionByName(b), [build(d) for d in days])
+        return union_of_days([build(d) for d in days])
 
     yield dg.Output(per_day(lambda d: A.audience_universe(viewing_sessions, users, cal, d)),
                     output_name="audience_universe")

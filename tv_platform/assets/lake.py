@@ -12,13 +12,12 @@ Resources: ``hive`` (:class:`~tv_platform.engines.spark.HiveResource`) and ``hiv
 (:class:`~tv_platform.engines.spark.HiveIOManager`) — ``tv_platform.engines.spark.lake_resources(settings)``.
 """
 
-from functools import reduce
 
 import dagster as dg
 from pyspark.sql import functions as F
 
 from tv_platform.engines.metadata import declare
-from tv_platform.engines.spark import HiveCatalog, HiveResource, session_conf
+from tv_platform.engines.spark import HiveCatalog, HiveResource, session_conf, union_of_days
 from tv_platform.lake import aggregates as A
 from tv_platform.lake import queries as Q
 from tv_platform.lake import tables as T
@@ -325,7 +324,7 @@ def _aggregate_asset(name: str):
     def _asset(context: dg.AssetExecutionContext, hive: HiveResource, viewing_sessions):
         days = list(context.partition_keys)
         frames = [builder(viewing_sessions, day) for day in days]
-        yield dg.Output(reduce(lambda a, b: a.unionByName(b), frames))
+        yield dg.Output(union_of_days(frames))
         cat = hive.catalog()
         results = [_consistency(name, cat, day) for day in days]
         metadata = results[0][1] if len(results) == 1 else {"days_checked": len(results),

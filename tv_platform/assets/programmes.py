@@ -10,7 +10,6 @@ The logic is in tv_platform/epg/ (pure functions); the assets read, call and wri
 (the guide's CSV), ``hive`` and ``hive_io_manager`` (as the lake).
 """
 
-from functools import reduce
 
 import dagster as dg
 import pandas as pd
@@ -18,7 +17,7 @@ from pyspark.sql import functions as F
 
 from tv_platform.dates import as_date
 from tv_platform.engines.metadata import declare
-from tv_platform.engines.spark import HiveCatalog, HiveResource
+from tv_platform.engines.spark import HiveCatalog, HiveResource, union_of_days
 from tv_platform.epg import attribution as EA
 from tv_platform.epg import tables as ET
 from tv_platform.epg.generator import make_guide
@@ -204,7 +203,7 @@ def programme_viewing(context: dg.AssetExecutionContext, hive: HiveResource, vie
     cat.refresh(ET.GUIDE_TABLE)
     guide = cat.spark.table(cat.qualified(ET.GUIDE_TABLE))
     frames = [EA.attribute(viewing_sessions, guide.where(F.col("dt") == day), day) for day in days]
-    yield dg.Output(reduce(lambda a, b: a.unionByName(b), frames))
+    yield dg.Output(union_of_days(frames))
     rows = [cat.spark.sql(conservation_sql(cat.database, d)).collect()[0] for d in days]
     totals = [cat.spark.sql(session_totals_sql(cat.database, d)).collect()[0] for d in days]
     passed = all(int(r["mismatched"]) == 0 and int(r["attributed_seconds"]) == int(t["in_day_s"])
@@ -266,7 +265,7 @@ def programme_aggregates(context: dg.AssetExecutionContext, hive: HiveResource, 
     channels = cat.spark.table(cat.qualified("tv_channels")) if cat.table_exists("tv_channels") else None
 
     def per_day(build):
-        return reduce(lambda a, b: a.unionByName(b), [build(d) for d in days])
+        return union_of_days([build(d) for d in days])
 
     def viewing(d):
         return programme_viewing.where(F.col("dt") == d)

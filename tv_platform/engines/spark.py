@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 import warnings
+from functools import reduce
 from typing import Any, Iterable, Sequence
 
 import dagster as dg
@@ -250,6 +251,17 @@ class HiveCatalog:
         if partitions is not None:
             frame = frame.where(F.col(T.PARTITION_COLUMN).isin(list(partitions)))
         return frame
+
+
+def union_of_days(frames: list):
+    """The frames of a range's days (one per day, same columns) as one frame to write. With more than one, each day
+    is computed on its own first (``localCheckpoint``: its rows kept by the Spark server for the write): a union of
+    many days' plans — the audience measures have a dozen joins a day — is one plan Spark optimises and runs as a
+    whole, and 24 days of it (the demo's forecast history) ran the server out of execution memory
+    (``UNABLE_TO_ACQUIRE_MEMORY``), while each day alone is small."""
+    if len(frames) == 1:
+        return frames[0]
+    return reduce(lambda a, b: a.unionByName(b), [f.localCheckpoint() for f in frames])
 
 
 def column_schema(frame) -> dg.TableSchema:
