@@ -1,15 +1,33 @@
 #!/bin/bash
-# Start the Hive Metastore; create its schema in PostgreSQL on the first start only.
-# (The image's own entrypoint runs `schematool -initSchema` at every start unless IS_RESUME=true, and that fails once
-# the schema exists: checking with -info makes restarts work without touching the environment.)
-# The JDBC password arrives as a system property in SERVICE_OPTS, never in hive-site.xml.
+# Start the Hive Metastore 4.0.1 (org.apache.hadoop.hive.metastore.HiveMetaStore, as the cluster profile does);
+# create its schema in PostgreSQL with Hive's MetastoreSchemaTool on the first start only (-info fails while there is
+# no schema; -initSchema refuses to run over an existing one, so a wrong guess cannot drop data).
+# The database password comes from the environment (the env file) and goes into this container's
+# metastore-site.xml (mode 0600), as the profile keeps it in a 0600 file: never in the image or the repository.
 set -euo pipefail
-export HIVE_CONF_DIR=/opt/hive/conf
-export HADOOP_CLIENT_OPTS="${HADOOP_CLIENT_OPTS:-} -Xmx${HMS_HEAP:-1g} ${SERVICE_OPTS:-}"
-if /opt/hive/bin/schematool -dbType postgres -info >/dev/null 2>&1; then
+conf=/opt/hms/conf
+password=${HIVE_METASTORE_DB_PASSWORD:?HIVE_METASTORE_DB_PASSWORD is not set}
+password=${password//&/&amp;}
+password=${password//</&lt;}
+password=${password//>/&gt;}
+umask 077
+{
+  sed '/<\/configuration>/d' /opt/hms/site/metastore-site.xml
+  printf '  <property><name>javax.jdo.option.ConnectionPassword</name><value>%s</value></property>\n</configuration>\n' "$password"
+} > "$conf/metastore-site.xml"
+cp /opt/hms/site/log4j2.properties "$conf/log4j2.properties"
+
+export METASTORE_HOME=/opt/hms METASTORE_CONF_DIR="$conf" HADOOP_USER_NAME="${HADOOP_USER_NAME:-tv_platform}"
+classpath="$conf:${HADOOP_CONF_DIR:-/etc/hadoop/conf}:/opt/hms/lib/*"
+jvm=(java "-Xmx${HMS_HEAP:-1g}" -Xms64m -XX:+ExitOnOutOfMemoryError -Djava.net.preferIPv4Stack=true
+     -Djava.awt.headless=true "-Dlog4j2.configurationFile=$conf/log4j2.properties" -Djava.io.tmpdir=/opt/hms/tmp
+     -cp "$classpath")
+schematool=org.apache.hadoop.hive.metastore.tools.schematool.MetastoreSchemaTool
+cd /opt/hms/tmp
+if "${jvm[@]}" "$schematool" -info -dbType postgres >/dev/null 2>&1; then
   echo "hive-metastore: schema present"
 else
-  echo "hive-metastore: initializing schema 3.1.0 in PostgreSQL"
-  /opt/hive/bin/schematool -dbType postgres -initSchema
+  echo "hive-metastore: creating the schema in PostgreSQL (MetastoreSchemaTool -initSchema)"
+  "${jvm[@]}" "$schematool" -initSchema -dbType postgres
 fi
-exec /opt/hive/bin/hive --skiphadoopversion --skiphbasecp --service metastore
+exec "${jvm[@]}" org.apache.hadoop.hive.metastore.HiveMetaStore
