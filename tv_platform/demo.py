@@ -129,7 +129,7 @@ def run_demo(args) -> int:
         try:
             to_mart = wait_for_mart(settings, instance, today.isoformat(), sessions, since=t_produce, timeout=600)
             _say(f"end-to-end freshness: {to_mart:.0f} s from the first event produced to all {sessions:,} of its "
-                 f"finished sessions in ClickHouse (tv_marts.sessions, built by the automation sensor)")
+                 f"finished sessions in ClickHouse ({settings.clickhouse_database}.sessions, built by the automation sensor)")
             # the dashboards read every mart of today, the programme guide's too: let the automation finish them
             wait_for_marts(defs, instance, today.isoformat(), since=t_produce, timeout=600)
         except TimeoutError as exc:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from typing import Iterable
 
 import dagster as dg
@@ -120,12 +122,25 @@ def summary_tables(settings, days: list[str]) -> list[tuple[str, str]]:
     spark = SparkSession.builder.remote(settings.spark_remote).getOrCreate()
     db = settings.hive_database
     in_days = ", ".join(f"'{d}'" for d in days)
-    daily = spark.sql(
-        f"select dt as day, views, viewers, round(hours_by_start, 0) as hours_by_start, round(hours_in_day, 0) as hours_in_day "
-        f"from {db}.daily_viewing where dt in ({in_days}) order by dt").toPandas()
-    top = spark.sql(
-        f"select channel_name, round(sum(hours), 0) as hours, sum(views) as views from {db}.channel_rating "
-        f"where dt in ({in_days}) group by channel_name order by hours desc limit 10").toPandas()
+
+    def query(table: str, sql: str, tries: int = 5):
+        # the automation sensor may be rewriting a partition of it right now (a landing rebuilds its day and the
+        # neighbours): the file list Spark cached is then stale. Refresh it and ask again.
+        for attempt in range(tries):
+            spark.sql(f"REFRESH TABLE {db}.{table}")
+            try:
+                return spark.sql(sql).toPandas()
+            except Exception as exc:  # noqa: BLE001 - only a vanished file is asked again
+                if "FILE_NOT_EXIST" not in str(exc) or attempt == tries - 1:
+                    raise
+                time.sleep(2.0)
+
+    daily = query("daily_viewing",
+                  f"select dt as day, views, viewers, round(hours_by_start, 0) as hours_by_start, "
+                  f"round(hours_in_day, 0) as hours_in_day from {db}.daily_viewing where dt in ({in_days}) order by dt")
+    top = query("channel_rating",
+                f"select channel_name, round(sum(hours), 0) as hours, sum(views) as views from {db}.channel_rating "
+                f"where dt in ({in_days}) group by channel_name order by hours desc limit 10")
     return [("hours and views per day", daily.to_string(index=False)),
             ("top 10 channels by hours", top.to_string(index=False))]
 
