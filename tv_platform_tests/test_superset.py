@@ -14,6 +14,10 @@ import pytest
 from tv_platform.engines import superset as S
 
 pytestmark = pytest.mark.services
+from tv_platform_tests.conftest import broadcast_day  # noqa: E402
+
+calendar_day = broadcast_day("00:00")
+"""Expected values here are on the calendar day (the seed's day): TVP_BROADCAST_DAY_START=00:00 (docs/measures.md)."""
 
 SEED_DAY = "2023-09-23"
 DASHBOARDS = {"greenplum": "tv-greenplum", "clickhouse": "tv-clickhouse"}
