@@ -151,8 +151,9 @@ def test_speed_paces_a_short_day_against_the_broker(stack, unique, tmp_path):
     rows = []
     for k in range(13):  # one session every 10 minutes, 00:00 .. 02:00, each 5 minutes long
         start = pd.Timestamp("2023-10-14") + pd.Timedelta(minutes=10 * k)
-        rows.append((f"s{k:02d}", k + 1, 1, start, "enabled"))
-        rows.append((f"s{k:02d}", k + 1, 1, start + pd.Timedelta(minutes=5), "disabled"))
+        sid = f"{k + 1:032x}"
+        rows.append((sid, k + 1, 1, start, "enabled"))
+        rows.append((sid, k + 1, 1, start + pd.Timedelta(minutes=5), "disabled"))
     frame = pd.DataFrame(rows, columns=["session_id", "user_id", "channel_id", "timer", "status"])
     frame = frame.sort_values("timer", kind="stable")
     frame["timer"] = frame["timer"].dt.strftime("%Y-%m-%d %H:%M:%S")
