@@ -604,8 +604,9 @@ def channel_measures(minutes: DataFrame, universe: DataFrame, cal, threshold: in
                      names: DataFrame | None = None) -> DataFrame:
     """Per (daypart, channel_id) over the days of ``universe`` (audience_universe rows; every day of the window must
     be there, a quiet day simply has no minutes): ``days``, ``universe`` (distinct members over the days),
-    ``period_minutes`` (the daypart's minutes × days), credited ``minutes`` and the measures of :func:`_ratios` —
-    AMA = minutes / period minutes, TVR = AMA as % of the universe (Σ over days of period minutes × that day's
+    ``period_minutes`` (Σ over the days of the daypart's real minutes that day: its length × days, but on a DST
+    day), credited ``minutes`` and the measures of :func:`_ratios` —
+    AMA = minutes / period minutes, TVR = AMA as % of the universe (Σ over days of that day's period minutes × its
     universe), reach (≥ ``threshold`` consecutive minutes), share = minutes / all channels' minutes in the daypart.
     Daypart ``all`` is the whole broadcast day. Every channel of ``names`` (channel_id, channel_name: the reference
     channels and the viewed ones) gets a row in every daypart, zeros included — so a sum over days of ``minutes`` /

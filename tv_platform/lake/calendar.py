@@ -2,7 +2,7 @@
 
 A **broadcast day** D runs from D at ``TVP_BROADCAST_DAY_START`` (default 05:00, Mediascope's day; Nielsen and BARB
 start at 06:00, AGF at 03:00; ``00:00`` is the calendar day) to the same clock time on D+1. Its minutes are numbered
-0..1439 from the start. Friday 01:30 belongs to Thursday's broadcast day with a 05:00 start, so weekday / weekend is
+from the start (0..1439 on an ordinary day, see *Real time*). Friday 01:30 belongs to Thursday's broadcast day with a 05:00 start, so weekday / weekend is
 the broadcast day's weekday.
 
 **Dayparts** are a table of ``name=HH:MM`` clock starts (``TVP_DAYPARTS``); each daypart runs from its start to the
@@ -113,7 +113,8 @@ class BroadcastCalendar:
         return (moment - timedelta(minutes=self.start)).date()
 
     def clock_of(self, minute: int) -> int:
-        """Clock minutes after midnight of minute ``minute`` (0..1439) of a broadcast day."""
+        """Clock minutes after midnight of minute ``minute`` (0..1439) of a 24-hour broadcast day (a DST day:
+        :meth:`clock_segments`)."""
         return (self.start + int(minute)) % DAY_MINUTES
 
     def daypart_of(self, minute: int) -> str:
