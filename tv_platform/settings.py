@@ -86,7 +86,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "TVP_TIMEZONE": ("UTC", "the operator's time zone (IANA name, e.g. `Europe/Moscow`): daily partitions, the schedules, \"today\" and the reading of naive event timers use it; read when the definitions load"),
     "TVP_LATE_HORIZON_DAYS": ("7", "late data: an event landed for a day up to this many days back re-materializes that day through automation; older days are landed, reported and rebuilt with `tv-platform backfill --start D --end D`"),
     # Audience measures (docs/measures.md)
-    "TVP_BROADCAST_DAY_START": ("05:00", "HH:MM at which a broadcast day starts (Mediascope's 05:00; `00:00` = calendar day); decides the day of a viewing minute in the audience measures"),
+    "TVP_BROADCAST_DAY_START": ("05:00", "HH:MM at which a broadcast day starts (Mediascope's 05:00; `00:00` = calendar day, the seed's); decides the day of every viewing minute: partition D of the lake's aggregates, the programme attribution and the audience measures is broadcast day D (docs/measures.md)"),
     "TVP_REACH_THRESHOLD_MINUTES": ("1", "consecutive credited minutes on a channel / programme a universe member needs to count as reached"),
     "TVP_DAYPARTS": ("night=01:00,morning=06:00,daytime=12:00,early_evening=17:00,prime=19:00,late=23:00", "dayparts as name=HH:MM (clock start; each runs to the next start, the last wraps to the first)"),
 }

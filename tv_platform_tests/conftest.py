@@ -85,3 +85,22 @@ def hive_resources(stack: Settings, root: str, database: str) -> dict:
                         webhdfs_url=stack.webhdfs_url, hdfs_user=stack.hdfs_user)
     return {"hive": hive, "hive_io_manager": HiveIOManager(spark_remote=stack.spark_remote, database=database,
                                                            database_location=hive.resolved_database_location())}
+
+
+def broadcast_day(start: str, scope: str = "module"):
+    """An autouse fixture that runs a module (or a test) with ``TVP_BROADCAST_DAY_START=start`` — e.g. ``00:00`` for
+    tests whose expected values are on the calendar day (the seed's day) while the default broadcast day is 05:00.
+    Subprocesses started inside inherit it."""
+
+    @pytest.fixture(autouse=True, scope=scope)
+    def _broadcast_day():
+        mp = pytest.MonkeyPatch()
+        mp.setenv("TVP_BROADCAST_DAY_START", start)
+        get_settings.cache_clear()
+        try:
+            yield start
+        finally:
+            mp.undo()
+            get_settings.cache_clear()
+
+    return _broadcast_day

@@ -124,8 +124,14 @@ def test_unfinished_day_is_left_out():
     from datetime import datetime
 
     days = ["2024-03-01", "2024-03-02", "2024-03-03"]
-    assert FC.finished_days(days, now=datetime(2024, 3, 3, 23, 59)) == ["2024-03-01", "2024-03-02"]
-    assert FC.finished_days(days, now=datetime(2024, 3, 4, 0, 0)) == days
+    from tv_platform.lake.calendar import BroadcastCalendar
+
+    midnight, five = BroadcastCalendar.of("00:00"), BroadcastCalendar.of("05:00")
+    assert FC.finished_days(days, now=datetime(2024, 3, 3, 23, 59), cal=midnight) == ["2024-03-01", "2024-03-02"]
+    assert FC.finished_days(days, now=datetime(2024, 3, 4, 0, 0), cal=midnight) == days
+    # a 05:00 broadcast day: 2024-03-03 runs until 2024-03-04 05:00
+    assert FC.finished_days(days, now=datetime(2024, 3, 4, 4, 59), cal=five) == ["2024-03-01", "2024-03-02"]
+    assert FC.finished_days(days, now=datetime(2024, 3, 4, 5, 0), cal=five) == days
 
 
 def test_top_series_are_chosen_on_training_days_only():

@@ -21,6 +21,10 @@ from tv_platform.engines.hdfs import frame_to_csv_bytes
 from tv_platform.simulator import SimulationParams, load_channels, simulate_day, simulate_sessions
 
 pytestmark = pytest.mark.services
+from tv_platform_tests.conftest import broadcast_day  # noqa: E402
+
+calendar_day = broadcast_day("00:00")
+"""Expected values here are on the calendar day (the seed's day): TVP_BROADCAST_DAY_START=00:00 (docs/measures.md)."""
 
 FIRST = date(2024, 3, 8)  # a Friday: one weekday, two weekend days
 DAYS = 3

@@ -19,6 +19,10 @@ from tv_platform.ops import materialize_partitions
 from tv_platform.resources import hdfs_io_manager, lake_resource
 
 pytestmark = pytest.mark.services
+from tv_platform_tests.conftest import broadcast_day  # noqa: E402
+
+calendar_day = broadcast_day("00:00")
+"""Expected values here are on the calendar day (the seed's day): TVP_BROADCAST_DAY_START=00:00 (docs/measures.md)."""
 
 DAYS = ["2023-09-16", "2023-09-17"]
 SELECTION = ["channels", "users", "tv_dataset", "hive_channels", "hive_users", "hive_tv_dataset", "hive_tv_stream",

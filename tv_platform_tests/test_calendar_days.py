@@ -17,6 +17,10 @@ import pytest
 from tv_platform.engines.hdfs import frame_to_csv_bytes
 
 pytestmark = pytest.mark.services
+from tv_platform_tests.conftest import broadcast_day  # noqa: E402
+
+calendar_day = broadcast_day("00:00")
+"""Expected values here are on the calendar day (the seed's day): TVP_BROADCAST_DAY_START=00:00 (docs/measures.md)."""
 
 COLUMNS = ["session_id", "user_id", "channel_id", "timer", "status"]
 

@@ -17,6 +17,10 @@ from tv_platform.resources import warehouse_resources
 from tv_platform_tests.forecast_history import DAYS, build_forecast_history
 
 pytestmark = pytest.mark.services
+from tv_platform_tests.conftest import broadcast_day  # noqa: E402
+
+calendar_day = broadcast_day("00:00")
+"""Expected values here are on the calendar day (the seed's day): TVP_BROADCAST_DAY_START=00:00 (docs/measures.md)."""
 
 LAST = date(2024, 3, 31)
 

@@ -22,6 +22,10 @@ from tv_platform.lake import sessions as sessionizing
 from tv_platform.lake import tables as T
 
 pytestmark = pytest.mark.services
+from tv_platform_tests.conftest import broadcast_day  # noqa: E402
+
+calendar_day = broadcast_day("00:00")
+"""Expected values here are on the calendar day (the seed's day): TVP_BROADCAST_DAY_START=00:00 (docs/measures.md)."""
 
 D = "2023-09-23"
 EVENT_SCHEMA = "session_id string, user_id int, channel_id int, timer timestamp, status string, dt string"

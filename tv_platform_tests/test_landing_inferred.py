@@ -24,6 +24,10 @@ from tv_platform.sensors import kafka_events_sensor
 from tv_platform_tests.conftest import hive_resources
 
 pytestmark = pytest.mark.services
+from tv_platform_tests.conftest import broadcast_day  # noqa: E402
+
+calendar_day = broadcast_day("00:00")
+"""Expected values here are on the calendar day (the seed's day): TVP_BROADCAST_DAY_START=00:00 (docs/measures.md)."""
 
 DAY = "2023-09-26"
 USERS = 500

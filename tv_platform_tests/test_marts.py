@@ -15,6 +15,10 @@ from tv_platform.engines.clickhouse import (
 from tv_platform.engines.greenplum import GreenplumIOManager, GreenplumWarehouse, create_table_sql as gp_ddl, parse_pg_type
 from tv_platform.engines.warehouse import TableSpec
 from tv_platform.lake import tables as T
+from tv_platform_tests.conftest import broadcast_day
+
+calendar_day = broadcast_day("00:00")
+"""Expected values here are on the calendar day (the seed's day): TVP_BROADCAST_DAY_START=00:00 (docs/measures.md)."""
 
 LAKE_AGGREGATES = ["daily_viewing", "channel_rating", "hourly_activity", "channel_weekday_hour", "duration_histogram",
                    "user_activity"]

@@ -136,3 +136,49 @@ def test_rate_is_honoured_within_ten_percent_over_ten_seconds(stack, unique):
     proc.communicate(timeout=60)
     measured = (n1 - n0) / (t1 - t0)
     assert abs(measured - rate) <= 0.10 * rate, measured
+
+
+@pytest.mark.services
+def test_speed_paces_a_short_day_against_the_broker(stack, unique, tmp_path):
+    """``produce --speed 720`` replays two hours of a day in ~10 s: every record carries its event's timestamp, and
+    the events arrive spread as their timers are (an event 60 min into the day ~5 s after the first; loose bounds)."""
+    import os
+    import time
+
+    kafka = kafka_resource(stack).with_topic(f"speed_{unique}")
+    kafka.ensure_topic(partitions=1)
+    speed = 720
+    rows = []
+    for k in range(13):  # one session every 10 minutes, 00:00 .. 02:00, each 5 minutes long
+        start = pd.Timestamp("2023-10-14") + pd.Timedelta(minutes=10 * k)
+        sid = f"{k + 1:032x}"
+        rows.append((sid, k + 1, 1, start, "enabled"))
+        rows.append((sid, k + 1, 1, start + pd.Timedelta(minutes=5), "disabled"))
+    frame = pd.DataFrame(rows, columns=["session_id", "user_id", "channel_id", "timer", "status"])
+    frame = frame.sort_values("timer", kind="stable")
+    frame["timer"] = frame["timer"].dt.strftime("%Y-%m-%d %H:%M:%S")
+    path = tmp_path / "day.csv"
+    frame.to_csv(path, header=False, index=False)
+
+    proc = _produce(dict(os.environ), "--topic", kafka.topic, "--replay", str(path), "--speed", str(speed))
+    seen: list[tuple[float, int]] = []
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:
+        seen.append((time.monotonic(), sum(kafka.offsets()[1].values())))
+        time.sleep(0.05)
+    out = proc.communicate(timeout=30)[0]
+    assert proc.returncode == 0, out
+    seen.append((time.monotonic(), sum(kafka.offsets()[1].values())))
+    n = len(frame)
+    assert seen[-1][1] == n
+
+    def arrived(k: int) -> float:  # when the (k+1)-th event was in the topic
+        return next(t for t, c in seen if c >= k + 1)
+
+    first = arrived(0)
+    # event 12 is s06's enabled at 01:00 (60 min = 5 s at 720×); the last, s12's disabled at 02:05, ~10.4 s
+    mid, last = arrived(12) - first, arrived(n - 1) - first
+    assert 3.5 <= mid <= 7.5, (mid, last)
+    assert 8.5 <= last <= 14.0, (mid, last)
+    records = kafka.read_range(0, 0, n)
+    assert records.timestamps.tolist() == timer_ms(frame["timer"]).tolist()  # the events' own timestamps

@@ -18,6 +18,10 @@ from tv_platform.epg.generator import make_guide
 from tv_platform.lake import tables as T
 
 pytestmark = pytest.mark.services
+from tv_platform_tests.conftest import broadcast_day  # noqa: E402
+
+calendar_day = broadcast_day("00:00")
+"""Expected values here are on the calendar day (the seed's day): TVP_BROADCAST_DAY_START=00:00 (docs/measures.md)."""
 
 D = "2023-09-23"
 P = "2023-09-22"

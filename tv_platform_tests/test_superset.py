@@ -14,6 +14,10 @@ import pytest
 from tv_platform.engines import superset as S
 
 pytestmark = pytest.mark.services
+from tv_platform_tests.conftest import broadcast_day  # noqa: E402
+
+calendar_day = broadcast_day("00:00")
+"""Expected values here are on the calendar day (the seed's day): TVP_BROADCAST_DAY_START=00:00 (docs/measures.md)."""
 
 SEED_DAY = "2023-09-23"
 DASHBOARDS = {"greenplum": "tv-greenplum", "clickhouse": "tv-clickhouse"}
@@ -69,8 +73,15 @@ def _programmes_match_sessions(settings, day: str) -> bool:
         "programme_minutes": ("programme_popularity", f"SELECT sum(minutes) FROM {{t}} WHERE dt = '{day}'"),
         "day_minutes": ("daily_viewing", f"SELECT sum(hours_in_day) * 60 FROM {{t}} WHERE dt = '{day}'"),
     })
+    # ... and on the calendar day (TVP_BROADCAST_DAY_START=00:00): every session started on the day is in the day's
+    # duration histogram (marts loaded on another broadcast day are reloaded)
+    n = _warehouse_values(settings, {
+        "histogram": ("duration_histogram", f"SELECT sum(sessions) FROM {{t}} WHERE dt = '{day}'"),
+        "sessions": ("sessions", f"SELECT count(*) FROM {{t}} WHERE dt = '{day}'"),
+    })
     return all(v[f"{wh}.day_minutes"] > 0 and abs(v[f"{wh}.programme_minutes"] - v[f"{wh}.day_minutes"])
-               <= 1e-6 * v[f"{wh}.day_minutes"] for wh in ("greenplum", "clickhouse"))
+               <= 1e-6 * v[f"{wh}.day_minutes"] and n[f"{wh}.histogram"] == n[f"{wh}.sessions"]
+               for wh in ("greenplum", "clickhouse"))
 
 
 def _forecast_rows(settings, day: str) -> dict[str, float]:
@@ -117,6 +128,12 @@ def load_seed_day_into_marts(settings, spark, lake, day: str = SEED_DAY) -> None
     events = pd.read_csv(FIXTURES / "tv_stream.csv", header=None,
                          names=["session_id", "user_id", "channel_id", "timer", "status"])
     events["timer"] = pd.to_datetime(events["timer"])
+    from tv_platform.settings import get_settings
+
+    # the seed's day is the calendar day: the marts of the tests hold it on TVP_BROADCAST_DAY_START=00:00
+    calendar_day = pytest.MonkeyPatch()
+    calendar_day.setenv("TVP_BROADCAST_DAY_START", "00:00")
+    get_settings.cache_clear()
     try:
         for d, part in events.groupby(events["timer"].dt.date):
             out = part.assign(timer=part["timer"].dt.strftime("%Y-%m-%d %H:%M:%S"))
@@ -143,6 +160,8 @@ def load_seed_day_into_marts(settings, spark, lake, day: str = SEED_DAY) -> None
         assert len(checks) == len(M.checks) + len(PR.mart_checks) + len(M.audience_checks) + 4  # + the programme layer's own four
         assert all(e.passed for e in checks), [e.metadata for e in checks if not e.passed]
     finally:
+        calendar_day.undo()
+        get_settings.cache_clear()
         try:
             hive.catalog().drop_database()
         finally:

@@ -39,14 +39,22 @@ FOLDS = 4
 _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 
 
-def finished_days(days, now=None) -> list[str]:
+def finished_days(days, now=None, cal=None) -> list[str]:
     """The days that are over at ``now`` (default: now on the operator's clock, TVP_TIMEZONE; a naive ``now`` is a
-    wall-clock time of that zone): a day is finished once the next one has begun, so today's partition (sessions still
-    open, events still arriving) is left out."""
-    from tv_platform.dates import today as local_today
+    wall-clock time of that zone): a day is a broadcast day (``cal``, default the settings' TVP_BROADCAST_DAY_START),
+    finished once the next one has begun — with 05:00, D is over at D+1 05:00 — so the running day's partition
+    (sessions still open, events still arriving) is left out."""
+    from datetime import datetime, timezone
 
-    today = (now.date() if now is not None and now.tzinfo is None else local_today(now=now)).isoformat()
-    return [d for d in days if str(d)[:10] < today]
+    from tv_platform.dates import zone
+    from tv_platform.lake.calendar import BroadcastCalendar
+
+    cal = cal or BroadcastCalendar.from_settings()
+    if now is None:
+        now = datetime.now(timezone.utc)
+    wall = now if now.tzinfo is None else now.astimezone(zone()).replace(tzinfo=None)
+    running = cal.day_of(wall).isoformat()
+    return [d for d in days if str(d)[:10] < running]
 
 
 def _dates(series: pd.Series) -> pd.DatetimeIndex:

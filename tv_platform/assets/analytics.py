@@ -32,7 +32,7 @@ from tv_platform.engines.metadata import declare
 from tv_platform.engines.spark import HiveCatalog, HiveResource, union_of_days
 from tv_platform.lake import aggregates as A
 from tv_platform.lake.calendar import ALL_DAY, BroadcastCalendar
-from tv_platform.partitions import RAW_WINDOW, daily, spark_range
+from tv_platform.partitions import BROADCAST_WINDOW, GUIDE_DAYS, daily, spark_range
 from tv_platform.settings import get_settings
 
 GROUP = "analytics"
@@ -183,9 +183,10 @@ def channel_leaders(context: dg.AssetExecutionContext, config: WindowConfig, hiv
 # weekday vs weekend
 # ---------------------------------------------------------------------------------------------------------------------
 @_asset("weekday_weekend", ["daily_viewing", "hourly_activity"],
-        "Weekday vs weekend behaviour of the service on the calendar day: mean hours, views and active users per "
-        "weekday, and the average audience by hour of day on weekdays and weekends; table analytics_weekday_weekend. "
-        "The audience's weekday vs weekend on the broadcast day is in audience_measures (docs/measures.md).")
+        "Weekday vs weekend behaviour of the service on the broadcast day (TVP_BROADCAST_DAY_START: with 05:00, "
+        "Friday night after midnight is Friday's): mean hours, views and active users per weekday, and the average "
+        "audience by clock hour on weekdays and weekends; table analytics_weekday_weekend. The audience measures' "
+        "weekday vs weekend is in audience_measures (docs/measures.md).")
 def weekday_weekend(context: dg.AssetExecutionContext, config: WindowConfig, hive: HiveResource):
     cat = hive.catalog()
     days = window(cat, "daily_viewing", config)
@@ -392,8 +393,8 @@ def _broadcast_days(days: list[str]) -> list[str]:
                             metadata=declare(A.AUDIENCE_TABLES[name], partition_expr="dt",
                                              sum_columns=_AUDIENCE_SUMS[name]))
           for name in AUDIENCE_OUTPUTS},
-    ins={"viewing_sessions": dg.AssetIn(partition_mapping=RAW_WINDOW)},
-    deps=["hive_users", "hive_programme_guide"],
+    ins={"viewing_sessions": dg.AssetIn(partition_mapping=BROADCAST_WINDOW)},
+    deps=["hive_users", dg.AssetDep("hive_programme_guide", partition_mapping=GUIDE_DAYS)],
     check_specs=[
         dg.AssetCheckSpec("universe_declared", asset="audience_universe",
                           description="the day's universe = the reference subscribers + the inferred members (viewers "

@@ -6,6 +6,7 @@ All of it runs on Spark (the stack's Spark Connect server, which owns the Hive m
     viewing_sessions [daily]             enabled/disabled paired per session (both sources)       tv.viewing_sessions (+ view tv.sessions_v)
     session_anomalies [daily]            every event not in a session, with its reason            tv.session_anomalies
     daily_viewing, channel_rating, hourly_activity, channel_weekday_hour, duration_histogram, user_activity [daily]
+                                         per broadcast day D (TVP_BROADCAST_DAY_START), from the sessions of D-1..D+1
 
 The logic is in tv_platform/lake/ (pure functions, tested on hand-made inputs); the assets read, call and write.
 Resources: ``hive`` (:class:`~tv_platform.engines.spark.HiveResource`) and ``hive_io_manager``
@@ -21,8 +22,9 @@ from tv_platform.engines.spark import HiveCatalog, HiveResource, session_conf, u
 from tv_platform.lake import aggregates as A
 from tv_platform.lake import queries as Q
 from tv_platform.lake import tables as T
+from tv_platform.lake.calendar import BroadcastCalendar
 from tv_platform.lake.sessions import REASONS, SESSION, read_window, sessionize, union_sources
-from tv_platform.partitions import PREVIOUS_DAY, RAW_WINDOW, daily, spark_range
+from tv_platform.partitions import BROADCAST_WINDOW, RAW_WINDOW, daily, spark_range
 
 GROUP = "lake"
 KINDS = {"hive", "spark"}
@@ -254,10 +256,10 @@ _SUMS = {
 }
 
 
-def _consistency(name: str, cat: HiveCatalog, day: str) -> tuple[bool, dict]:
+def _consistency(name: str, cat: HiveCatalog, day: str, cal=None) -> tuple[bool, dict]:
     """Compare an aggregate partition, read back from its table, with totals computed from viewing_sessions by
-    plain SQL (queries.session_totals_sql) — a different code path from the builders."""
-    tot = cat.spark.sql(Q.session_totals_sql(cat.database, day)).collect()[0]
+    plain SQL (queries.session_totals_sql, on the same broadcast day) — a different code path from the builders."""
+    tot = cat.spark.sql(Q.session_totals_sql(cat.database, day, cal)).collect()[0]
     views, by_start_h, in_day_h = int(tot["views"]), tot["by_start_s"] / 3600.0, tot["in_day_s"] / 3600.0
     t = cat.qualified(name)
     where = f"WHERE dt = '{day}'"
@@ -304,7 +306,6 @@ def _consistency(name: str, cat: HiveCatalog, day: str) -> tuple[bool, dict]:
 
 def _aggregate_asset(name: str):
     builder = A.BUILDERS[name]
-    previous = name in A.NEEDS_PREVIOUS_DAY
 
     @dg.asset(
         name=name,
@@ -313,7 +314,7 @@ def _aggregate_asset(name: str):
         partitions_def=daily,
         backfill_policy=spark_range,
         io_manager_key="hive_io_manager",
-        ins={"viewing_sessions": dg.AssetIn(partition_mapping=PREVIOUS_DAY if previous else None)},
+        ins={"viewing_sessions": dg.AssetIn(partition_mapping=BROADCAST_WINDOW)},
         metadata=declare(T.DERIVED_TABLES[name], partition_expr=T.PARTITION_COLUMN, sum_columns=_SUMS[name]),
         description=(builder.__doc__ or name).strip(),
         check_specs=[dg.AssetCheckSpec(
@@ -323,10 +324,12 @@ def _aggregate_asset(name: str):
     )
     def _asset(context: dg.AssetExecutionContext, hive: HiveResource, viewing_sessions):
         days = list(context.partition_keys)
-        frames = [builder(viewing_sessions, day) for day in days]
+        cal = BroadcastCalendar.from_settings()
+        context.log.info(f"{name} on the {cal.describe()}")
+        frames = [builder(viewing_sessions, day, cal) for day in days]
         yield dg.Output(union_of_days(frames))
         cat = hive.catalog()
-        results = [_consistency(name, cat, day) for day in days]
+        results = [_consistency(name, cat, day, cal) for day in days]
         metadata = results[0][1] if len(results) == 1 else {"days_checked": len(results),
                                                             "days_failed": sum(not ok for ok, _ in results)}
         yield dg.AssetCheckResult(check_name="consistent_with_sessions", passed=all(ok for ok, _ in results),

@@ -3,7 +3,8 @@ popularity. Group ``programmes``; docs/programmes.md.
 
     programme_guide [daily]        synthetic guide (or an XMLTV import) → HDFS raw/epg/dt=…/events.csv
     hive_programme_guide [daily]   external CSV table over it, partition per day              tv.programme_guide
-    programme_viewing [daily]      sessions of D-1..D split at programme boundaries in D     tv.programme_viewing
+    programme_viewing [daily]      sessions of D-1..D+1 split at programme boundaries in broadcast day D
+                                                                                              tv.programme_viewing
     programme_aggregates [daily]   programme_popularity, series_popularity, series_weekday_hour, top_programmes
 
 The logic is in tv_platform/epg/ (pure functions); the assets read, call and write. Resources: ``hdfs_io_manager``
@@ -24,7 +25,8 @@ from tv_platform.epg.generator import make_guide
 from tv_platform.epg.guide import GUIDE_COLUMNS, coverage_problems, normalize_day
 from tv_platform.epg.xmltv import parse_xmltv
 from tv_platform.lake.queries import session_totals_sql
-from tv_platform.partitions import PREVIOUS_DAY, daily, spark_range
+from tv_platform.lake.calendar import BroadcastCalendar
+from tv_platform.partitions import BROADCAST_WINDOW, GUIDE_DAYS, daily, spark_range
 from tv_platform.settings import get_settings
 
 GROUP = "programmes"
@@ -33,6 +35,13 @@ KINDS = {"spark", "hive"}
 
 def _in(days: list[str]) -> str:
     return ", ".join(repr(d) for d in days)
+
+
+def _guide_days(day: str) -> list[str]:
+    """The calendar days whose guide broadcast day ``day`` needs: D and D+1."""
+    from datetime import timedelta
+
+    return [day, (as_date(day) + timedelta(days=1)).isoformat()]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -156,20 +165,31 @@ def hive_programme_guide(context: dg.AssetExecutionContext, hive: HiveResource):
 # ---------------------------------------------------------------------------------------------------------------------
 # viewing attributed to programmes
 # ---------------------------------------------------------------------------------------------------------------------
-def conservation_sql(database: str, day: str) -> str:
-    """Per session overlapping D (viewing_sessions of D-1 and D, plain SQL): its seconds inside D, against the sum of
-    its rows in programme_viewing — sessions missing on either side and sessions whose seconds differ."""
+def conservation_sql(database: str, day: str, cal=None) -> str:
+    """Per session overlapping broadcast day D (viewing_sessions of D-1..D+1, plain SQL, real seconds of the operator's
+    zone): its seconds inside D, against the sum of its rows in programme_viewing — sessions missing on either side
+    and sessions whose seconds differ."""
+    from tv_platform.dates import zone_name
+
+    cal = cal or BroadcastCalendar.from_settings()
     d = as_date(day)
-    prev = d.fromordinal(d.toordinal() - 1).isoformat()
-    m = f"TIMESTAMP_NTZ'{day} 00:00:00'"
-    s = f"timestampdiff(SECOND, {m}, CAST(time_start AS TIMESTAMP_NTZ))"
-    e = f"timestampdiff(SECOND, {m}, CAST(time_end AS TIMESTAMP_NTZ))"
+    prev, nxt = d.fromordinal(d.toordinal() - 1).isoformat(), d.fromordinal(d.toordinal() + 1).isoformat()
+    lo, _ = cal.window(d)
+    day_s = cal.day_seconds(d)
+    name = zone_name()
+
+    def real(expr: str) -> str:
+        return expr if name == "UTC" else f"convert_timezone('{name}', 'UTC', {expr})"
+
+    m = real(f"TIMESTAMP_NTZ'{lo:%Y-%m-%d %H:%M:%S}'")
+    s = f"timestampdiff(SECOND, {m}, {real('CAST(time_start AS TIMESTAMP_NTZ)')})"
+    e = f"timestampdiff(SECOND, {m}, {real('CAST(time_end AS TIMESTAMP_NTZ)')})"
     db = f"`{database}`"
     return f"""
 WITH vs AS (
-    SELECT session_id, greatest(0, least(e, 86400) - greatest(s, 0)) AS secs
-    FROM (SELECT session_id, {s} AS s, {e} AS e FROM {db}.viewing_sessions WHERE dt IN ('{prev}', '{day}'))
-    WHERE (e > s AND e > 0 AND s < 86400) OR (e = s AND s >= 0 AND s < 86400)
+    SELECT session_id, greatest(0, least(e, {day_s}) - greatest(s, 0)) AS secs
+    FROM (SELECT session_id, {s} AS s, {e} AS e FROM {db}.viewing_sessions WHERE dt IN ('{prev}', '{day}', '{nxt}'))
+    WHERE (e > s AND e > 0 AND s < {day_s}) OR (e = s AND s >= 0 AND s < {day_s})
 ), pv AS (
     SELECT session_id, sum(seconds) AS secs FROM {db}.programme_viewing WHERE dt = '{day}' GROUP BY session_id
 )
@@ -187,11 +207,12 @@ FROM vs FULL OUTER JOIN pv ON vs.session_id = pv.session_id
     partitions_def=daily,
     backfill_policy=spark_range,
     io_manager_key="hive_io_manager",
-    ins={"viewing_sessions": dg.AssetIn(partition_mapping=PREVIOUS_DAY)},
-    deps=["hive_programme_guide"],
+    ins={"viewing_sessions": dg.AssetIn(partition_mapping=BROADCAST_WINDOW)},
+    deps=[dg.AssetDep("hive_programme_guide", partition_mapping=GUIDE_DAYS)],
     metadata=declare(ET.PROGRAMME_VIEWING_COLUMNS, partition_expr="dt", sum_columns=["seconds"]),
     description=(EA.attribute.__doc__ or "").strip() + " Split at programme boundaries by a range join on "
-                "(channel, hour) — see tv_platform/epg/attribution.py.",
+                "(channel, clock-hour piece) — see tv_platform/epg/attribution.py. Broadcast day D "
+                "(TVP_BROADCAST_DAY_START): the sessions of D-1..D+1, the guide of D and D+1.",
     check_specs=[dg.AssetCheckSpec(
         "minutes_conserved", asset="programme_viewing",
         description="every session with time in D is attributed, and its seconds over programmes equal its seconds "
@@ -199,13 +220,15 @@ FROM vs FULL OUTER JOIN pv ON vs.session_id = pv.session_id
 )
 def programme_viewing(context: dg.AssetExecutionContext, hive: HiveResource, viewing_sessions):
     days = list(context.partition_keys)
+    cal = BroadcastCalendar.from_settings()
     cat = hive.catalog()
     cat.refresh(ET.GUIDE_TABLE)
     guide = cat.spark.table(cat.qualified(ET.GUIDE_TABLE))
-    frames = [EA.attribute(viewing_sessions, guide.where(F.col("dt") == day), day) for day in days]
+    frames = [EA.attribute(viewing_sessions, guide.where(F.col("dt").isin(_guide_days(day))), day, cal)
+              for day in days]
     yield dg.Output(union_of_days(frames))
-    rows = [cat.spark.sql(conservation_sql(cat.database, d)).collect()[0] for d in days]
-    totals = [cat.spark.sql(session_totals_sql(cat.database, d)).collect()[0] for d in days]
+    rows = [cat.spark.sql(conservation_sql(cat.database, d, cal)).collect()[0] for d in days]
+    totals = [cat.spark.sql(session_totals_sql(cat.database, d, cal)).collect()[0] for d in days]
     passed = all(int(r["mismatched"]) == 0 and int(r["attributed_seconds"]) == int(t["in_day_s"])
                  for r, t in zip(rows, totals))
     yield dg.AssetCheckResult(check_name="minutes_conserved", passed=passed, metadata={
@@ -246,7 +269,7 @@ _DESCRIPTIONS = {
         for name in _SUMS
     },
     ins={"programme_viewing": dg.AssetIn()},
-    deps=["hive_programme_guide"],
+    deps=[dg.AssetDep("hive_programme_guide", partition_mapping=GUIDE_DAYS)],
     check_specs=[
         dg.AssetCheckSpec("consistent_with_viewing", asset="programme_popularity",
                           description="Σ minutes and Σ sessions over programmes = those of programme_viewing"),
@@ -259,6 +282,7 @@ def programme_aggregates(context: dg.AssetExecutionContext, hive: HiveResource, 
     """Per programme and per series popularity, the series × weekday × hour heatmap and the day's top charts, from one
     read of programme_viewing (each table is read back to build the next)."""
     days = list(context.partition_keys)
+    cal = BroadcastCalendar.from_settings()
     cat = hive.catalog()
     cat.refresh(ET.GUIDE_TABLE)
     guide = cat.spark.table(cat.qualified(ET.GUIDE_TABLE))
@@ -270,13 +294,14 @@ def programme_aggregates(context: dg.AssetExecutionContext, hive: HiveResource, 
     def viewing(d):
         return programme_viewing.where(F.col("dt") == d)
 
-    yield dg.Output(per_day(lambda d: EA.programme_popularity(viewing(d), guide.where(F.col("dt") == d), d, channels)),
+    yield dg.Output(per_day(lambda d: EA.programme_popularity(viewing(d), guide.where(F.col("dt").isin(_guide_days(d))),
+                                                              d, channels, cal)),
                     output_name="programme_popularity")
     popularity = cat.read("programme_popularity", days)
     yield dg.Output(per_day(lambda d: EA.series_popularity(viewing(d), popularity.where(F.col("dt") == d), d)),
                     output_name="series_popularity")
     series = cat.read("series_popularity", days)
-    yield dg.Output(per_day(lambda d: EA.series_weekday_hour(viewing(d), d)), output_name="series_weekday_hour")
+    yield dg.Output(per_day(lambda d: EA.series_weekday_hour(viewing(d), d, cal)), output_name="series_weekday_hour")
     yield dg.Output(per_day(lambda d: EA.top_programmes(popularity.where(F.col("dt") == d),
                                                         series.where(F.col("dt") == d), d)),
                     output_name="top_programmes")

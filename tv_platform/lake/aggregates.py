@@ -1,17 +1,23 @@
 """Daily aggregates of viewing sessions — pure functions of a sessions DataFrame and the day.
 
-Every builder takes the rows of ``viewing_sessions`` (columns of tables.SESSION_COLUMNS + dt) for day D and, where
-the definition needs it, D-1 (sessions started the evening before that run into D), and returns a DataFrame whose
-columns and types are exactly the declared ones of its table (tables.py) plus ``dt`` = D.
+Every builder takes the rows of ``viewing_sessions`` (columns of tables.SESSION_COLUMNS + dt) of calendar days D-1..D+1
+and returns a DataFrame whose columns and types are exactly the declared ones of its table (tables.py) plus ``dt`` = D.
+
+**Day D is broadcast day D** (lake/calendar.py, docs/measures.md): from D at ``TVP_BROADCAST_DAY_START`` (default
+05:00) to the same clock time on D+1, in real time of the operator's zone (23 or 25 hours across a DST change).
+``00:00`` makes it the calendar day — the seed's day, which the reproduction tests use. Hours are clock hours.
 
 Two clocks (docs/lake.md):
 
-* **by start day** — a session counts, whole, on the day it started (the seed's definition: ``to_date(time_start)``
-  and ``unix_timestamp(time_end) - unix_timestamp(time_start)``). Views, viewers, the channel rating, the duration
-  histogram and ``hours_by_start`` use it.
-* **in day** — only the seconds actually watched inside the calendar day [D 00:00, D+1 00:00) count; a session
-  crossing midnight is split between the two days. ``hours_in_day``, hourly activity, the channel × weekday × hour
-  heatmap and the users' minutes in day use it, built from :func:`hour_slices`.
+* **by start day** — a session counts, whole, on the broadcast day it started in (the seed's definition, on the
+  calendar day: ``to_date(time_start)`` and ``unix_timestamp(time_end) - unix_timestamp(time_start)``). Views, viewers,
+  the channel rating, the duration histogram and ``hours_by_start`` use it.
+* **in day** — only the seconds actually watched inside broadcast day D count; a session crossing its boundary is
+  split between the two days. ``hours_in_day``, hourly activity, the channel × weekday × hour heatmap and the users'
+  minutes in day use it, built from :func:`hour_slices`.
+
+Every builder takes an optional ``cal`` (a :class:`~tv_platform.lake.calendar.BroadcastCalendar`); without it the
+settings' calendar.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from datetime import timedelta
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from tv_platform.lake.calendar import ALL_DAY
 from tv_platform.lake.sessions import as_date, elapsed_s, ntz
 from tv_platform.lake.tables import (
     CHANNEL_RATING_COLUMNS,
@@ -64,129 +71,152 @@ def _typed(frame: DataFrame, columns: Columns, day) -> DataFrame:
                         F.lit(_day(day)).cast("string").alias("dt"))
 
 
-def _started(sessions: DataFrame, day) -> DataFrame:
-    return sessions.where(F.col("dt") == _day(day))
+def _cal(cal):
+    """The broadcast calendar of the settings (TVP_BROADCAST_DAY_START, TVP_DAYPARTS) unless one is given."""
+    if cal is None:
+        from tv_platform.lake.calendar import BroadcastCalendar
+
+        return BroadcastCalendar.from_settings()
+    return cal
 
 
-def day_overlap(sessions: DataFrame, day) -> DataFrame:
-    """The sessions (started on D-1 or D) that overlap calendar day D, one row each, with ``start_s``/``end_s`` (start
-    and end in seconds from D 00:00 — negative for a session started the day before, beyond the day's length for one
-    ending after midnight), ``in_s``/``out_s`` (the part inside D: max(start_s, 0) .. min(end_s, day length)) and
-    ``in_day_s`` (its length). Seconds are real time in the operator's zone: a DST day is 23 or 25 hours long
-    (``day_seconds``). A zero-length session overlaps D if its instant is in D; a session ending exactly at D 00:00
-    does not."""
+def _day_start(cal, day) -> Column:
+    """The wall-clock start of broadcast day ``day`` as a TIMESTAMP_NTZ column (built from the date, so no client or
+    session time zone enters)."""
+    return F.timestamp_add("MINUTE", F.lit(cal.start), F.lit(as_date(day)).cast("timestamp_ntz"))
+
+
+def _read_days(day) -> tuple[str, str]:
     d = as_date(day)
-    day_s = day_seconds(d)
-    midnight = F.lit(d).cast("timestamp_ntz")
-    s0 = elapsed_s(midnight, "time_start")
-    e0 = elapsed_s(midnight, "time_end")
-    base = sessions.where(F.col("dt").between((d - timedelta(days=1)).isoformat(), d.isoformat())).select(
+    return (d - timedelta(days=1)).isoformat(), (d + timedelta(days=1)).isoformat()
+
+
+def _timed(sessions: DataFrame, day, cal=None) -> DataFrame:
+    """The sessions of calendar days D-1..D+1 with ``start_s``/``end_s``: their start and end in real seconds from the
+    start of broadcast day D (negative before it), and ``started``: the session started inside broadcast day D
+    (0 <= start_s < the day's length) — the day a session counts on by its start."""
+    cal = _cal(cal)
+    day_s = cal.day_seconds(day)
+    lo = _day_start(cal, day)
+    first, last = _read_days(day)
+    base = sessions.where(F.col("dt").between(first, last)).select(
         "session_id", "user_id", "user_name", "channel_id", "channel_name", "time_start", "time_end", "duration_s",
-        "is_zero_length", "dt", s0.alias("start_s"), e0.alias("end_s"),
+        "is_zero_length", "dt", elapsed_s(lo, "time_start").alias("start_s"), elapsed_s(lo, "time_end").alias("end_s"),
     )
+    return base.withColumn("started", (F.col("start_s") >= 0) & (F.col("start_s") < day_s))
+
+
+def _started(sessions: DataFrame, day, cal=None) -> DataFrame:
+    """The sessions that started inside broadcast day D (with the columns of :func:`_timed`)."""
+    return _timed(sessions, day, cal).where(F.col("started"))
+
+
+def day_overlap(sessions: DataFrame, day, cal=None) -> DataFrame:
+    """The sessions (started on calendar days D-1..D+1) that overlap broadcast day D, one row each, with
+    ``start_s``/``end_s`` (start and end in real seconds from the start of D — negative for a session started before
+    it, beyond the day's length for one ending after it), ``started`` (it started inside D), ``in_s``/``out_s`` (the
+    part inside D: max(start_s, 0) .. min(end_s, day length)) and ``in_day_s`` (its length). Seconds are real time in
+    the operator's zone: a day across a DST change is 23 or 25 hours long (``BroadcastCalendar.day_seconds``). A
+    zero-length session overlaps D if its instant is in D; a session ending exactly at D's start does not. With
+    ``TVP_BROADCAST_DAY_START=00:00`` D is the calendar day."""
+    cal = _cal(cal)
+    day_s = cal.day_seconds(day)
     start_s, end_s = F.col("start_s"), F.col("end_s")
     overlaps = ((end_s > start_s) & (end_s > 0) & (start_s < day_s)) | (
         (end_s == start_s) & (start_s >= 0) & (start_s < day_s))
     return (
-        base.where(overlaps)
+        _timed(sessions, day, cal).where(overlaps)
         .withColumn("in_s", F.greatest(start_s, F.lit(0)))
         .withColumn("out_s", F.least(end_s, F.lit(day_s)))
         .withColumn("in_day_s", F.col("out_s") - F.col("in_s"))
     )
 
 
-def day_seconds(day) -> int:
-    """The length of ``day`` in the operator's zone, in seconds: 86 400, or 82 800 / 90 000 on a DST day."""
-    from tv_platform.dates import day_hours
-
-    return int(round(day_hours(day) * 3600))
-
-
-def hour_bounds(day) -> list[tuple[int, int]]:
-    """[start, end) of each clock hour 0–23 of ``day``, in real seconds from its midnight (operator's zone): hour h
-    runs from h:00 to h+1:00 on the wall clock — none of it on the hour a spring DST change skips, two hours on the
-    hour an autumn change repeats."""
-    from tv_platform.dates import day_start_ms, timer_ms
-
-    d = as_date(day)
-    walls = [f"{d.isoformat()} {h:02d}:00:00" for h in range(24)]
-    starts = [int(x) for x in timer_ms(walls)]
-    ends = starts[1:] + [day_start_ms(d + timedelta(days=1))]
-    base = day_start_ms(d)
-    return [((a - base) // 1000, (b - base) // 1000) for a, b in zip(starts, ends)]
+def day_seconds(day, cal=None) -> int:
+    """The length of broadcast day ``day`` in the operator's zone, in seconds: 86 400, or 82 800 / 90 000 across a
+    DST change."""
+    return _cal(cal).day_seconds(day)
 
 
-def hour_slices(sessions: DataFrame, day) -> DataFrame:
-    """The parts of sessions watched inside calendar day D, one row per (session, hour of D it overlaps).
+def hour_bounds(day, cal=None) -> list[tuple[int, int, int]]:
+    """The clock hours of broadcast day ``day``: ``(hour, lo_s, hi_s)`` in real seconds from its start
+    (``BroadcastCalendar.hour_segments``): hour h runs from h:00 to h+1:00 on the wall clock — none of it on the hour
+    a spring DST change skips, two hours on the hour an autumn change repeats."""
+    return _cal(cal).hour_segments(day)
 
-    Columns: those of :func:`day_overlap`, plus ``hour`` (0–23) and ``overlap_s`` (seconds of [start, end) inside
-    [hour, hour + 1)). A zero-length session gets one row in the hour of its instant with ``overlap_s`` 0; a session
-    ending exactly at D 00:00 has no row. Only sessions started on D-1 or D are sliced. On a DST day the hours are
-    the wall clock's (``hour_bounds``: the skipped hour is empty, the repeated one two hours long).
+
+def _regular(bounds: list[tuple[int, int, int]]) -> bool:
+    return len(bounds) == 24 and all(lo == k * HOUR_S and hi == lo + HOUR_S for k, (_, lo, hi) in enumerate(bounds))
+
+
+def hour_slices(sessions: DataFrame, day, cal=None) -> DataFrame:
+    """The parts of sessions watched inside broadcast day D, one row per (session, clock-hour piece of D it overlaps).
+
+    Columns: those of :func:`day_overlap`, plus ``hour`` (the clock hour, 0–23), ``seg_lo``/``seg_hi`` (the piece's
+    bounds in seconds from the start of D) and ``overlap_s`` (seconds of [start, end) inside the piece). A
+    zero-length session gets one row in the piece of its instant with ``overlap_s`` 0; a session ending exactly at D's
+    start has no row. With a 05:00 broadcast day the pieces are the clock hours 05..23 of D and 00..04 of D+1; a day
+    starting off the hour has the start hour in two pieces; across a DST change the skipped hour has no piece and the
+    repeated one is two hours long.
     """
+    cal = _cal(cal)
     s, e = F.col("in_s"), F.col("out_s")
-    bounds = hour_bounds(day)
-    if bounds != [(h * HOUR_S, (h + 1) * HOUR_S) for h in range(24)]:
-        return _dst_hour_slices(sessions, day, bounds)
-    first_hour = F.floor(s / HOUR_S).cast("int")
-    last_hour = F.when(e > s, (F.ceil(e / HOUR_S) - 1).cast("int")).otherwise(first_hour)
-    sliced = day_overlap(sessions, day).withColumn("hour", F.explode(F.sequence(first_hour, last_hour)))
-    hour_start = F.col("hour").cast("bigint") * HOUR_S
-    overlap = F.greatest(F.least(e, hour_start + HOUR_S) - F.greatest(s, hour_start), F.lit(0))
-    return sliced.withColumn("overlap_s", overlap.cast("bigint"))
+    bounds = hour_bounds(day, cal)
+    overlap = day_overlap(sessions, day, cal)
+    if _regular(bounds):
+        first_k = F.floor(s / HOUR_S).cast("int")
+        last_k = F.when(e > s, (F.ceil(e / HOUR_S) - 1).cast("int")).otherwise(first_k)
+        hours = F.array(*[F.lit(h) for h, _, _ in bounds])
+        sliced = overlap.withColumn("_k", F.explode(F.sequence(first_k, last_k)))
+        sliced = (sliced.withColumn("hour", F.element_at(hours, F.col("_k") + 1))
+                  .withColumn("seg_lo", F.col("_k").cast("bigint") * HOUR_S)
+                  .withColumn("seg_hi", F.col("seg_lo") + HOUR_S).drop("_k"))
+    else:
+        pieces = sessions.sparkSession.createDataFrame(bounds, "hour int, seg_lo bigint, seg_hi bigint")
+        lo, hi = F.col("seg_lo"), F.col("seg_hi")
+        sliced = overlap.crossJoin(F.broadcast(pieces)).where(
+            ((e > s) & (s < hi) & (e > lo)) | ((e == s) & (s >= lo) & (s < hi)))
+    lo, hi = F.col("seg_lo"), F.col("seg_hi")
+    return sliced.withColumn("overlap_s", F.greatest(F.least(e, hi) - F.greatest(s, lo), F.lit(0)).cast("bigint"))
 
 
-def _dst_hour_slices(sessions: DataFrame, day, bounds: list[tuple[int, int]]) -> DataFrame:
-    """:func:`hour_slices` of a day whose hours are not all 3 600 s: each session against the 24 hours' bounds."""
-    s, e = F.col("in_s"), F.col("out_s")
-    hours = sessions.sparkSession.createDataFrame(
-        [(h, lo, hi) for h, (lo, hi) in enumerate(bounds)], "hour int, hour_lo bigint, hour_hi bigint")
-    lo, hi = F.col("hour_lo"), F.col("hour_hi")
-    sliced = day_overlap(sessions, day).crossJoin(F.broadcast(hours)).where(
-        ((e > s) & (s < hi) & (e > lo)) | ((e == s) & (s >= lo) & (s < hi)))
-    overlap = F.greatest(F.least(e, hi) - F.greatest(s, lo), F.lit(0))
-    return sliced.withColumn("overlap_s", overlap.cast("bigint")).drop("hour_lo", "hour_hi")
-
-
-def started_in_hour(day) -> Column:
-    """Whether a slice's session started in the slice's hour (``start_s`` against the hours of ``day``)."""
-    bounds = hour_bounds(day)
-    if bounds == [(h * HOUR_S, (h + 1) * HOUR_S) for h in range(24)]:
-        return F.floor(F.col("start_s") / HOUR_S) == F.col("hour")
-    lo = F.element_at(F.array(*[F.lit(b[0]) for b in bounds]), F.col("hour") + 1)
-    hi = F.element_at(F.array(*[F.lit(b[1]) for b in bounds]), F.col("hour") + 1)
-    return (F.col("start_s") >= lo) & (F.col("start_s") < hi)
+def started_in_hour() -> Column:
+    """Whether a slice's session started in the slice's piece (``start_s`` within ``seg_lo``..``seg_hi``)."""
+    return (F.col("start_s") >= F.col("seg_lo")) & (F.col("start_s") < F.col("seg_hi"))
 
 
 def _sum0(column: Column | str) -> Column:
     return F.coalesce(F.sum(column), F.lit(0))
 
 
-def daily_viewing(sessions: DataFrame, day) -> DataFrame:
-    """One row for day D.
+def daily_viewing(sessions: DataFrame, day, cal=None) -> DataFrame:
+    """One row for broadcast day D (TVP_BROADCAST_DAY_START; ``00:00`` = the calendar day).
 
-    views / viewers: sessions started on D and their distinct users (the seed's count_views);
-    active_users: distinct users who watched inside D (including sessions carried over from D-1);
-    hours_by_start: whole length of the sessions started on D (the seed's sum_time);
-    hours_in_day: seconds watched inside D by any session (started D or D-1);
-    hours_after_day: what sessions started on D watched after D ended (hours_by_start minus their in-day part);
-    hours_carried_in: what sessions started on D-1 watched inside D.
+    views / viewers: sessions started in D and their distinct users (the seed's count_views, on the calendar day);
+    active_users: distinct users who watched inside D (including sessions carried over from before it);
+    hours_by_start: whole length of the sessions started in D (the seed's sum_time);
+    hours_in_day: seconds watched inside D by any session;
+    hours_after_day: what sessions started in D watched after D ended (hours_by_start minus their in-day part);
+    hours_carried_in: what sessions started before D watched inside D;
+    sessions_crossing_midnight: sessions started in D that end at or after its end (the broadcast day's boundary).
     So hours_in_day = hours_by_start - hours_after_day + hours_carried_in.
-    Needs the sessions of D-1 and D.
+    Needs the sessions of calendar days D-1..D+1.
     """
+    cal = _cal(cal)
     d = _day(day)
-    started = _started(sessions, d).agg(
+    day_s = cal.day_seconds(d)
+    started = _started(sessions, d, cal).agg(
         F.count(F.lit(1)).alias("views"),
         F.countDistinct("user_id").alias("viewers"),
         _sum0("duration_s").alias("by_start_s"),
         _sum0(F.col("is_zero_length").cast("int")).alias("zero_length_views"),
-        _sum0(F.col("crosses_midnight").cast("int")).alias("sessions_crossing_midnight"),
+        _sum0((F.col("end_s") >= day_s).cast("int")).alias("sessions_crossing_midnight"),
     )
-    slices = day_overlap(sessions, d).agg(
+    slices = day_overlap(sessions, d, cal).agg(
         F.countDistinct("user_id").alias("active_users"),
         _sum0("in_day_s").alias("in_day_s"),
-        _sum0(F.when(F.col("dt") == d, F.col("in_day_s"))).alias("in_day_started_s"),
-        _sum0(F.when(F.col("dt") < d, F.col("in_day_s"))).alias("carried_in_s"),
+        _sum0(F.when(F.col("started"), F.col("in_day_s"))).alias("in_day_started_s"),
+        _sum0(F.when(F.col("start_s") < 0, F.col("in_day_s"))).alias("carried_in_s"),
     )
     out = started.crossJoin(slices).select(
         "views", "viewers", "active_users",
@@ -200,8 +230,8 @@ def daily_viewing(sessions: DataFrame, day) -> DataFrame:
     return _typed(out, DAILY_VIEWING_COLUMNS, d)
 
 
-def channel_rating(sessions: DataFrame, day) -> DataFrame:
-    """Per channel, sessions started on D (the seed's channel rating, by start day).
+def channel_rating(sessions: DataFrame, day, cal=None) -> DataFrame:
+    """Per channel, sessions started in broadcast day D (the seed's channel rating, by start day).
 
     hours, views, viewers (distinct users); hours_share = channel hours / all hours × 100; viewers_share = channel
     viewers / Σ channels' viewers × 100 (shares of the audience's channel choices, summing to 100 like the seed's
@@ -209,7 +239,7 @@ def channel_rating(sessions: DataFrame, day) -> DataFrame:
     (then views, then channel_id), 1 = most watched. Channels without sessions that day have no row.
     """
     d = _day(day)
-    started = _started(sessions, d)
+    started = _started(sessions, d, cal)
     per = started.groupBy("channel_id").agg(
         F.max("channel_name").alias("channel_name"),
         _sum0("duration_s").alias("seconds"),
@@ -240,19 +270,21 @@ def channel_rating(sessions: DataFrame, day) -> DataFrame:
     return _typed(out, CHANNEL_RATING_COLUMNS, d)
 
 
-def hourly_activity(sessions: DataFrame, day) -> DataFrame:
-    """24 rows (hours 0–23 of D, zeros included), from :func:`hour_slices` — clipped to the hour, unlike the seed's
+def hourly_activity(sessions: DataFrame, day, cal=None) -> DataFrame:
+    """24 rows (clock hours 0–23 of broadcast day D, zeros included; with a 05:00 day hours 0–4 are those of the
+    night after D), from :func:`hour_slices` — clipped to the hour, unlike the seed's
     ``generate_series(hour(start), hour(end))`` which counted every touched hour as a view and wrapped at midnight.
 
     sessions_active: sessions with any time in the hour (a zero-length one counts in the hour of its instant);
-    sessions_started: sessions started on D in that hour; viewers: distinct users active; minutes: minutes watched
-    inside the hour; avg_concurrent: minutes / 60, the average number of simultaneous viewers. Needs D-1 and D.
+    sessions_started: sessions started in D in that hour; viewers: distinct users active; minutes: minutes watched
+    inside the hour; avg_concurrent: minutes / 60, the average number of simultaneous viewers (of a 60-minute hour).
+    Needs the sessions of calendar days D-1..D+1.
     """
     d = _day(day)
-    slices = hour_slices(sessions, d)
+    slices = hour_slices(sessions, d, cal)
     per_hour = slices.groupBy("hour").agg(
-        F.count(F.lit(1)).alias("sessions_active"),
-        _sum0(F.when((F.col("dt") == d) & started_in_hour(d), 1)).alias("sessions_started"),
+        F.countDistinct("session_id").alias("sessions_active"),
+        _sum0(F.when(F.col("started") & started_in_hour(), 1)).alias("sessions_started"),
         F.countDistinct("user_id").alias("viewers"),
         _sum0("overlap_s").alias("seconds"),
     )
@@ -268,17 +300,18 @@ def hourly_activity(sessions: DataFrame, day) -> DataFrame:
     return _typed(out, HOURLY_ACTIVITY_COLUMNS, d)
 
 
-def channel_weekday_hour(sessions: DataFrame, day) -> DataFrame:
-    """Minutes watched per channel and hour of D (clipped to the hour, from :func:`hour_slices`), tagged with D's ISO
-    weekday (1 = Monday) — the cells of a channel × weekday × hour popularity heatmap; a week or a quarter is a
-    ``SUM(minutes) … GROUP BY weekday, hour, channel`` over partitions. Only cells with activity have rows.
-    sessions_active and viewers are as in hourly_activity, per channel. Needs D-1 and D."""
+def channel_weekday_hour(sessions: DataFrame, day, cal=None) -> DataFrame:
+    """Minutes watched per channel and clock hour of broadcast day D (clipped to the hour, from :func:`hour_slices`),
+    tagged with the broadcast day's ISO weekday (1 = Monday: with a 05:00 day, Saturday 01:30 is Friday's) — the cells
+    of a channel × weekday × hour popularity heatmap; a week or a quarter is a ``SUM(minutes) … GROUP BY weekday,
+    hour, channel`` over partitions. Only cells with activity have rows. sessions_active and viewers are as in
+    hourly_activity, per channel. Needs the sessions of calendar days D-1..D+1."""
     d = as_date(day)
-    slices = hour_slices(sessions, d)
+    slices = hour_slices(sessions, d, cal)
     out = slices.groupBy("channel_id", "hour").agg(
         F.max("channel_name").alias("channel_name"),
         (_sum0("overlap_s") / 60.0).alias("minutes"),
-        F.count(F.lit(1)).alias("sessions_active"),
+        F.countDistinct("session_id").alias("sessions_active"),
         F.countDistinct("user_id").alias("viewers"),
     ).select(
         F.lit(d.isoweekday()).alias("weekday"),
@@ -297,11 +330,11 @@ def duration_bucket(duration_s: Column) -> Column:
     return expr
 
 
-def duration_histogram(sessions: DataFrame, day) -> DataFrame:
-    """Sessions started on D by length bucket (DURATION_BUCKETS; every bucket present, zeros included): sessions,
-    their hours, and sessions_share (% of the day's sessions). Bucket 0 is the zero-length sessions."""
+def duration_histogram(sessions: DataFrame, day, cal=None) -> DataFrame:
+    """Sessions started in broadcast day D by length bucket (DURATION_BUCKETS; every bucket present, zeros included):
+    sessions, their hours, and sessions_share (% of the day's sessions). Bucket 0 is the zero-length sessions."""
     d = _day(day)
-    started = _started(sessions, d)
+    started = _started(sessions, d, cal)
     counted = started.groupBy(duration_bucket(F.col("duration_s")).alias("bucket_order")).agg(
         F.count(F.lit(1)).alias("sessions"), _sum0("duration_s").alias("seconds"))
     buckets = sessions.sparkSession.createDataFrame(
@@ -324,35 +357,52 @@ def duration_histogram(sessions: DataFrame, day) -> DataFrame:
     return _typed(out, DURATION_HISTOGRAM_COLUMNS, d)
 
 
-def user_activity(sessions: DataFrame, day) -> DataFrame:
-    """One row per user active in D — any session overlapping the calendar day (including a zero-length one and a
-    session carried over from D-1); the number of rows is the day's active users.
+def segment_ranges(day, cal=None) -> list[list[tuple[int, int]]]:
+    """Per time-of-day segment (SEGMENTS: clock 00–06, 06–12, 12–18, 18–24) its pieces of broadcast day D as
+    [lo_s, hi_s) in seconds from D's start — with a 05:00 day ``night`` is 05:00–06:00 at the start and 00:00–05:00
+    at the end."""
+    out: list[list[tuple[int, int]]] = [[] for _ in SEGMENTS]
+    for hour, lo, hi in hour_bounds(day, cal):
+        ranges = out[hour // 6]
+        if ranges and ranges[-1][1] == lo:
+            ranges[-1] = (ranges[-1][0], hi)
+        else:
+            ranges.append((lo, hi))
+    return out
 
-    sessions: sessions the user started on D; channels: distinct channels watched inside D; minutes_by_start: whole
-    length of the sessions started on D; minutes_in_day: minutes watched inside D; night/morning/afternoon/evening
-    minutes: inside D, per segment (00–06, 06–12, 12–18, 18–24); segment: the segment with the most minutes (ties: the
-    earlier one; a user with only zero-length sessions gets the segment of their instant); first_start / last_end:
-    earliest start and latest end of the sessions active in D (may fall on D-1 / D+1). Needs D-1 and D."""
+
+def user_activity(sessions: DataFrame, day, cal=None) -> DataFrame:
+    """One row per user active in broadcast day D — any session overlapping it (including a zero-length one and a
+    session carried over from before it); the number of rows is the day's active users.
+
+    sessions: sessions the user started in D; channels: distinct channels watched inside D; minutes_by_start: whole
+    length of the sessions started in D; minutes_in_day: minutes watched inside D; night/morning/afternoon/evening
+    minutes: inside D, per clock segment (00–06, 06–12, 12–18, 18–24; :func:`segment_ranges`); segment: the segment
+    with the most minutes (ties: the earlier one; a user with only zero-length sessions gets the segment of their
+    instant); first_start / last_end: earliest start and latest end of the sessions active in D (may fall outside
+    it). Needs the sessions of calendar days D-1..D+1."""
     d = _day(day)
-    seg_s = DAY_S // len(SEGMENTS)
     s, e = F.col("in_s"), F.col("out_s")
     aggs = [
         F.max("user_name").alias("user_name"),
-        F.count(F.when(F.col("dt") == d, 1)).alias("sessions"),
-        _sum0(F.when(F.col("dt") == d, F.col("duration_s"))).alias("by_start_s"),
+        F.count(F.when(F.col("started"), 1)).alias("sessions"),
+        _sum0(F.when(F.col("started"), F.col("duration_s"))).alias("by_start_s"),
         F.countDistinct("channel_id").alias("channels"),
         _sum0("in_day_s").alias("in_day_s"),
         F.min("time_start").alias("first_start"),
         F.max("time_end").alias("last_end"),
     ]
-    for i, name in enumerate(SEGMENTS):
-        lo, hi = i * seg_s, (i + 1) * seg_s
-        part = F.greatest(F.least(e, F.lit(hi)) - F.greatest(s, F.lit(lo)), F.lit(0))
-        # a segment "has" a session if some of it is watched there, or a zero-length session happened there
-        present = (part > 0) | ((e == s) & (s >= lo) & (s < hi))
+    for name, ranges in zip(SEGMENTS, segment_ranges(d, cal)):
+        part = F.lit(0)
+        present = F.lit(False)
+        for lo, hi in ranges:
+            part = part + F.greatest(F.least(e, F.lit(hi)) - F.greatest(s, F.lit(lo)), F.lit(0))
+            # a segment "has" a session if some of it is watched there, or a zero-length session happened there
+            present = present | ((e == s) & (s >= lo) & (s < hi))
+        present = present | (part > 0)
         aggs.append(_sum0(part).alias(f"{name}_s"))
         aggs.append(F.max(F.when(present, F.lit(1))).alias(f"{name}_present"))
-    active = day_overlap(sessions, d).groupBy("user_id").agg(*aggs)
+    active = day_overlap(sessions, d, cal).groupBy("user_id").agg(*aggs)
     ranked = [F.when(F.col(f"{n}_present") == 1, F.col(f"{n}_s")).otherwise(F.lit(-1)) for n in SEGMENTS]
     best = F.greatest(*ranked)
     segment = F.when(ranked[0] == best, F.lit(SEGMENTS[0]))
@@ -379,8 +429,9 @@ BUILDERS = {
 }
 """Aggregate table name -> builder(sessions, day)."""
 
-NEEDS_PREVIOUS_DAY = {"daily_viewing", "hourly_activity", "channel_weekday_hour", "user_activity"}
-"""Builders that read the sessions of D-1 as well (sessions crossing into D)."""
+NEEDS_NEIGHBOUR_DAYS = set(BUILDERS)
+"""Builders that read the sessions of calendar days D-1 and D+1 as well: every one — broadcast day D starts at
+TVP_BROADCAST_DAY_START of D and ends at that time on D+1, and sessions started before it run into it."""
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -418,10 +469,10 @@ def _audience_typed(frame: DataFrame, name: str, day) -> DataFrame:
 
 
 def _broadcast_secs(column: str, cal, day) -> Column:
-    """Seconds from the start of broadcast day ``day`` to ``column`` (wall clock: built from the date, never from a
-    client-side datetime, so no time zone of the client or the session enters)."""
-    lo = F.timestamp_add("MINUTE", F.lit(cal.start), F.lit(as_date(day)).cast("timestamp_ntz"))
-    return F.timestamp_diff("SECOND", lo, ntz(column))
+    """Real seconds from the start of broadcast day ``day`` to the wall-clock time ``column`` (the start is built from
+    the date, never from a client-side datetime; both are read on the operator's clock, TVP_TIMEZONE, so across a DST
+    change the seconds are those that really elapsed)."""
+    return elapsed_s(_day_start(cal, day), column)
 
 
 def broadcast_overlap(sessions: DataFrame, cal, day) -> DataFrame:
@@ -429,15 +480,16 @@ def broadcast_overlap(sessions: DataFrame, cal, day) -> DataFrame:
     the part inside it in seconds from its start. Reads sessions started on D-1..D+1 (a session started on D+1 before
     the broadcast-day start belongs partly to D). A zero-length session overlaps if its instant lies in the day."""
     d = as_date(day)
+    day_s = cal.day_seconds(d)
     s, e = _broadcast_secs("time_start", cal, d), _broadcast_secs("time_end", cal, d)
     base = sessions.where(F.col("dt").between((d - timedelta(days=1)).isoformat(), (d + timedelta(days=1)).isoformat())
                           ).select("session_id", "user_id", "channel_id", "channel_name", s.alias("start_s"),
                                    e.alias("end_s"))
     start_s, end_s = F.col("start_s"), F.col("end_s")
-    overlaps = ((end_s > start_s) & (end_s > 0) & (start_s < DAY_S)) | (
-        (end_s == start_s) & (start_s >= 0) & (start_s < DAY_S))
+    overlaps = ((end_s > start_s) & (end_s > 0) & (start_s < day_s)) | (
+        (end_s == start_s) & (start_s >= 0) & (start_s < day_s))
     return (base.where(overlaps).withColumn("in_s", F.greatest(start_s, F.lit(0)))
-            .withColumn("out_s", F.least(end_s, F.lit(DAY_S))))
+            .withColumn("out_s", F.least(end_s, F.lit(day_s))))
 
 
 def audience_universe(sessions: DataFrame, users: DataFrame, cal, day) -> DataFrame:
@@ -458,7 +510,8 @@ def guide_minutes(guide: DataFrame, cal, day) -> DataFrame:
     shorter than a minute that holds no minute start). ``guide``: programme_guide rows of calendar days D and D+1."""
     a = F.ceil(_broadcast_secs("start", cal, day) / 60.0).cast("int")
     b = F.ceil(_broadcast_secs("end", cal, day) / 60.0).cast("int")
-    lo, hi = F.lit(0), F.lit(DAY_S // 60)
+    day_s = cal.day_seconds(day)
+    lo, hi = F.lit(0), F.lit(day_s // 60)
     # a programme across midnight is in both calendar days' guides (clipped, same id): one airing again
     whole = guide.groupBy(F.col("channel_id").cast("int").alias("channel_id"), "programme_id").agg(
         F.first(F.coalesce(F.col("title"), F.lit("")), ignorenulls=True).alias("title"),
@@ -471,7 +524,7 @@ def guide_minutes(guide: DataFrame, cal, day) -> DataFrame:
     )
     return (g.where((F.col("end_minute") > F.col("first_minute"))
                     | ((F.col("programme_end") > F.col("programme_start"))
-                       & (_broadcast_secs("programme_start", cal, day) < DAY_S)
+                       & (_broadcast_secs("programme_start", cal, day) < day_s)
                        & (_broadcast_secs("programme_end", cal, day) > 0)))
             .withColumn("airtime_min", F.col("end_minute") - F.col("first_minute")))
 
@@ -497,7 +550,7 @@ def credited_minutes(sessions: DataFrame, cal, day, guide: DataFrame | None = No
     best = Window.partitionBy("user_id", "minute").orderBy(F.desc("seconds"), F.asc("channel_id"))
     credited = (per.withColumn("_r", F.row_number().over(best))
                 .where((F.col("_r") == 1) & (F.col("seconds") >= CREDIT_MIN_S)).drop("_r")
-                .withColumn("daypart", cal.daypart_column(F.col("minute"))))
+                .withColumn("daypart", cal.daypart_column(F.col("minute"), d)))
     if guide is None:
         out = credited.withColumn("programme_id", F.concat(F.col("channel_id").cast("string"), F.lit("-none"))) \
             .withColumn("series", F.lit(None).cast("string"))
@@ -551,17 +604,28 @@ def channel_measures(minutes: DataFrame, universe: DataFrame, cal, threshold: in
                      names: DataFrame | None = None) -> DataFrame:
     """Per (daypart, channel_id) over the days of ``universe`` (audience_universe rows; every day of the window must
     be there, a quiet day simply has no minutes): ``days``, ``universe`` (distinct members over the days),
-    ``period_minutes`` (the daypart's minutes × days), credited ``minutes`` and the measures of :func:`_ratios` —
-    AMA = minutes / period minutes, TVR = AMA as % of the universe (Σ over days of period minutes × that day's
+    ``period_minutes`` (Σ over the days of the daypart's real minutes that day: its length × days, but on a DST
+    day), credited ``minutes`` and the measures of :func:`_ratios` —
+    AMA = minutes / period minutes, TVR = AMA as % of the universe (Σ over days of that day's period minutes × its
     universe), reach (≥ ``threshold`` consecutive minutes), share = minutes / all channels' minutes in the daypart.
     Daypart ``all`` is the whole broadcast day. Every channel of ``names`` (channel_id, channel_name: the reference
     channels and the viewed ones) gets a row in every daypart, zeros included — so a sum over days of ``minutes`` /
     ``period_minutes`` in a warehouse is still the AMA of the whole span."""
     per_day = universe_sizes(universe)
-    totals = per_day.agg(F.count(F.lit(1)).alias("days"), F.sum("universe").alias("universe_days"))
+    totals = per_day.agg(F.count(F.lit(1)).alias("days"))
     members = universe.select("user_id").distinct().agg(F.count(F.lit(1)).alias("universe"))
     spark = minutes.sparkSession
-    parts = spark.createDataFrame(list(cal.daypart_minutes().items()), "daypart string, day_minutes bigint")
+    days = sorted(r["dt"] for r in per_day.select("dt").collect())
+    # each day's daypart minutes (real minutes: a DST day's change hour is missing or doubled) x that day's universe
+    day_parts = spark.createDataFrame(
+        [(d, k, v) for d in days for k, v in cal.daypart_minutes(d).items()] or [("", ALL_DAY, 0)],
+        "dt string, daypart string, minutes_of_day bigint")
+    parts = day_parts.join(per_day, "dt", "left").groupBy("daypart").agg(
+        F.sum("minutes_of_day").alias("period_minutes"),
+        F.sum(F.col("minutes_of_day") * F.coalesce(F.col("universe"), F.lit(0))).alias("period_universe"))
+    if not days:
+        parts = spark.createDataFrame([(k, 0, 0) for k in cal.daypart_minutes()],
+                                      "daypart string, period_minutes bigint, period_universe bigint")
     both = minutes.unionByName(minutes.withColumn("daypart", F.lit("all")))
     m = both.groupBy("daypart", "channel_id").agg(F.count(F.lit(1)).alias("minutes"))
     everything = both.groupBy("daypart").agg(F.count(F.lit(1)).alias("all_minutes"))
@@ -576,11 +640,10 @@ def channel_measures(minutes: DataFrame, universe: DataFrame, cal, threshold: in
          .join(everything, "daypart", "left").crossJoin(totals).crossJoin(members)
          .withColumn("minutes", F.coalesce(F.col("minutes"), F.lit(0)))
          .withColumn("all_minutes", F.coalesce(F.col("all_minutes"), F.lit(0)))
-         .withColumn("reach", F.coalesce(F.col("reach"), F.lit(0)))
-         .withColumn("period_minutes", F.col("day_minutes") * F.col("days")))
+         .withColumn("reach", F.coalesce(F.col("reach"), F.lit(0))))
     return x.select(
         "daypart", "channel_id", "channel_name", "days", "universe", "period_minutes", "minutes", "all_minutes",
-        *_ratios(F.col("minutes"), F.col("period_minutes"), F.col("day_minutes") * F.col("universe_days"),
+        *_ratios(F.col("minutes"), F.col("period_minutes"), F.col("period_universe"),
                  F.col("reach"), F.col("universe"), F.col("all_minutes")))
 
 
@@ -593,11 +656,12 @@ def audience_channel(minutes: DataFrame, universe: DataFrame, cal, threshold: in
     return _audience_typed(x, "audience_channel", d)
 
 
-def minute_totals_before(minutes: DataFrame) -> DataFrame:
-    """(minute, before): all channels' credited minutes in minutes [0, minute) of the day, for minute = 0..1440 —
-    so all viewing in minutes [a, b) is before(b) − before(a)."""
+def minute_totals_before(minutes: DataFrame, day_minutes: int = DAY_S // 60) -> DataFrame:
+    """(minute, before): all channels' credited minutes in minutes [0, minute) of the day, for minute =
+    0..``day_minutes`` (1440, or 1380 / 1500 across a DST change) — so all viewing in minutes [a, b) is
+    before(b) − before(a)."""
     spark = minutes.sparkSession
-    every = spark.range(DAY_S // 60 + 1).select(F.col("id").cast("int").alias("minute"))
+    every = spark.range(day_minutes + 1).select(F.col("id").cast("int").alias("minute"))
     per = minutes.groupBy("minute").agg(F.count(F.lit(1)).alias("n"))
     w = Window.partitionBy(F.lit(0)).orderBy("minute").rowsBetween(Window.unboundedPreceding, -1)  # 1441 rows
     return every.join(per, "minute", "left").select(
@@ -611,18 +675,19 @@ def audience_programme(minutes: DataFrame, universe: DataFrame, guide: DataFrame
     minutes during it, AMA = minutes / airtime, TVR, reach, share = minutes / all minutes during it, ATS. ``daypart``:
     the daypart of its first minute."""
     d = as_date(day)
+    n = cal.day_minutes(d)
     g = guide_minutes(guide, cal, d)
     pseudo = minutes.where(F.col("programme_id").endswith("-none")).select("channel_id", "programme_id").distinct() \
         .select("channel_id", "programme_id", F.lit("").alias("title"), F.lit(None).cast("string").alias("series"),
                 F.lit(None).cast("timestamp").alias("programme_start"),
                 F.lit(None).cast("timestamp").alias("programme_end"), F.lit(0).alias("first_minute"),
-                F.lit(DAY_S // 60).alias("end_minute"), F.lit(DAY_S // 60).alias("airtime_min"))
+                F.lit(n).alias("end_minute"), F.lit(n).alias("airtime_min"))
     progs = g.unionByName(pseudo.select(*g.columns))
     u = universe_sizes(universe).agg(F.sum("universe").alias("universe"))
     m = minutes.groupBy("channel_id", "programme_id").agg(F.count(F.lit(1)).alias("minutes"))
     r = reached(minutes, ["channel_id", "programme_id"], threshold).groupBy("channel_id", "programme_id").agg(
         F.count(F.lit(1)).alias("reach"))
-    before = minute_totals_before(minutes)
+    before = minute_totals_before(minutes, n)
     a, b = before.alias("a"), before.alias("b")
     x = (progs.join(m, ["channel_id", "programme_id"], "left").join(r, ["channel_id", "programme_id"], "left")
          .crossJoin(u)
@@ -631,7 +696,7 @@ def audience_programme(minutes: DataFrame, universe: DataFrame, guide: DataFrame
          .withColumn("minutes", F.coalesce(F.col("minutes"), F.lit(0)))
          .withColumn("reach", F.coalesce(F.col("reach"), F.lit(0)))
          .withColumn("all_minutes", F.col("b.before") - F.col("a.before"))
-         .withColumn("daypart", cal.daypart_column(F.col("first_minute"))))
+         .withColumn("daypart", cal.daypart_column(F.col("first_minute"), d)))
     out = x.select(
         "programme_id", "channel_id", "title", "series", "programme_start", "programme_end", "daypart", "universe",
         "airtime_min", "minutes", "all_minutes",

@@ -2,16 +2,24 @@
 
 A **broadcast day** D runs from D at ``TVP_BROADCAST_DAY_START`` (default 05:00, Mediascope's day; Nielsen and BARB
 start at 06:00, AGF at 03:00; ``00:00`` is the calendar day) to the same clock time on D+1. Its minutes are numbered
-0..1439 from the start. Friday 01:30 belongs to Thursday's broadcast day with a 05:00 start, so weekday / weekend is
+from the start (0..1439 on an ordinary day, see *Real time*). Friday 01:30 belongs to Thursday's broadcast day with a 05:00 start, so weekday / weekend is
 the broadcast day's weekday.
 
 **Dayparts** are a table of ``name=HH:MM`` clock starts (``TVP_DAYPARTS``); each daypart runs from its start to the
 next one's, the last one wrapping round to the first (so ``night=01:00`` … ``late=23:00`` makes ``late`` 23:00–01:00).
 They are clock times, independent of where the broadcast day starts.
 
-Pure functions of settings and days, plus the Spark column that maps a minute to its daypart; nothing here reads a
-table. Wall-clock arithmetic without zones, like the rest of the lake (the operator's zone and daylight saving time
-are the timestamps' business, see tv_platform/dates.py).
+**The broadcast day decides the day of every viewing minute**: the lake's daily aggregates, the programme attribution
+and the audience measures all partition by it (partition D = broadcast day D). Hours stay clock hours.
+
+**Real time.** A broadcast day is as long as the operator's clock makes it (TVP_TIMEZONE): 24 hours, or 23 / 25 on the
+day that holds a DST change. Its seconds and minutes are real elapsed time from its start (minute 0..1379 / 1439 /
+1499); the clock time of a minute — and so its daypart and clock hour — is read from the wall clock
+(:meth:`BroadcastCalendar.clock_segments`), so the hour a spring change skips has no minute and the hour an autumn
+change repeats has two hours of them.
+
+Pure functions of settings and days, plus the Spark columns that map a minute to its clock time and daypart; nothing
+here reads a table.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
-from tv_platform.dates import as_date
+from tv_platform.dates import as_date, timer_ms
 
 DAY_MINUTES = 1440
 ALL_DAY = "all"
@@ -105,7 +113,8 @@ class BroadcastCalendar:
         return (moment - timedelta(minutes=self.start)).date()
 
     def clock_of(self, minute: int) -> int:
-        """Clock minutes after midnight of minute ``minute`` (0..1439) of a broadcast day."""
+        """Clock minutes after midnight of minute ``minute`` (0..1439) of a 24-hour broadcast day (a DST day:
+        :meth:`clock_segments`)."""
         return (self.start + int(minute)) % DAY_MINUTES
 
     def daypart_of(self, minute: int) -> str:
@@ -117,22 +126,107 @@ class BroadcastCalendar:
                 best = p
         return best.name
 
-    def daypart_minutes(self) -> dict[str, int]:
-        """Minutes of each daypart in one broadcast day (and ``all`` = 1440)."""
+    def daypart_of_clock(self, clock: int) -> str:
+        best = self.dayparts[-1]
+        for p in self.dayparts:
+            if p.start <= clock:
+                best = p
+        return best.name
+
+    def daypart_minutes(self, day=None) -> dict[str, int]:
+        """Minutes of each daypart in broadcast day ``day`` (and ``all`` = the day's minutes): real minutes, so on a
+        DST day the daypart holding the change has 60 minutes less or more. Without a day: a 24-hour day."""
         out: dict[str, int] = {p.name: 0 for p in self.dayparts}
-        for m in range(DAY_MINUTES):
-            out[self.daypart_of(m)] += 1
-        out[ALL_DAY] = DAY_MINUTES
+        if day is None:
+            for m in range(DAY_MINUTES):
+                out[self.daypart_of(m)] += 1
+            out[ALL_DAY] = DAY_MINUTES
+            return out
+        segments = self.clock_segments(day)
+        n = self.day_minutes(day)
+        bounds = [f for f, _ in segments[1:]] + [n]
+        for (first, clock), end in zip(segments, bounds):
+            for m in range(first, end):
+                out[self.daypart_of_clock((clock + m - first) % DAY_MINUTES)] += 1
+        out[ALL_DAY] = n
         return out
 
-    def daypart_column(self, minute_col):
-        """Spark column: the daypart name of a broadcast-day minute column (0..1439)."""
+    def daypart_column(self, minute_col, day=None):
+        """Spark column: the daypart name of a broadcast-day minute column (real minutes of ``day``; no day: 24 h)."""
         from pyspark.sql import functions as F
 
-        clock = (F.lit(self.start) + minute_col) % DAY_MINUTES
+        clock = self.clock_column(minute_col, day)
         expr = F.lit(self.dayparts[-1].name)
         for p in self.dayparts:  # ascending starts, each wrapping the last: the latest start <= clock wins
             expr = F.when(clock >= p.start, F.lit(p.name)).otherwise(expr)
+        return expr
+
+    # ---- real time (the operator's zone) ------------------------------------------------------------------------
+    def start_wall(self, day) -> datetime:
+        """The wall-clock start of broadcast day ``day`` (naive, the operator's zone)."""
+        return self.window(day)[0]
+
+    def bounds_ms(self, day, tz: str | None = None) -> tuple[int, int]:
+        """[start, end) of broadcast day ``day`` as epoch ms (the operator's zone, TVP_TIMEZONE, or ``tz``)."""
+        lo, hi = self.window(day)
+        a, b = timer_ms([lo.strftime("%Y-%m-%d %H:%M:%S"), hi.strftime("%Y-%m-%d %H:%M:%S")], tz)
+        return int(a), int(b)
+
+    def day_seconds(self, day, tz: str | None = None) -> int:
+        """The real length of broadcast day ``day`` in seconds: 86 400, or 82 800 / 90 000 across a DST change."""
+        a, b = self.bounds_ms(day, tz)
+        return (b - a) // 1000
+
+    def day_minutes(self, day=None, tz: str | None = None) -> int:
+        """The real length of broadcast day ``day`` in minutes: 1440, or 1380 / 1500 (1440 without a day)."""
+        return DAY_MINUTES if day is None else self.day_seconds(day, tz) // 60
+
+    def hour_segments(self, day, tz: str | None = None) -> list[tuple[int, int, int]]:
+        """The clock hours of broadcast day ``day``: ``(hour, lo_s, hi_s)`` in real seconds from its start, in time
+        order. Cut at every whole wall-clock hour; the first and last pieces are partial when the day starts off the
+        hour (so one clock hour may appear twice). The hour a spring DST change skips has no piece, the hour an
+        autumn change repeats is one piece of two hours."""
+        lo, hi = self.window(day)
+        walls = [lo]
+        t = lo.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+        while t < hi:
+            walls.append(t)
+            t += timedelta(hours=1)
+        walls.append(hi)
+        ms = [int(x) for x in timer_ms([w.strftime("%Y-%m-%d %H:%M:%S") for w in walls], tz)]
+        out = []
+        for w, a, b in zip(walls, ms, ms[1:]):
+            if b > a:
+                out.append((w.hour, (a - ms[0]) // 1000, (b - ms[0]) // 1000))
+        return out
+
+    def clock_segments(self, day, tz: str | None = None) -> list[tuple[int, int]]:
+        """Where the wall clock of broadcast day ``day`` jumps: ``(first_minute, clock_minute)`` pairs — from real minute
+        ``first_minute`` on, minute m is at clock minute ``(clock_minute + m - first_minute) % 1440``. One pair on an
+        ordinary day, two across a DST change."""
+        from datetime import timezone as _tz
+
+        from tv_platform.dates import zone
+
+        z = zone(tz)
+        lo_ms, _ = self.bounds_ms(day, tz)
+        out: list[tuple[int, int]] = []
+        for m in range(self.day_minutes(day, tz)):
+            wall = datetime.fromtimestamp(lo_ms / 1000 + 60 * m, _tz.utc).astimezone(z)
+            clock = wall.hour * 60 + wall.minute
+            if not out or (out[-1][1] + m - out[-1][0]) % DAY_MINUTES != clock:
+                out.append((m, clock))
+        return out
+
+    def clock_column(self, minute_col, day=None):
+        """Spark column: the clock minute (0..1439) of a real minute of broadcast day ``day`` (no day: 24 h)."""
+        from pyspark.sql import functions as F
+
+        segments = [(0, self.start)] if day is None else self.clock_segments(day)
+        expr = None
+        for first, clock in segments:
+            value = (F.lit(clock - first) + minute_col + F.lit(DAY_MINUTES)) % DAY_MINUTES
+            expr = value if expr is None else F.when(minute_col >= first, value).otherwise(expr)
         return expr
 
     def describe(self) -> str:

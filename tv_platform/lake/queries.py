@@ -57,21 +57,35 @@ ORDER BY rank
 """
 
 
-def session_totals_sql(database: str, day) -> str:
-    """Totals of day D straight from ``viewing_sessions`` with plain SQL (no hour slicing) — what the aggregates'
-    asset checks compare against: views and seconds by start day (sessions started on D), and seconds inside the
-    calendar day D (each session of D-1 or D clipped to [D 00:00, D+1 00:00))."""
+def session_totals_sql(database: str, day, cal=None, tz: str | None = None) -> str:
+    """Totals of broadcast day D straight from ``viewing_sessions`` with plain SQL (no hour slicing) — what the
+    aggregates' asset checks compare against: views and seconds by start day (sessions started inside D), and seconds
+    inside D (each session of calendar days D-1..D+1 clipped to D). D runs from D at TVP_BROADCAST_DAY_START to that
+    time on D+1 (``cal``; default the settings'), seconds are real time of the operator's zone (TVP_TIMEZONE)."""
+    from tv_platform.dates import zone_name
+
+    if cal is None:
+        from tv_platform.lake.calendar import BroadcastCalendar
+
+        cal = BroadcastCalendar.from_settings()
     d = as_date(day)
-    prev = d.fromordinal(d.toordinal() - 1)
+    prev, nxt = d.fromordinal(d.toordinal() - 1), d.fromordinal(d.toordinal() + 1)
     db = f"`{database}`"
-    midnight = f"TIMESTAMP_NTZ'{d.isoformat()} 00:00:00'"
-    start = f"timestampdiff(SECOND, {midnight}, CAST(time_start AS TIMESTAMP_NTZ))"
-    end = f"timestampdiff(SECOND, {midnight}, CAST(time_end AS TIMESTAMP_NTZ))"
+    lo, _ = cal.window(d)
+    day_s = cal.day_seconds(d, tz)
+    name = zone_name(tz)
+
+    def real(expr: str) -> str:
+        return expr if name == "UTC" else f"convert_timezone('{name}', 'UTC', {expr})"
+
+    begin = real(f"TIMESTAMP_NTZ'{lo:%Y-%m-%d %H:%M:%S}'")
+    start = f"timestampdiff(SECOND, {begin}, {real('CAST(time_start AS TIMESTAMP_NTZ)')})"
+    end = f"timestampdiff(SECOND, {begin}, {real('CAST(time_end AS TIMESTAMP_NTZ)')})"
     return f"""
 SELECT
-    count(CASE WHEN dt = '{d.isoformat()}' THEN 1 END) AS views,
-    coalesce(sum(CASE WHEN dt = '{d.isoformat()}' THEN duration_s END), 0) AS by_start_s,
-    coalesce(sum(greatest(0, least({end}, 86400) - greatest({start}, 0))), 0) AS in_day_s
-FROM {db}.viewing_sessions
-WHERE dt IN ('{prev.isoformat()}', '{d.isoformat()}')
+    count(CASE WHEN s >= 0 AND s < {day_s} THEN 1 END) AS views,
+    coalesce(sum(CASE WHEN s >= 0 AND s < {day_s} THEN duration_s END), 0) AS by_start_s,
+    coalesce(sum(greatest(0, least(e, {day_s}) - greatest(s, 0))), 0) AS in_day_s
+FROM (SELECT {start} AS s, {end} AS e, duration_s FROM {db}.viewing_sessions
+      WHERE dt IN ('{prev.isoformat()}', '{d.isoformat()}', '{nxt.isoformat()}'))
 """
