@@ -17,7 +17,7 @@ from typing import Iterable
 import dagster as dg
 
 from tv_platform.partitions import SKEW_DAYS
-from tv_platform.settings import get_settings
+from tv_platform.location import settings
 
 def follow_stream_condition(horizon_days: int) -> dg.AutomationCondition:
     """Follow the stream over the last ``horizon_days`` days (and today and tomorrow): a partition of any of those
@@ -33,7 +33,7 @@ def follow_stream_condition(horizon_days: int) -> dg.AutomationCondition:
 
 
 # the horizon (TVP_LATE_HORIZON_DAYS) is read when the definitions load, like the zone of the partitions
-follow_stream = follow_stream_condition(get_settings().late_horizon_days)
+follow_stream = follow_stream_condition(settings.late_horizon_days)
 
 mart_freshness = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=26), warn_window=timedelta(hours=25))
 

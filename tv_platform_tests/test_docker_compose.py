@@ -335,8 +335,8 @@ def test_config_files_are_well_formed():
 
 
 def test_superset_image_uses_the_platform_pins():
-    """The Superset image installs what tv_platform/engines/superset.py measured (chDB aside: the server needs none)."""
-    from tv_platform.engines.superset import PINS
+    """The Superset image installs what tv_platform/stack/superset.py measured (chDB aside: the server needs none)."""
+    from tv_platform.stack.superset import PINS
 
     dockerfile = (DOCKER / "superset" / "Dockerfile").read_text()
     for pin in PINS:

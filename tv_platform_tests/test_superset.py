@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from tv_platform.engines import superset as S
+from tv_platform.stack import superset as superset_service
 
 pytestmark = pytest.mark.services
 
@@ -210,7 +211,7 @@ def superset(isolated, superset_marts):
     session started it."""
     from dataclasses import replace
 
-    svc = S.SupersetService(isolated, conf=replace(S.SupersetSettings.from_env(isolated), port=TEST_SUPERSET_PORT))
+    svc = superset_service.SupersetService(isolated, conf=replace(S.SupersetSettings.from_env(isolated), port=TEST_SUPERSET_PORT))
     t0 = time.monotonic()
     svc.install(print)
     t_install = time.monotonic() - t0

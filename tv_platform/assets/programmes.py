@@ -26,7 +26,7 @@ from tv_platform.epg.guide import GUIDE_COLUMNS, coverage_problems, normalize_da
 from tv_platform.epg.xmltv import parse_xmltv
 from tv_platform.lake.queries import session_totals_sql
 from tv_platform.partitions import PREVIOUS_DAY, daily, spark_range
-from tv_platform.settings import get_settings
+from tv_platform.location import settings as location_settings
 
 GROUP = "programmes"
 KINDS = {"spark", "hive"}
@@ -40,7 +40,7 @@ def _in(days: list[str]) -> str:
 # the guide
 # ---------------------------------------------------------------------------------------------------------------------
 class ProgrammeGuideConfig(dg.Config):
-    seed: int = get_settings().sim_seed
+    seed: int = location_settings.sim_seed
     """Seed of the synthetic guide (default TVP_SIM_SEED): a (seed, date) pair always gives the same guide."""
     xmltv_file: str = ""
     """A local XMLTV file to import instead of the synthetic guide (channels matched by id or display name to the
