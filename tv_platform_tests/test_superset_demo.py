@@ -47,7 +47,7 @@ def demo_env(stack) -> dict[str, str]:
         "TVP_GP_SCHEMA": f"{NAME}_marts",
         "TVP_CLICKHOUSE_DATABASE": f"{NAME}_marts",
         "TVP_SIM_USERS": "500",
-        "TVP_SUPERSET_PORT": "8089",
+        "TVP_SUPERSET_PORT": os.environ.get("TVP_TEST_SUPERSET_PORT", "8089"),
         "TVP_SUPERSET_HOME": str(stack.state_dir / "tests" / "superset"),
     }
 
