@@ -323,10 +323,10 @@ def test_referenced_files_exist(model):
 
 
 def test_config_files_are_well_formed():
-    import xml.etree.ElementTree as ET
+    from xml.etree import ElementTree
 
     for xml_file in DOCKER.rglob("*.xml"):
-        ET.parse(xml_file)  # raises on malformed XML
+        ElementTree.parse(xml_file)  # raises on malformed XML
     for script in DOCKER.rglob("*.sh"):
         proc = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
         assert proc.returncode == 0, f"{script}: {proc.stderr}"
