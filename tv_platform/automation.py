@@ -7,6 +7,11 @@
   on request (``tv-platform backfill --start D --end D``). Unlike the stock ``eager()``, a missing parent
   does not block it (today's history partition is usually absent, and the next day never exists yet), and a missing
   partition alone does not trigger it (no empty runs at midnight).
+  Reference data (``channels``, ``users`` and their Hive tables) are not the stream: every backfill materializes them
+  again (unchanged: they are deterministic for their config), and if their update counted, each backfill of history
+  would make automation rebuild every daily asset of the whole horizon beside it — a second backfill competing for the
+  run slots and the ``clickhouse`` pool. A real change of reference data is rebuilt by a backfill of the days it
+  concerns.
 - **Freshness.** The marts declare a time-window freshness policy: a mart not updated for 26 hours is failing (the
   nightly schedule runs at 00:30), after 25 hours it warns. The Dagster UI shows the state on every mart.
 """
@@ -16,8 +21,12 @@ from typing import Iterable
 
 import dagster as dg
 
+from tv_platform.location import settings
 from tv_platform.partitions import SKEW_DAYS
-from tv_platform.settings import get_settings
+
+REFERENCE_DATA = ("channels", "users", "hive_channels", "hive_users")
+"""Unpartitioned reference data: their updates do not trigger automation (see the module doc)."""
+
 
 def follow_stream_condition(horizon_days: int) -> dg.AutomationCondition:
     """Follow the stream over the last ``horizon_days`` days (and today and tomorrow): a partition of any of those
@@ -26,14 +35,15 @@ def follow_stream_condition(horizon_days: int) -> dg.AutomationCondition:
     lookback = timedelta(days=horizon_days + 1 + SKEW_DAYS)
     return (
         dg.AutomationCondition.in_latest_time_window(lookback_delta=lookback)
-        & dg.AutomationCondition.any_deps_updated().since_last_handled()
+        & dg.AutomationCondition.any_deps_updated().ignore(dg.AssetSelection.assets(*REFERENCE_DATA))
+        .since_last_handled()
         & ~dg.AutomationCondition.any_deps_in_progress()
         & ~dg.AutomationCondition.in_progress()
     ).with_label(f"follows the stream (the last {horizon_days} days, today and tomorrow)")
 
 
 # the horizon (TVP_LATE_HORIZON_DAYS) is read when the definitions load, like the zone of the partitions
-follow_stream = follow_stream_condition(get_settings().late_horizon_days)
+follow_stream = follow_stream_condition(settings.late_horizon_days)
 
 mart_freshness = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=26), warn_window=timedelta(hours=25))
 

@@ -287,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     qr.add_argument("--date", required=True)
 
     from tv_platform.engines.kafka import add_produce_parser
-    from tv_platform.engines.superset import add_superset_parser
+    from tv_platform.superset_cli import add_superset_parser
 
     add_produce_parser(sub)
     add_superset_parser(sub)
@@ -349,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
             _say("\n" + settings_table())
             return 0
         if args.command == "superset":
-            from tv_platform.engines.superset import superset_command
+            from tv_platform.superset_cli import superset_command
 
             return superset_command(args)
         if args.command == "produce":

@@ -8,12 +8,13 @@
     analytics   leaders and outsiders, retention, segments, audience measures, a 7-day forecast (charts in the UI)
     operation   a nightly schedule for yesterday, automation that follows the live stream, backfills from the CLI
 
-Resources (and so the engines behind each IO manager) come from tv_platform/resources.py, keyed by TVP_ENV.
+Resources (and so the engines behind each IO manager) come from tv_platform/resources.py, keyed by TVP_ENV; the
+settings everything here is built from are read once, in tv_platform/location.py.
 """
 
 import dagster as dg
 
-from tv_platform import schedules, sensors
+from tv_platform import location, schedules, sensors
 from tv_platform.assets import analytics, ingest, lake, marts, programmes
 from tv_platform.automation import follows_stream, fresh_marts
 from tv_platform.resources import get_executor, get_resources
@@ -34,6 +35,6 @@ defs = dg.Definitions(
     jobs=[*sensors.jobs, *schedules.jobs],
     schedules=[*schedules.schedules],
     sensors=[*sensors.sensors, *schedules.sensors],
-    resources=get_resources(),
-    executor=get_executor(),
+    resources=get_resources(location.settings),
+    executor=get_executor(location.settings),
 )

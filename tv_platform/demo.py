@@ -142,7 +142,7 @@ def run_demo(args) -> int:
         _say(f"built {built} analytics assets")
 
         _say("\n== 6/6 dashboards and summary")
-        from tv_platform.engines.superset import superset_up
+        from tv_platform.stack.superset import superset_up
 
         try:
             svc = superset_up(settings, progress=_say)

@@ -7,7 +7,7 @@ import warnings
 
 import dagster as dg
 
-from tv_platform.settings import get_settings
+from tv_platform.location import settings
 
 SKEW_DAYS = 1
 """Clock-skew tolerance: partitions exist up to tomorrow, so an event dated up to the end of tomorrow (a session
@@ -16,8 +16,7 @@ a later date is quarantined with the reason."""
 
 # The zone is read when the definitions load (a partitions definition is static): change TVP_TIMEZONE, reload the code
 # location. Partition keys stay ISO dates; each is a calendar day of the operator's zone (23 or 25 hours on DST days).
-daily = dg.DailyPartitionsDefinition(start_date=get_settings().start_date, timezone=get_settings().timezone,
-                                     end_offset=1 + SKEW_DAYS)
+daily = dg.DailyPartitionsDefinition(start_date=settings.start_date, timezone=settings.timezone, end_offset=1 + SKEW_DAYS)
 """One partition per calendar day of the operator's zone (TVP_TIMEZONE); ``end_offset`` includes today and tomorrow,
 so the live stream lands as it comes."""
 

@@ -12,9 +12,10 @@ resource           local (``tv-platform stack up``)            cluster
 executor           in-process (two cores, Spark elsewhere)     multiprocess
 =================  ==========================================  ===================================================
 
-Kafka, the lake (HDFS), Hive (Spark Connect) are built alike from the settings in both. Settings are read once, when
-the definitions ask for the resources (:func:`get_resources`), never at import time of this module. Engine modules
-know nothing of deployments (and never import ``tv_platform.stack``).
+Kafka, the lake (HDFS), Hive (Spark Connect) are built alike from the settings in both. The definitions pass the
+settings of the code location (``tv_platform/location.py``, read once when it loads); this module never reads them at
+import time. Engine modules know nothing of deployments and never import ``tv_platform.stack``
+(``tv_platform_tests/test_import_rules.py``).
 """
 
 from __future__ import annotations

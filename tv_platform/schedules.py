@@ -15,7 +15,7 @@ import dagster as dg
 from tv_platform.assets.ingest import stream_owns
 from tv_platform.dates import today as local_today
 from tv_platform.partitions import daily
-from tv_platform.settings import get_settings
+from tv_platform.location import settings
 
 DAILY_GROUPS = ["ingest", "lake", "programmes", "marts"]
 
@@ -31,7 +31,7 @@ daily_graph_job = dg.define_asset_job(
 )
 
 
-@dg.schedule(job=daily_graph_job, cron_schedule="30 0 * * *", execution_timezone=get_settings().timezone,
+@dg.schedule(job=daily_graph_job, cron_schedule="30 0 * * *", execution_timezone=settings.timezone,
              default_status=dg.DefaultScheduleStatus.RUNNING,
              description="At 00:30 every day (the operator's zone), yesterday's partition of every daily asset; a day "
                          "the live stream owns is built from what landed (nothing simulated).")
@@ -57,7 +57,7 @@ analytics_job = dg.define_asset_job(
     description="Analyses and the 7-day forecast over the lake's latest weeks.")
 
 analytics_schedule = dg.ScheduleDefinition(
-    job=analytics_job, cron_schedule="30 2 * * *", execution_timezone=get_settings().timezone,
+    job=analytics_job, cron_schedule="30 2 * * *", execution_timezone=settings.timezone,
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="At 02:30 every day, after the nightly partition: analyses and the forecast.")
 

@@ -38,6 +38,7 @@ from tv_platform.engines.hdfs import LakeResource
 from tv_platform.dates import day_start_ms, record_day
 from tv_platform.engines.kafka import KafkaResource, RangeReader
 from tv_platform.partitions import daily
+from tv_platform.location import settings as location_settings
 from tv_platform.settings import get_settings
 from tv_platform.streaming import DateRange
 
@@ -51,7 +52,7 @@ land_stream_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(tv_stream_snapshot),
     description="Lands offset ranges of the events topic in HDFS (started by the kafka sensor).",
     # run monitoring fails a run past this (a hung or orphaned run); the sensor then retries its ranges
-    tags={"dagster/max_runtime": str(get_settings().landing_max_runtime)},
+    tags={"dagster/max_runtime": str(location_settings.landing_max_runtime)},
 )
 
 
@@ -313,7 +314,7 @@ def request_new_ranges(consumer, reader: RangeReader, cursor: dict, tps: list, b
 
 @dg.sensor(
     job=land_stream_job,
-    minimum_interval_seconds=get_settings().kafka_sensor_interval,
+    minimum_interval_seconds=location_settings.kafka_sensor_interval,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Consumes the Kafka events topic: requests landing runs of offset ranges, one event date per run.",
 )

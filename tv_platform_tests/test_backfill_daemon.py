@@ -6,7 +6,11 @@ the lake's rows, recounted here with plain SQL in all three engines.
 
 Isolation: ``dagster dev`` on a free port with a DAGSTER_HOME of its own (a copy of the shipped dagster.yaml) whose
 storage is a PostgreSQL database of its own; a lake root, Hive database, Greenplum schema, chDB directory and Kafka
-topic of this module. Slow on a shared two-core machine (several minutes a backfill); kept lean with 300 users."""
+topic of this module. Slow on a shared two-core machine (several minutes a backfill); kept lean with 300 users.
+
+Tiers: one week through the daemon is a service test (``test_a_week_through_the_daemon``, in CI); the same week three
+times in a row on one instance (each backfill replaces what the one before wrote) is ``long`` (``./tvp test --long``).
+Both need the module's ``dagster dev``; run them together only when both are wanted (the fixture is shared)."""
 
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-pytestmark = [pytest.mark.services, pytest.mark.long]
+pytestmark = [pytest.mark.services]
 
 REPO = Path(__file__).resolve().parent.parent
 END = "2023-09-16"  # the week 2023-09-10 .. 2023-09-16
@@ -109,25 +113,27 @@ def _clickhouse_steps_overlap(instance: dg.DagsterInstance, backfill_id: str) ->
     return [(a, b) for a, b in zip(spans, spans[1:]) if b[0] < a[1]]
 
 
-def test_a_week_through_the_daemon_succeeds_three_times_in_a_row(daemon, stack, spark):
+def backfill_a_week(url: str, instance: dg.DagsterInstance, attempt: int = 0) -> list[str]:
+    """One ``tv-platform backfill`` of the week through the daemon: it must succeed, with no two ClickHouse steps at
+    once; returns its days."""
+    from tv_platform.ops import backfill
+
+    backfill_id, days, status = backfill(url, 1, END, progress=False, timeout=TIMEOUT)
+    assert status == "COMPLETED_SUCCESS", (attempt, status, _failures(instance, backfill_id))
+    assert not _clickhouse_steps_overlap(instance, backfill_id)
+    assert days[0] == "2023-09-10" and len(days) == 7
+    return days
+
+
+def assert_marts_hold_the_lake(stack, spark, names: dict, days: list[str]) -> None:
+    """Every mart holds exactly its lake table's rows of each day, in both warehouses (nothing duplicated by reruns),
+    recounted with plain SQL in all three engines."""
     import psycopg2
 
     from tv_platform.assets.marts import MARTS
     from tv_platform.engines.clickhouse import open_client
     from tv_platform.epg.marts import PROGRAMME_MARTS
-    from tv_platform.ops import backfill
 
-    url, names = daemon
-    with dg.DagsterInstance.get() as instance:  # the daemon's own instance (DAGSTER_HOME of the fixture)
-        config = instance.get_concurrency_config()
-        assert config.run_queue_config.max_concurrent_runs == 3 and config.pool_config.default_pool_limit == 1
-        for attempt in range(3):
-            backfill_id, days, status = backfill(url, 1, END, progress=False, timeout=TIMEOUT)
-            assert status == "COMPLETED_SUCCESS", (attempt, status, _failures(instance, backfill_id))
-            assert not _clickhouse_steps_overlap(instance, backfill_id)
-    assert days[0] == "2023-09-10" and len(days) == 7
-
-    # every mart holds exactly its lake table's rows of each day, in both warehouses (nothing duplicated by the reruns)
     marts = {**MARTS, **PROGRAMME_MARTS}
     in_days = ", ".join(f"'{d}'" for d in days)
     with psycopg2.connect(stack.gp_dsn("reader")) as conn, conn.cursor() as cur, \
@@ -146,3 +152,35 @@ def test_a_week_through_the_daemon_succeeds_three_times_in_a_row(daemon, stack, 
     lake_sessions = {r["dt"]: r["n"] for r in spark.sql(
         f"SELECT dt, count(*) AS n FROM {names['hive']}.viewing_sessions WHERE dt IN ({in_days}) GROUP BY dt").collect()}
     assert sessions == lake_sessions and set(sessions) == set(days) and min(sessions.values()) > 0
+
+
+def _automation_runs(instance: dg.DagsterInstance) -> list[str]:
+    """Runs the automation sensor requested: re-materializing the reference data (every backfill does) requests none,
+    and the week is older than the late-data horizon."""
+    return [f"{r.run_id} {sorted(k.to_user_string() for k in r.asset_selection or [])[:3]}"
+            for r in instance.get_runs(dg.RunsFilter(tags={"dagster/from_automation_condition": "true"}))]
+
+
+def _shipped_limits(instance: dg.DagsterInstance) -> None:
+    config = instance.get_concurrency_config()
+    assert config.run_queue_config.max_concurrent_runs == 3 and config.pool_config.default_pool_limit == 1
+
+
+def test_a_week_through_the_daemon(daemon, stack, spark):
+    url, names = daemon
+    with dg.DagsterInstance.get() as instance:  # the daemon's own instance (DAGSTER_HOME of the fixture)
+        _shipped_limits(instance)
+        days = backfill_a_week(url, instance)
+        assert not _automation_runs(instance)
+    assert_marts_hold_the_lake(stack, spark, names, days)
+
+
+@pytest.mark.long
+def test_a_week_through_the_daemon_succeeds_three_times_in_a_row(daemon, stack, spark):
+    url, names = daemon
+    with dg.DagsterInstance.get() as instance:
+        _shipped_limits(instance)
+        for attempt in range(3):
+            days = backfill_a_week(url, instance, attempt)
+        assert not _automation_runs(instance)
+    assert_marts_hold_the_lake(stack, spark, names, days)

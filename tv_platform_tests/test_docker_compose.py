@@ -654,10 +654,10 @@ def test_referenced_files_exist(model):
 
 
 def test_config_files_are_well_formed():
-    import xml.etree.ElementTree as ET
+    from xml.etree import ElementTree
 
     for xml_file in DOCKER.rglob("*.xml"):
-        ET.parse(xml_file)  # raises on malformed XML
+        ElementTree.parse(xml_file)  # raises on malformed XML
     for script in DOCKER.rglob("*.sh"):
         proc = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
         assert proc.returncode == 0, f"{script}: {proc.stderr}"
@@ -666,8 +666,8 @@ def test_config_files_are_well_formed():
 
 
 def test_superset_image_uses_the_platform_pins():
-    """The Superset image installs what tv_platform/engines/superset.py measured (chDB aside: the server needs none)."""
-    from tv_platform.engines.superset import PINS
+    """The Superset image installs what tv_platform/stack/superset.py measured (chDB aside: the server needs none)."""
+    from tv_platform.stack.superset import PINS
 
     dockerfile = (DOCKER / "superset" / "Dockerfile").read_text()
     for pin in PINS:

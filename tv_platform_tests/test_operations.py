@@ -150,6 +150,28 @@ def test_lake_and_marts_follow_a_newly_landed_stream_partition():
     assert names == {}
 
 
+def test_reference_data_materialized_again_requests_no_automation():
+    """Every backfill materializes the reference data again; that must not make automation rebuild the whole horizon
+    beside the backfill (it did: a second backfill of every daily asset for the last 9 days, competing for the run
+    slots and the clickhouse pool). Only the stream's days do."""
+    from tv_platform.automation import REFERENCE_DATA
+    from tv_platform.dates import today as local_today
+    from tv_platform.definitions import defs
+
+    instance = dg.DagsterInstance.ephemeral()
+    cursor = dg.evaluate_automation_conditions(defs=defs, instance=instance).cursor
+    for name in REFERENCE_DATA:
+        instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=name))
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+    assert {r.key.to_user_string() for r in result.results if r.true_subset.size} == set()
+    # the stream still drives the chain (hive_users being updated too does not hide it)
+    instance.report_runless_asset_event(dg.AssetMaterialization(asset_key="tv_stream_snapshot",
+                                                                partition=local_today().isoformat()))
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+    assert {"hive_tv_stream", "viewing_sessions"} <= {r.key.to_user_string() for r in result.results
+                                                      if r.true_subset.size}
+
+
 def test_marts_declare_freshness():
     from tv_platform.definitions import defs
 

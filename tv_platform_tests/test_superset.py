@@ -4,6 +4,7 @@ day 2023-09-23 built through the lake and the programme guide; the forecast comp
 simulated 21-day history ending that day), and both dashboards rendered by headless Chromium (Playwright) with no chart in error —
 screenshots in test-artifacts/. The marts and the Superset are the tests' own (``isolated``), never the platform's."""
 
+import os
 import time
 import uuid
 from datetime import date
@@ -12,6 +13,7 @@ import pandas as pd
 import pytest
 
 from tv_platform.engines import superset as S
+from tv_platform.stack import superset as superset_service
 
 pytestmark = pytest.mark.services
 from tv_platform_tests.conftest import broadcast_day  # noqa: E402
@@ -188,13 +190,14 @@ def load_forecast_into_marts(settings, spark, last: str = SEED_DAY) -> None:
 
 
 TEST_SCHEMA = "tv_marts_superset_test"
-TEST_SUPERSET_PORT = 8089
+TEST_SUPERSET_PORT = int(os.environ.get("TVP_TEST_SUPERSET_PORT", "8089"))
+"""The tests' Superset port: set TVP_TEST_SUPERSET_PORT when another stack's tests use 8089 on this machine."""
 
 
 @pytest.fixture(scope="session")
 def isolated(stack):
     """The stack's services, with a warehouse schema and ClickHouse database (``tv_marts_superset_test``) and a
-    Superset (metadata under ``<state>/tests/superset``, port 8089) of the tests' own: they load the seed day and
+    Superset (metadata under ``<state>/tests/superset``, port TEST_SUPERSET_PORT) of the tests' own: they load the seed day and
     replace the forecast, which must never happen to the platform's own marts and dashboards."""
     from dataclasses import replace
 
@@ -229,7 +232,8 @@ def superset(isolated, superset_marts):
     session started it."""
     from dataclasses import replace
 
-    svc = S.SupersetService(isolated, conf=replace(S.SupersetSettings.from_env(isolated), port=TEST_SUPERSET_PORT))
+    conf = replace(S.SupersetSettings.from_env(isolated), port=TEST_SUPERSET_PORT)
+    svc = superset_service.SupersetService(isolated, conf=conf)
     t0 = time.monotonic()
     svc.install(print)
     t_install = time.monotonic() - t0

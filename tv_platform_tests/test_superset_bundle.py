@@ -16,6 +16,7 @@ import yaml
 from superset_exports import build as B
 from tv_platform.engines import superset as S
 from tv_platform.settings import Settings
+from tv_platform.stack import superset as superset_service
 
 BUNDLE = Path(B.__file__).resolve().parent
 ALLOWED_VIZ = {"table", "pie", "big_number_total", "echarts_timeseries_line", "echarts_timeseries_bar", "heatmap_v2"}  # all current in Superset 6.1 (none of the legacy types it removed)
@@ -262,7 +263,7 @@ def test_no_default_admin_password_one_is_generated_once_with_mode_0600(monkeypa
     assert (conf.password_file.stat().st_mode & 0o777) == 0o600
     assert (conf.data_dir.stat().st_mode & 0o777) == 0o700
     assert conf.ensure_admin_password() is None and conf.admin_password == generated  # kept, not shown again
-    svc = S.SupersetService(s, conf=conf)
+    svc = superset_service.SupersetService(s, conf=conf)
     assert (svc.data_dir / "secret_key").exists() is False and svc.secret_key() == svc.secret_key()
     assert ((svc.data_dir / "secret_key").stat().st_mode & 0o777) == 0o600
     monkeypatch.setenv("TVP_SUPERSET_ADMIN_PASSWORD", "from-env")
@@ -273,7 +274,7 @@ def test_no_default_admin_password_one_is_generated_once_with_mode_0600(monkeypa
 def test_service_layout_config_and_generated_secret(monkeypatch, tmp_path):
     monkeypatch.delenv("TVP_SUPERSET_SECRET_KEY", raising=False)
     s = _settings(monkeypatch, tmp_path)
-    svc = S.SupersetService(s)
+    svc = superset_service.SupersetService(s)
     assert svc.venv == tmp_path / "cache" / "superset-venv"
     assert svc.data_dir == tmp_path / "state" / "superset"
     assert svc.pid_file == tmp_path / "state" / "superset" / "superset.pid"
@@ -314,8 +315,8 @@ def test_sqlite_fix_lets_two_databases_have_a_table_of_the_same_name(tmp_path):
         con.execute("INSERT INTO \"tables\" (id, table_name, database_id, schema, uuid) "
                     "VALUES (2, 'channel_rating', 2, 'tv_marts', 2)")
     con.close()
-    assert S.fix_sqlite_dataset_uniqueness(db) is True
-    assert S.fix_sqlite_dataset_uniqueness(db) is False  # idempotent
+    assert superset_service.fix_sqlite_dataset_uniqueness(db) is True
+    assert superset_service.fix_sqlite_dataset_uniqueness(db) is False  # idempotent
     con = sqlite3.connect(db)
     con.execute("INSERT INTO \"tables\" (id, table_name, database_id, schema, uuid) "
                 "VALUES (2, 'channel_rating', 2, 'tv_marts', 2)")

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from tv_platform.engines import superset as S
+from tv_platform.stack import superset as superset_service
 
 pytestmark = [pytest.mark.services, pytest.mark.long]
 
@@ -46,7 +47,7 @@ def demo_env(stack) -> dict[str, str]:
         "TVP_GP_SCHEMA": f"{NAME}_marts",
         "TVP_CLICKHOUSE_DATABASE": f"{NAME}_marts",
         "TVP_SIM_USERS": "500",
-        "TVP_SUPERSET_PORT": "8089",
+        "TVP_SUPERSET_PORT": os.environ.get("TVP_TEST_SUPERSET_PORT", "8089"),
         "TVP_SUPERSET_HOME": str(stack.state_dir / "tests" / "superset"),
     }
 
@@ -82,7 +83,7 @@ def demo(stack, artifacts_dir):
         for key, value in env.items():
             mp.setenv(key, value)
         conf = S.SupersetSettings.from_env(stack)
-    svc = S.SupersetService(stack, conf=conf)
+    svc = superset_service.SupersetService(stack, conf=conf)
     was_running = svc.running()
     log = artifacts_dir / "demo-quick.log"
     tv_platform = Path(sys.executable).with_name("tv-platform")

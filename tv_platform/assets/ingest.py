@@ -21,6 +21,7 @@ from tv_platform.engines.metadata import declare
 from tv_platform.engines.kafka import KafkaResource
 from tv_platform.partitions import daily
 from tv_platform.quarantine import no_dead_letters
+from tv_platform.location import settings as location_settings
 from tv_platform.settings import get_settings
 from tv_platform.streaming import validate
 
@@ -28,7 +29,7 @@ EVENT_DTYPES = {"session_id": "str", "user_id": "int64", "channel_id": "int32", 
 
 kafka_topic = dg.AssetSpec(
     key=dg.AssetKey(["kafka", "tv_events"]),
-    description=f"Live viewing events in the Kafka topic `{get_settings().kafka_topic}` (JSON, key = session_id). "
+    description=f"Live viewing events in the Kafka topic `{location_settings.kafka_topic}` (JSON, key = session_id). "
     "Produced by `tv-platform produce`; consumed by the kafka sensor, which also observes its consumer lag.",
     group_name="ingest",
     kinds={"kafka"},
@@ -47,8 +48,8 @@ class SimulationConfig(dg.Config):
     """Simulator parameters (defaults from TVP_SIM_USERS / TVP_SIM_SEED): a (users, seed, date) triple always gives the
     same day, so any past partition regenerates identically."""
 
-    users: int = get_settings().sim_users
-    seed: int = get_settings().sim_seed
+    users: int = location_settings.sim_users
+    seed: int = location_settings.sim_seed
 
 
 @dg.asset(
@@ -128,7 +129,7 @@ class StreamRangesConfig(dg.Config):
     """Exactly which records to land: offset ranges [start, end) of the topic (set by the kafka sensor), and the id of
     the topic's incarnation they were read from ("" = whatever the topic is now)."""
 
-    topic: str = get_settings().kafka_topic
+    topic: str = location_settings.kafka_topic
     topic_id: str = ""
     ranges: list[OffsetRange] = []
 

@@ -26,8 +26,8 @@ from tv_platform.epg.guide import GUIDE_COLUMNS, coverage_problems, normalize_da
 from tv_platform.epg.xmltv import parse_xmltv
 from tv_platform.lake.queries import session_totals_sql
 from tv_platform.lake.calendar import BroadcastCalendar
+from tv_platform.location import settings as location_settings
 from tv_platform.partitions import BROADCAST_WINDOW, GUIDE_DAYS, daily, spark_range
-from tv_platform.settings import get_settings
 
 GROUP = "programmes"
 KINDS = {"spark", "hive"}
@@ -48,7 +48,7 @@ def _guide_days(day: str) -> list[str]:
 # the guide
 # ---------------------------------------------------------------------------------------------------------------------
 class ProgrammeGuideConfig(dg.Config):
-    seed: int = get_settings().sim_seed
+    seed: int = location_settings.sim_seed
     """Seed of the synthetic guide (default TVP_SIM_SEED): a (seed, date) pair always gives the same guide."""
     xmltv_file: str = ""
     """A local XMLTV file to import instead of the synthetic guide (channels matched by id or display name to the

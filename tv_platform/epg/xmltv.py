@@ -24,8 +24,8 @@ on the result to get one day exactly covered (gaps become ``unknown`` programmes
 from __future__ import annotations
 
 import re
-import xml.etree.ElementTree as ET
 from datetime import datetime, timedelta, timezone
+from xml.etree import ElementTree
 from zoneinfo import ZoneInfo
 
 import pandas as pd
@@ -161,7 +161,7 @@ def parse_xmltv(data: bytes, channel_map: dict[str, int], local_tz: str = "Europ
     ids not mapped), ``counts`` (programmes read, kept, skipped for an unmapped channel, invalid, and each rule of
     :func:`resolve_channel`) and ``invalid`` (the first reasons). A time without an offset is the operator's
     wall-clock time (``local_tz``)."""
-    root = ET.fromstring(data)
+    root = ElementTree.fromstring(data)
     ids: dict[str, int] = {}
     for ch in root.iter("channel"):
         xid = ch.get("id") or ""

@@ -19,16 +19,8 @@ from pathlib import Path
 from typing import Callable
 
 from tv_platform import processes
+from tv_platform.processes import StackError, run_checked  # noqa: F401 - the stack's names for them
 from tv_platform.settings import Settings, make_state_dir
-
-
-class StackError(RuntimeError):
-    """One clear line: which service, what went wrong, where to look."""
-
-    def __init__(self, service: str, cause: str, log: Path | None = None):
-        self.service, self.cause, self.log = service, cause, log
-        where = f" (log: {log})" if log else ""
-        super().__init__(f"{service}: {cause}{where}")
 
 
 def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
@@ -236,21 +228,6 @@ def group_alive(pgid: int) -> bool:
         if fields[0] != "Z" and int(fields[2]) == pgid:
             return True
     return False
-
-
-def run_checked(service: str, argv: list[str], log: Path, **kwargs) -> subprocess.CompletedProcess:
-    """Run a setup command, appending its output to the service log; StackError on failure."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as out:
-        out.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} $ {' '.join(argv)}\n".encode())
-        out.flush()
-        try:
-            proc = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **kwargs)
-        except FileNotFoundError:
-            raise StackError(service, f"{argv[0]!r} is not installed", log) from None
-    if proc.returncode != 0:
-        raise StackError(service, f"`{' '.join(argv[:3])} ...` failed with code {proc.returncode}", log)
-    return proc
 
 
 def apt_install(service: str, packages: list[str], log: Path) -> bool:

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from tv_platform.engines.superset.client import SupersetClient
 from tv_platform.engines.superset.conf import SupersetSettings
-from tv_platform.stack.base import StackError
+from tv_platform.processes import StackError
 
 CHROMIUM = "/usr/bin/chromium"
 """Debian's Chromium (``apt-get install chromium``), the browser Playwright drives."""

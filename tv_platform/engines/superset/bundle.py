@@ -16,7 +16,7 @@ from urllib.parse import quote
 from tv_platform.engines.superset.client import SupersetClient
 from tv_platform.engines.superset.conf import SupersetSettings
 from tv_platform.settings import Settings, get_settings
-from tv_platform.stack.base import StackError
+from tv_platform.processes import StackError
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 BUNDLE_DIR = REPO_ROOT / "superset_exports"
@@ -48,7 +48,7 @@ def database_uri(settings: Settings, which: str) -> tuple[str, str | None]:
         return uri, settings.gp_reader_password
     from urllib.parse import unquote, urlparse
 
-    from tv_platform.stack.clickhouse import chdb_path, is_chdb
+    from tv_platform.engines.clickhouse import chdb_path, is_chdb
 
     url, database = settings.clickhouse_url, settings.clickhouse_database
     if is_chdb(url):

@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 from tv_platform.engines.superset.conf import SupersetSettings
-from tv_platform.stack.base import StackError
+from tv_platform.processes import StackError
 
 
 class SupersetClient:

@@ -83,7 +83,7 @@ class SupersetSettings:
         """The environment's password, else the generated one; an error before the first ``superset up``."""
         password = self.admin_password_env or read_private(self.password_file)
         if password is None:
-            from tv_platform.stack.base import StackError
+            from tv_platform.processes import StackError
 
             raise StackError("superset", f"no admin password yet: run `tv-platform superset up` (it generates one "
                                          f"into {self.password_file}) or set TVP_SUPERSET_ADMIN_PASSWORD")

@@ -1,4 +1,5 @@
-"""``tv-platform superset up|down|status|import|screenshot``: argument parsing and dispatch, nothing else."""
+"""``tv-platform superset up|down|status|import|screenshot``: argument parsing and dispatch, nothing else — the service
+(``tv_platform/stack/superset.py``) and the engine (``tv_platform/engines/superset/``) do the work."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ def add_superset_parser(sub) -> None:
 
 def superset_command(args: argparse.Namespace) -> int:
     from tv_platform.engines.superset.bundle import import_bundle
-    from tv_platform.engines.superset.service import SupersetService, superset_up
+    from tv_platform.stack.superset import SupersetService, superset_up
     from tv_platform.settings import get_settings
 
     settings = get_settings()

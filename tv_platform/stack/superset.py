@@ -60,7 +60,7 @@ CHDB_WAIT_SECONDS = 30
 
 
 _CONFIG_TEMPLATE = '''\
-# Written by tv-platform (tv_platform/engines/superset/service.py) at every start: edit that file, not this one.
+# Written by tv-platform (tv_platform/stack/superset.py) at every start: edit that file, not this one.
 import os
 
 from superset.utils.log import StdOutEventLogger
