@@ -104,3 +104,17 @@ def broadcast_day(start: str, scope: str = "module"):
             get_settings.cache_clear()
 
     return _broadcast_day
+
+
+@pytest.fixture
+def zone(monkeypatch):
+    """Switch the operator's zone for a test: ``zone("Europe/Berlin")`` (the calendar, the sensor's cuts, the lake and
+    the attribution read it at call time)."""
+
+    def use(name: str):
+        monkeypatch.setenv("TVP_TIMEZONE", name)
+        get_settings.cache_clear()
+
+    yield use
+    monkeypatch.undo()
+    get_settings.cache_clear()

@@ -33,20 +33,6 @@ def ts(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
-@pytest.fixture
-def zone(monkeypatch):
-    """The operator's zone for a test (the calendar, the lake and the attribution read it at call time)."""
-    from tv_platform.settings import get_settings
-
-    def use(name: str):
-        monkeypatch.setenv("TVP_TIMEZONE", name)
-        get_settings.cache_clear()
-
-    yield use
-    monkeypatch.undo()
-    get_settings.cache_clear()
-
-
 def _sessions(spark, spec: list[tuple[str, int, int, str, str]], first: str, last: str):
     """Sessions (viewing_sessions rows) of calendar days first..last from (id, user, channel, start, end) — paired by
     the lake's own sessionizer from enabled/disabled events, as the graph does."""

@@ -25,20 +25,6 @@ calendar_day = broadcast_day("00:00")
 COLUMNS = ["session_id", "user_id", "channel_id", "timer", "status"]
 
 
-@pytest.fixture
-def zone(monkeypatch):
-    """Switch the operator's zone for a test (read at call time by the calendar, the sensor's cuts and the lake)."""
-    from tv_platform.settings import get_settings
-
-    def use(name: str):
-        monkeypatch.setenv("TVP_TIMEZONE", name)
-        get_settings.cache_clear()
-
-    yield use
-    monkeypatch.undo()
-    get_settings.cache_clear()
-
-
 @pytest.fixture(scope="module")
 def env(stack, spark, lake, tmp_path_factory):
     """A lake root, a Hive database, a ClickHouse engine and a topic of this module, with reference data."""
