@@ -33,14 +33,11 @@ warehouse marts (one day replaced per load, checked per day) keep Dagster's defa
 # sessions of calendar days D-1..D+1: D runs from D at TVP_BROADCAST_DAY_START to that time on D+1, sessions started
 # the evening before run into it, and those started on D+1 before its end are its own. So D's aggregates are
 # re-materialized when D+1's sessions change (within the late horizon, by automation).
-# PREVIOUS_DAY: sessions of D-1 and D (kept for callers of the calendar day).
 # allow_nonexistent_upstream_partitions is "beta"; the first and the last partition need it.
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", dg.BetaWarning)
     RAW_WINDOW = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=1,
                                                allow_nonexistent_upstream_partitions=True)
-    PREVIOUS_DAY = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=0,
-                                                 allow_nonexistent_upstream_partitions=True)
     BROADCAST_WINDOW = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=1,
                                                      allow_nonexistent_upstream_partitions=True)
     GUIDE_DAYS = dg.TimeWindowPartitionMapping(start_offset=0, end_offset=1,

@@ -118,16 +118,12 @@ class BroadcastCalendar:
         return (self.start + int(minute)) % DAY_MINUTES
 
     def daypart_of(self, minute: int) -> str:
-        """The daypart of minute ``minute`` of a broadcast day."""
-        c = self.clock_of(minute)
-        best = self.dayparts[-1]  # before the first start: the last daypart (it wraps)
-        for p in self.dayparts:
-            if p.start <= c:
-                best = p
-        return best.name
+        """The daypart of minute ``minute`` of a 24-hour broadcast day."""
+        return self.daypart_of_clock(self.clock_of(minute))
 
     def daypart_of_clock(self, clock: int) -> str:
-        best = self.dayparts[-1]
+        """The daypart of clock minute ``clock`` (minutes after midnight)."""
+        best = self.dayparts[-1]  # before the first start: the last daypart (it wraps)
         for p in self.dayparts:
             if p.start <= clock:
                 best = p
