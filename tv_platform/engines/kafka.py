@@ -346,6 +346,8 @@ class RangeReader:
             while position < stop and time.monotonic() < deadline and (limit is None or len(offsets) < limit):
                 for m in consumer.consume(self.batch if limit is None else min(self.batch, limit - len(offsets)),
                                          timeout=min(1.0, max(deadline - time.monotonic(), 0.01))):
+                    if m.partition() != partition or m.topic() != self.topic:
+                        continue  # left in the queue by an earlier assignment of this consumer
                     err = m.error()
                     if err is not None:
                         if err.code() == KafkaError._PARTITION_EOF:
@@ -354,6 +356,8 @@ class RangeReader:
                         raise KafkaClientError(f"kafka: read {self.topic}[{partition}] at {position}: "
                                                f"{err.name()}: {err.str()}")
                     offset = m.offset()
+                    if offset < position:
+                        continue  # already read (a resend of a fetch), or before the range
                     if offset >= stop:
                         position = stop
                         break
