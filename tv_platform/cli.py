@@ -133,8 +133,34 @@ def dagster_env() -> dict[str, str]:
     return env
 
 
+def initialize_pools() -> None:
+    """Create the concurrency pools the assets use (``marts.POOLS``) with the instance's default limit, once, before
+    any run starts. Dagster creates a pool lazily, when a step first claims it, without a lock: two run workers
+    claiming a new pool at the same moment both find no slots and each adds one, so the `clickhouse` pool briefly has
+    two slots and two steps open the embedded engine at once (seen once in three daemon backfills of a week). Made
+    here, serially, the pool exists before the daemon launches anything."""
+    import dagster as dg
+
+    from tv_platform.assets.marts import POOLS
+
+    env = dagster_env()
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # the instance's dagster.yaml reads its storage settings from the environment
+    try:
+        with dg.DagsterInstance.get() as instance:
+            for pool in sorted({p for p in POOLS.values() if p}):
+                instance.event_log_storage.initialize_concurrency_limit_to_default(pool)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def dagster_dev(port: int, host: str) -> int:
     stack_up(quiet=True)
+    initialize_pools()
     cmd = [str(Path(sys.executable).with_name("dagster")), "dev", "-w", str(REPO_ROOT / "workspace.yaml"),
            "-h", host, "-p", str(port)]
     _say(f"Dagster UI on http://{host}:{port}  (Ctrl-C stops it; the stack keeps running)")

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import requests
 
-from tv_platform.cli import REPO_ROOT, dagster_env, stack_up
+from tv_platform.cli import REPO_ROOT, dagster_env, initialize_pools, stack_up
 from tv_platform.dates import today as local_today
 from tv_platform.settings import get_settings
 
@@ -42,6 +42,7 @@ def start_dagster(port: int) -> subprocess.Popen:
     settings = get_settings()
     log = settings.logs_dir / "dagster-dev.log"
     log.parent.mkdir(parents=True, exist_ok=True)
+    initialize_pools()
     cmd = [str(Path(sys.executable).with_name("dagster")), "dev", "-w", str(REPO_ROOT / "workspace.yaml"),
            "-h", "127.0.0.1", "-p", str(port)]
     proc = subprocess.Popen(cmd, env=dagster_env(), cwd=REPO_ROOT, stdout=open(log, "ab"), stderr=subprocess.STDOUT,

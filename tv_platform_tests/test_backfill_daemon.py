@@ -164,6 +164,9 @@ def _automation_runs(instance: dg.DagsterInstance) -> list[str]:
 def _shipped_limits(instance: dg.DagsterInstance) -> None:
     config = instance.get_concurrency_config()
     assert config.run_queue_config.max_concurrent_runs == 3 and config.pool_config.default_pool_limit == 1
+    # the pool exists, with one slot, before any run claims it (cli.initialize_pools: Dagster's lazy creation races)
+    info = instance.event_log_storage.get_concurrency_info("clickhouse")
+    assert (info.slot_count, info.claimed_slots) == (1, [])
 
 
 def test_a_week_through_the_daemon(daemon, stack, spark):
