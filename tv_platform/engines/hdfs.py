@@ -182,6 +182,27 @@ def lake_fs(settings=None) -> LakeFS:
 
 
 def frame_to_csv_bytes(frame, header: bool = True) -> bytes:
+    """``frame`` as CSV (no index, ``\\n`` line ends), byte for byte what pandas' ``to_csv`` writes.
+
+    A frame of integer and text columns whose values need no quoting (landed events: validated ids, hex session ids,
+    timers, statuses) is written by Arrow's CSV writer, ~10× faster than pandas; anything else — floats, dates, text
+    with a comma, quote or line break (quarantined payloads) — by pandas."""
+    import pandas as pd
+
+    simple = all(pd.api.types.is_integer_dtype(t) or pd.api.types.is_string_dtype(t) for t in frame.dtypes)
+    if simple and all(isinstance(c, str) and not set(c) & set(',"\r\n') for c in frame.columns):
+        import pyarrow as pa
+        import pyarrow.csv as pcsv
+
+        try:
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            out = io.BytesIO()
+            if header:
+                out.write((",".join(frame.columns) + "\n").encode("utf-8"))
+            pcsv.write_csv(table, out, pcsv.WriteOptions(include_header=False, quoting_style="none"))
+            return out.getvalue()
+        except (pa.ArrowInvalid, pa.ArrowTypeError):  # a value that needs quoting, or mixed objects: pandas decides
+            pass
     buf = io.StringIO()
     frame.to_csv(buf, index=False, header=header, lineterminator="\n")
     return buf.getvalue().encode("utf-8")
