@@ -340,8 +340,14 @@ def _canonical_columns(records: Records, day: str, rejected: dict, days: "Collec
     field = {c: sub.field(c).cast(pa.string()) for c in EVENT_COLUMNS}
     timers = field["timer"]
     parsed = pc.strptime(timers, format=TIMER_FORMAT, unit="s", error_is_null=True)
-    # Arrow rolls 2023-02-30 over to 03-02; a timer is good only if it reads back the same
-    real = pc.fill_null(pc.equal(pc.strftime(parsed, format=TIMER_FORMAT), timers), False).to_numpy(zero_copy_only=False)
+    # Arrow rolls 2023-02-30 over to 03-02: a timer is good only if its date reads back the same (an ISO date cast,
+    # much cheaper than strftime), its clock is in range and its year is one Python's datetime has (1..9999)
+    def part(lo: int, hi: int):
+        return pc.utf8_slice_codeunits(timers, lo, hi).cast(pa.int16()).to_numpy()
+
+    same_date = pc.equal(pc.cast(pc.cast(parsed, pa.date32()), pa.string()), pc.utf8_slice_codeunits(timers, 0, 10))
+    real = (pc.fill_null(same_date, False).to_numpy(zero_copy_only=False) & (part(0, 4) >= 1)
+            & (part(11, 13) < 24) & (part(14, 16) < 60) & (part(17, 19) < 60))
     user = field["user_id"].cast(pa.int64()).to_numpy()
     channel = field["channel_id"].cast(pa.int64()).to_numpy()
     # an id out of range goes the slow way, for parse_event's reason

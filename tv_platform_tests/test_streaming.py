@@ -89,6 +89,10 @@ def test_bulk_validation_decides_every_message_as_parse_event_does():
         b'"timer":"2023-09-23 20:00:00"}',  # another field order
         msg(0, timer="2023-02-30 10:00:00").value,  # Arrow would roll this over to March
         msg(0, timer="2023-09-23 24:00:00").value,
+        msg(0, timer="2023-09-23 23:60:00").value, msg(0, timer="2023-09-23 23:59:60").value,
+        msg(0, timer="2023-02-29 10:00:00").value, msg(0, timer="2023-13-01 10:00:00").value,
+        msg(0, timer="2023-00-10 10:00:00").value, msg(0, timer="0000-01-01 00:00:00").value,
+        msg(0, timer="9999-12-31 23:59:59").value, msg(0, timer="2023-09-31 10:00:00").value,
         msg(0, user_id="12").value, msg(0, channel_id=True).value, msg(0, user_id=10**20).value,
         msg(0, session_id=SID.upper()).value, msg(0, status="enabled\\u0000").value,
         "{\"session_id\":\"é\"}".encode(), b"\xff", b"", b"null",
