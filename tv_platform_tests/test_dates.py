@@ -104,3 +104,17 @@ def test_landing_puts_every_event_in_its_own_day():
     assert "outside the partitions 2023-09-22..2023-09-24" in reasons[5]
     # without the partitions, the old rule: one day only
     assert len(validate(messages, "2023-09-23").good) == 2
+
+
+def test_timer_texts_are_what_strftime_writes():
+    """The Arrow cast behind every timer the platform writes (producer, live replay, lake CSV) gives strftime's text:
+    seconds truncated, NaT as a null, any datetime64 unit, dates before 1970 and after 2038."""
+    import pandas as pd
+
+    from tv_platform.dates import timer_texts
+
+    values = pd.Series(pd.to_datetime(["2023-10-10 01:02:03.7", None, "1969-12-31 23:59:59", "2099-02-28 00:00:00",
+                                       "2024-02-29 12:00:00"], format="ISO8601"))
+    want = [None if pd.isna(v) else v for v in values.dt.strftime("%Y-%m-%d %H:%M:%S")]
+    for unit in ("s", "ms", "us", "ns"):
+        assert timer_texts(values.astype(f"datetime64[{unit}]")).to_pylist() == want

@@ -214,6 +214,7 @@ def frame_to_csv_bytes(frame, header: bool = True) -> bytes:
 import dagster as dg  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from tv_platform.dates import timer_texts  # noqa: E402
 from tv_platform.engines import metadata  # noqa: E402
 
 
@@ -288,7 +289,8 @@ class HdfsCsvIOManager(dg.ConfigurableIOManager):
         fs = self._fs()
         base = self._dir(context)
         payload = frame_to_csv_bytes(frame.assign(**{
-            c: frame[c].dt.strftime("%Y-%m-%d %H:%M:%S") for c, t in columns.items() if t.startswith("datetime64")
+            c: pd.Series(timer_texts(frame[c]).to_pandas(), index=frame.index, dtype="str")
+            for c, t in columns.items() if t.startswith("datetime64")
         }))
         if context.has_asset_partitions:
             written = []

@@ -447,6 +447,8 @@ def encode_event_arrays(frame) -> "tuple[pa.BinaryArray, pa.BinaryArray]":
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    from tv_platform.dates import timer_texts
+
     missing = [c for c in EVENT_FIELDS if c not in frame.columns]
     if missing:
         raise ValueError(f"event frame lacks columns {missing}")
@@ -456,7 +458,7 @@ def encode_event_arrays(frame) -> "tuple[pa.BinaryArray, pa.BinaryArray]":
     sid, status = text("session_id"), text("status")
     timer = frame["timer"]
     if pd.api.types.is_datetime64_any_dtype(timer):
-        timers = pc.strftime(pa.array(timer.to_numpy().astype("datetime64[s]")), format="%Y-%m-%d %H:%M:%S")
+        timers = timer_texts(timer)
     else:
         timers = text("timer")
     ints = {c: pa.array(frame[c].astype("int64").to_numpy()).cast(pa.string()) for c in ("user_id", "channel_id")}

@@ -29,9 +29,8 @@ from typing import Iterator
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 
+from tv_platform.dates import timer_texts
 from tv_platform.simulator.model import (BATCH_STREAM, EVENT_COLUMNS, STATUSES, SimulationParams, _as_date,
                                          _draw_sessions, _events)
 from tv_platform.streaming import MAX_ID
@@ -81,7 +80,7 @@ def iter_events(frame: pd.DataFrame, chunk: int = 50_000) -> Iterator[dict]:
         part = frame.iloc[lo:lo + chunk]
         timer = part["timer"]
         if pd.api.types.is_datetime64_any_dtype(timer):
-            timers = pc.strftime(pa.array(timer.to_numpy().astype("datetime64[s]")), format=TIMER_FORMAT).to_pylist()
+            timers = timer_texts(timer).to_pylist()
         else:
             timers = timer.astype(str).tolist()
         columns = (part["session_id"].astype(str).tolist(), part["user_id"].astype("int64").tolist(),
