@@ -9,6 +9,7 @@ import random
 from datetime import date
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 from kafka.partitioner.default import murmur2
 
@@ -26,6 +27,13 @@ def test_murmur2_partitions_agree_with_kafkas_default_partitioner():
     for partitions in (1, 3, 7, 12):
         want = [(murmur2(k) & 0x7FFFFFFF) % partitions for k in keys]
         assert murmur2_partitions(keys, partitions).tolist() == want
+        # from an Arrow array's buffers (what the producer passes), also a slice of one
+        arrow = pa.array([b"x"] + keys, type=pa.binary())[1:]
+        assert murmur2_partitions(arrow, partitions).tolist() == want
+        sids = pa.array([b"x" * 32] + keys[4000:], type=pa.binary())[1:]  # one length: read from the buffer
+        assert murmur2_partitions(sids, partitions).tolist() == want[4000:]
+        assert murmur2_partitions(pa.array([b"", b""]), partitions).tolist() == [(murmur2(b"") & 0x7FFFFFFF) %
+                                                                                 partitions] * 2
 
 
 def test_encoded_events_are_the_json_of_each_event():

@@ -401,18 +401,37 @@ _MURMUR_M = 0x5BD1E995
 def murmur2_partitions(keys: "list[bytes]", partitions: int):
     """The partition Kafka's default partitioner picks for each key: ``(murmur2(key) & 0x7fffffff) % partitions``.
 
-    Vectorised over keys of equal length (one numpy pass per distinct length)."""
+    ``keys``: a list of bytes, or an Arrow binary array (keys all of one length — session ids — are read straight
+    from its buffer, no Python objects). Vectorised over keys of equal length (one numpy pass per distinct length)."""
     import numpy as np
+    import pyarrow as pa
 
     out = np.empty(len(keys), dtype=np.int64)
-    if not keys:
+    if not len(keys):
         return out
-    lengths = np.fromiter((len(k) for k in keys), dtype=np.int64, count=len(keys))
+    lengths = None
+    if isinstance(keys, pa.Array) and keys.null_count == 0:
+        keys = keys.cast(pa.large_binary())
+        offsets = np.frombuffer(keys.buffers()[1], dtype=np.int64)[keys.offset:keys.offset + len(keys) + 1]
+        lengths = np.diff(offsets)
+        if lengths.min() == lengths.max() > 0:  # one length: the keys are one block of the data buffer
+            block = np.frombuffer(keys.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]]
+
+            def rows(idx, length):
+                return block.reshape(len(keys), length)
+        else:
+            lengths = None
+    if lengths is None:
+        keys = keys.to_pylist() if isinstance(keys, pa.Array) else keys
+        lengths = np.fromiter((len(k) for k in keys), dtype=np.int64, count=len(keys))
+
+        def rows(idx, length):
+            return np.frombuffer(b"".join(keys[i] for i in idx), dtype=np.uint8).reshape(len(idx), length)
     m = np.uint32(_MURMUR_M)
     for length in np.unique(lengths):
         idx = np.flatnonzero(lengths == length)
         length = int(length)
-        data = np.frombuffer(b"".join(keys[i] for i in idx), dtype=np.uint8).reshape(len(idx), length)
+        data = rows(idx, length)
         h = np.full(len(idx), (_MURMUR_SEED ^ length) & 0xFFFFFFFF, dtype=np.uint32)
         words = length // 4
         if words:
@@ -453,7 +472,10 @@ def encode_event_arrays(frame) -> "tuple[pa.BinaryArray, pa.BinaryArray]":
     if missing:
         raise ValueError(f"event frame lacks columns {missing}")
     def text(column):
-        return pa.array(frame[column].astype(str).to_numpy(dtype=object), type=pa.string())
+        values = pa.array(frame[column].astype(str), type=pa.string())  # Arrow-backed text: no copy
+        if values.null_count:
+            raise ValueError(f"event frame has {values.null_count} missing {column} values")
+        return values
 
     sid, status = text("session_id"), text("status")
     timer = frame["timer"]
@@ -512,7 +534,7 @@ def publish_frame(kafka: "KafkaResource", frame, rate: float | None = None, prog
         return 0
     producer = kafka.producer()
     count = _partition_count(producer, kafka)
-    parts = murmur2_partitions(keys.to_pylist(), count)
+    parts = murmur2_partitions(keys, count)
     stamps = timer_ms(frame["timer"]).tolist()
     todo = np.arange(len(keys))
     if resume:
