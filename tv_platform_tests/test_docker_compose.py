@@ -607,7 +607,10 @@ def test_dagster_instance_and_workspace(model):
     assert command[command.index("-p") + 1] == str(grpc["port"])
     assert command[command.index("-m") + 1] == "tv_platform.definitions"
     for name in ("dagster-webserver", "dagster-daemon"):
-        assert "/opt/dagster/workspace.yaml" in model["services"][name]["command"]
+        assert "/opt/dagster/workspace.yaml" in " ".join(model["services"][name]["command"]).split()
+    # the daemon makes the clickhouse pool before it launches any run (docs/marts.md)
+    daemon = model["services"]["dagster-daemon"]["command"]
+    assert daemon[:2] == ["bash", "-c"] and daemon[2].startswith("dagster instance concurrency set clickhouse 1 && ")
 
 
 # ---- health and order ---------------------------------------------------------------------------------------------------
