@@ -354,15 +354,16 @@ def _canonical_columns(records: Records, day: str, rejected: dict, days: "Collec
     real &= (user > 0) & (user <= MAX_ID) & (channel > 0) & (channel <= MAX_ID)
     rows, user, channel = rows[real], user[real], channel[real]
     field = {c: a.filter(pa.array(real)) for c, a in field.items()}
-    dates = pc.utf8_slice_codeunits(field["timer"], 0, 10).to_numpy(zero_copy_only=False)
-    accepted, outside = _date_rule(day, days)
-    if days is None:
-        in_day = dates == day
-    else:
-        in_day = np.isin(dates, np.array(sorted(set(days)), dtype=object))
-    for i in np.flatnonzero(~in_day):
+    dates = pc.utf8_slice_codeunits(field["timer"], 0, 10)
+    _, outside = _date_rule(day, days)
+    # a hash lookup in Arrow: the landing passes every partition's date (a thousand and more), and numpy's isin over
+    # Python strings took a second per 100 k events
+    allowed = pa.array([day] if days is None else sorted(set(days)), type=pa.string())
+    in_day = pc.fill_null(pc.is_in(dates, value_set=allowed), False).to_numpy(zero_copy_only=False)
+    out_rows = np.flatnonzero(~in_day)
+    for i, d in zip(out_rows.tolist(), dates.take(pa.array(out_rows, type=pa.int64())).to_pylist()):
         at = int(rows[i])
-        rejected[at] = Rejected(records[at], outside(str(dates[i])))
+        rejected[at] = Rejected(records[at], outside(d))
     keep = pa.array(in_day)
     out = {
         "session_id": field["session_id"].filter(keep).to_pylist(),

@@ -1,6 +1,7 @@
 """Unit tests of the landing logic (no services): message validation and cutting offset ranges by event date."""
 
 import json
+from datetime import date, timedelta
 
 import pytest
 
@@ -54,7 +55,7 @@ def test_validate_splits_good_and_rejected_and_conserves_counts():
     assert landing.read == len(messages)
 
 
-def _one_by_one(messages, day, channel_ids, user_ids):
+def _one_by_one(messages, day, channel_ids, user_ids, days=None):
     """The reference: every message through parse_event, then the same checks in the same order."""
     good, bad = [], []
     for m in messages:
@@ -63,7 +64,11 @@ def _one_by_one(messages, day, channel_ids, user_ids):
         except ValueError as exc:
             bad.append((m.offset, str(exc)))
             continue
-        if ev.timer.date().isoformat() != day:
+        d = ev.timer.date().isoformat()
+        if days is not None and d not in days:
+            late = " (after tomorrow in the operator's zone: beyond the clock-skew tolerance)" if d > max(days) else ""
+            bad.append((m.offset, f"event date {d} is outside the partitions {min(days)}..{max(days)}{late}"))
+        elif days is None and d != day:
             bad.append((m.offset, f"event date {ev.timer.date().isoformat()} is outside the partition {day}"))
         else:
             good.append([str(x) for x in ev.row()])
@@ -120,6 +125,13 @@ def test_bulk_validation_decides_every_message_as_parse_event_does():
     # a set of user ids (not a range) decides the same
     again = validate(messages, "2023-09-23", channels, set(users))
     assert again.good.equals(landing.good) and again.new_users == landing.new_users
+    # as the landing calls it: every partition's date allowed (over a thousand), each event to its own day
+    days = {(date(2023, 9, 23) + timedelta(days=n)).isoformat() for n in range(-1200, 1)}
+    landing = validate(messages, "2023-09-23", channels, users, days=days)
+    want_good, want_bad = _one_by_one(messages, "2023-09-23", channels, users, days=days)
+    assert [[str(x) for x in row] for row in landing.rows] == want_good
+    assert [(x.message.offset, x.reason) for x in landing.rejected] == want_bad
+    assert any("2023-09-24" in reason for _, reason in want_bad) and any(r[3][:10] == "2023-09-22" for r in want_good)
 
 
 def test_a_null_value_is_quarantined_with_its_reason():
