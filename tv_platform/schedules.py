@@ -1,7 +1,9 @@
 """Day-to-day operation: the daily schedule and the automation that lets the graph follow the live stream.
 
-- ``daily_graph_job`` / ``daily_schedule``: every night (00:30 in the operator's zone, TVP_TIMEZONE) materializes
-  *yesterday's* partition of every daily asset — the simulated history, the lake and the marts. The live snapshot is
+- ``daily_graph_job`` / ``daily_schedule``: every night, half an hour after yesterday's broadcast day has ended
+  (TVP_BROADCAST_DAY_START + 30 min in the operator's zone, TVP_TIMEZONE: 05:30 by default, 00:30 for calendar days),
+  materializes *yesterday's* partition of every daily asset — the simulated history, the lake and the marts; the
+  analyses and the forecast follow two hours later. The live snapshot is
   not in it: the kafka sensor drives that one. A day the stream owns (landed) is not simulated: ``tv_dataset`` writes
   its partition empty (``stream_owns``), so the day's lake is what landed.
 - ``automation_sensor``: evaluates the assets' automation conditions, so the Hive registration, sessions, aggregates
@@ -31,10 +33,23 @@ daily_graph_job = dg.define_asset_job(
 )
 
 
-@dg.schedule(job=daily_graph_job, cron_schedule="30 0 * * *", execution_timezone=settings.timezone,
+def after_broadcast_day(minutes: int, start: str | None = None) -> str:
+    """A daily cron ``minutes`` after a broadcast day ends (it ends when the next starts: ``start``, HH:MM; default
+    TVP_BROADCAST_DAY_START). Built at 00:30 a broadcast day starting at 05:00 would still have 4½ hours to run."""
+    hours, mins = (int(x) for x in (start or settings.broadcast_day_start).split(":"))
+    at = (hours * 60 + mins + minutes) % (24 * 60)
+    return f"{at % 60} {at // 60} * * *"
+
+
+NIGHTLY_CRON = after_broadcast_day(30)
+ANALYTICS_CRON = after_broadcast_day(150)
+
+
+@dg.schedule(job=daily_graph_job, cron_schedule=NIGHTLY_CRON, execution_timezone=settings.timezone,
              default_status=dg.DefaultScheduleStatus.RUNNING,
-             description="At 00:30 every day (the operator's zone), yesterday's partition of every daily asset; a day "
-                         "the live stream owns is built from what landed (nothing simulated).")
+             description="Every day half an hour after yesterday's broadcast day ended (TVP_BROADCAST_DAY_START + 30 "
+                         "min, the operator's zone), yesterday's partition of every daily asset; a day the live stream "
+                         "owns is built from what landed (nothing simulated).")
 def daily_schedule(context: dg.ScheduleEvaluationContext):
     return nightly_request(yesterday_of(context.scheduled_execution_time), context.instance)
 
@@ -57,9 +72,9 @@ analytics_job = dg.define_asset_job(
     description="Analyses and the 7-day forecast over the lake's latest weeks.")
 
 analytics_schedule = dg.ScheduleDefinition(
-    job=analytics_job, cron_schedule="30 2 * * *", execution_timezone=settings.timezone,
+    job=analytics_job, cron_schedule=ANALYTICS_CRON, execution_timezone=settings.timezone,
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="At 02:30 every day, after the nightly partition: analyses and the forecast.")
+    description="Every day two hours after the nightly partition: analyses and the forecast.")
 
 automation_sensor = dg.AutomationConditionSensorDefinition(
     "automation",

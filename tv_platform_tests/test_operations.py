@@ -34,6 +34,20 @@ def test_daily_schedule_runs_on_the_operators_clock():
     assert daily_schedule.execution_timezone == get_settings().timezone
 
 
+def test_the_nightly_job_waits_for_the_broadcast_day_to_end():
+    """Yesterday's broadcast day ends at today's TVP_BROADCAST_DAY_START: the nightly job runs half an hour later
+    (05:30 for Mediascope's 05:00, 00:30 for calendar days), the analyses two hours after it."""
+    from tv_platform.schedules import analytics_schedule, after_broadcast_day, daily_schedule
+    from tv_platform.settings import get_settings
+
+    assert after_broadcast_day(30, "05:00") == "30 5 * * *" and after_broadcast_day(150, "05:00") == "30 7 * * *"
+    assert after_broadcast_day(30, "00:00") == "30 0 * * *" and after_broadcast_day(150, "00:00") == "30 2 * * *"
+    assert after_broadcast_day(30, "06:45") == "15 7 * * *" and after_broadcast_day(30, "23:45") == "15 0 * * *"
+    start = get_settings().broadcast_day_start
+    assert daily_schedule.cron_schedule == after_broadcast_day(30, start)
+    assert analytics_schedule.cron_schedule == after_broadcast_day(150, start)
+
+
 def test_backfill_runs_days_level_by_level():
     """A day's sessions read the next day's events, so every level runs for all days before the next level starts."""
     from tv_platform.definitions import defs
