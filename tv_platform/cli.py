@@ -138,7 +138,9 @@ def initialize_pools() -> None:
     any run starts. Dagster creates a pool lazily, when a step first claims it, without a lock: two run workers
     claiming a new pool at the same moment both find no slots and each adds one, so the `clickhouse` pool briefly has
     two slots and two steps open the embedded engine at once (seen once in three daemon backfills of a week). Made
-    here, serially, the pool exists before the daemon launches anything."""
+    here, serially, the pool exists before the daemon launches anything. A pool that exists is left as it is (on
+    PostgreSQL Dagster's initialization of an existing pool fails: its INSERT aborts the transaction its UPDATE
+    needs)."""
     import dagster as dg
 
     from tv_platform.assets.marts import POOLS
@@ -148,8 +150,14 @@ def initialize_pools() -> None:
     os.environ.update(env)  # the instance's dagster.yaml reads its storage settings from the environment
     try:
         with dg.DagsterInstance.get() as instance:
-            for pool in sorted({p for p in POOLS.values() if p}):
-                instance.event_log_storage.initialize_concurrency_limit_to_default(pool)
+            storage = instance.event_log_storage
+            if not storage.supports_global_concurrency_limits:
+                return
+            if instance.get_concurrency_config().pool_config.default_pool_limit is None:
+                return
+            existing = {limit.name for limit in storage.get_pool_limits()}
+            for pool in sorted({p for p in POOLS.values() if p} - existing):
+                storage.initialize_concurrency_limit_to_default(pool)
     finally:
         for k, v in saved.items():
             if v is None:

@@ -169,6 +169,22 @@ def _shipped_limits(instance: dg.DagsterInstance) -> None:
     assert (info.slot_count, info.claimed_slots) == (1, [])
 
 
+def test_pools_are_made_once_before_the_daemon_starts(stack, settings):
+    """``initialize_pools`` (run by `tv-platform dev` and the demo before `dagster dev`) on the platform's instance:
+    the `clickhouse` pool exists with the instance's default limit, one slot; run again — the pool exists, as after
+    any earlier run claimed it — it changes nothing and does not fail (the demo failed when it did)."""
+    from tv_platform.cli import dagster_env, initialize_pools
+
+    initialize_pools()
+    initialize_pools()
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in dagster_env().items():
+            mp.setenv(key, value)
+        with dg.DagsterInstance.get() as instance:
+            info = instance.event_log_storage.get_concurrency_info("clickhouse")
+            assert info.slot_count == 1 and info.using_default_limit and info.limit == 1
+
+
 def test_a_week_through_the_daemon(daemon, stack, spark):
     url, names = daemon
     with dg.DagsterInstance.get() as instance:  # the daemon's own instance (DAGSTER_HOME of the fixture)
