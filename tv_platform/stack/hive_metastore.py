@@ -12,8 +12,9 @@ schema is made once, before the first start, by Hive's own ``MetastoreSchemaTool
 server jar does not carry the scripts); the service verifies it at every start (``metastore.schema.verification``).
 DataNucleus' ``autoCreateAll`` is not used: creating tables lazily, it deadlocks under concurrent requests.
 
-Spark (the Connect server) is a metastore *client*: its built-in Hive client 2.3.10 (pyspark's jars) talks thrift to
-this 4.0.1 server — see docs/deployment.md for what that pairing is proven to do.
+Spark (the Connect server) is a metastore *client* of it, not through pyspark's built-in Hive 2.3.10 client but
+through a Hive 4.0.1 client resolved from Maven (``stack/jvm/hive-client/pom.xml``, named by
+``spark.sql.hive.metastore.version``/``.jars.path``) — see docs/deployment.md for what that pairing is proven to do.
 """
 
 from __future__ import annotations
