@@ -44,6 +44,19 @@ def test_encoded_events_are_the_json_of_each_event():
     assert keys == [s.encode() for s in frame["session_id"]]
 
 
+def test_a_frame_put_together_with_concat_encodes_as_one():
+    """Days of events joined with ``pd.concat`` (their text columns are chunked Arrow arrays): whole arrays come out,
+    each event's JSON, and its key's partition — as for one frame."""
+    frames = [live_frame(date(2023, 10, 1 + d), SimulationParams(users=1_000, seed=3), count=2_000) for d in range(3)]
+    joined = pd.concat(frames, ignore_index=True)
+    keys, values = encode_event_arrays(joined)
+    assert isinstance(keys, pa.Array) and isinstance(values, pa.Array) and len(values) == len(joined) > 3_000
+    assert values.to_pylist() == [v for f in frames for v in encode_event_arrays(f)[1].to_pylist()]
+    want = [(murmur2(k) & 0x7FFFFFFF) % 3 for k in keys.to_pylist()]
+    assert murmur2_partitions(keys, 3).tolist() == want
+    assert murmur2_partitions(pa.chunked_array([keys[:10], keys[10:]]), 3).tolist() == want
+
+
 def test_strings_that_json_must_escape_are_escaped():
     frame = pd.DataFrame([{"session_id": 'a"b\\c', "user_id": 1, "channel_id": 2, "timer": "2023-01-01 00:00:00",
                            "status": "enab\x01"}, {"session_id": "ok", "user_id": -5, "channel_id": 0,

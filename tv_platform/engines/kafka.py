@@ -410,6 +410,8 @@ def murmur2_partitions(keys: "list[bytes]", partitions: int):
     if not len(keys):
         return out
     lengths = None
+    if isinstance(keys, pa.ChunkedArray):
+        keys = keys.combine_chunks()
     if isinstance(keys, pa.Array) and keys.null_count == 0:
         keys = keys.cast(pa.large_binary())
         offsets = np.frombuffer(keys.buffers()[1], dtype=np.int64)[keys.offset:keys.offset + len(keys) + 1]
@@ -473,6 +475,8 @@ def encode_event_arrays(frame) -> "tuple[pa.BinaryArray, pa.BinaryArray]":
         raise ValueError(f"event frame lacks columns {missing}")
     def text(column):
         values = pa.array(frame[column].astype(str), type=pa.string())  # Arrow-backed text: no copy
+        if isinstance(values, pa.ChunkedArray):  # a frame put together with pd.concat
+            values = values.combine_chunks()
         if values.null_count:
             raise ValueError(f"event frame has {values.null_count} missing {column} values")
         return values
