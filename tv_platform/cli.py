@@ -145,9 +145,8 @@ def initialize_pools() -> None:
 
     from tv_platform.assets.marts import POOLS
 
-    env = dagster_env()
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)  # the instance's dagster.yaml reads its storage settings from the environment
+    added = {k: v for k, v in dagster_env().items() if k not in os.environ}
+    os.environ.update(added)  # the instance's dagster.yaml reads its storage settings from the environment
     try:
         with dg.DagsterInstance.get() as instance:
             storage = instance.event_log_storage
@@ -159,11 +158,8 @@ def initialize_pools() -> None:
             for pool in sorted({p for p in POOLS.values() if p} - existing):
                 storage.initialize_concurrency_limit_to_default(pool)
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        for k in added:
+            os.environ.pop(k, None)
 
 
 def dagster_dev(port: int, host: str) -> int:

@@ -16,6 +16,7 @@ import dagster as dg
 
 from tv_platform.assets.ingest import stream_owns
 from tv_platform.dates import today as local_today
+from tv_platform.lake.calendar import clock_minutes
 from tv_platform.partitions import daily
 from tv_platform.location import settings
 
@@ -36,8 +37,7 @@ daily_graph_job = dg.define_asset_job(
 def after_broadcast_day(minutes: int, start: str | None = None) -> str:
     """A daily cron ``minutes`` after a broadcast day ends (it ends when the next starts: ``start``, HH:MM; default
     TVP_BROADCAST_DAY_START). Built at 00:30 a broadcast day starting at 05:00 would still have 4½ hours to run."""
-    hours, mins = (int(x) for x in (start or settings.broadcast_day_start).split(":"))
-    at = (hours * 60 + mins + minutes) % (24 * 60)
+    at = (clock_minutes(start or settings.broadcast_day_start, "TVP_BROADCAST_DAY_START") + minutes) % (24 * 60)
     return f"{at % 60} {at // 60} * * *"
 
 

@@ -398,42 +398,43 @@ _MURMUR_SEED = 0x9747B28C
 _MURMUR_M = 0x5BD1E995
 
 
-def murmur2_partitions(keys: "list[bytes]", partitions: int):
-    """The partition Kafka's default partitioner picks for each key: ``(murmur2(key) & 0x7fffffff) % partitions``.
-
-    ``keys``: a list of bytes, or an Arrow binary array (keys all of one length — session ids — are read straight
-    from its buffer, no Python objects). Vectorised over keys of equal length (one numpy pass per distinct length)."""
+def _keys_by_length(keys):
+    """(indices, keys as a uint8 matrix) per distinct key length. An Arrow array whose keys all have one length
+    (session ids) is read straight from its data buffer, no Python objects; anything else goes through bytes."""
     import numpy as np
     import pyarrow as pa
+
+    if isinstance(keys, pa.ChunkedArray):
+        keys = keys.combine_chunks()
+    if isinstance(keys, pa.Array):
+        if keys.null_count == 0:
+            wide = keys.cast(pa.large_binary())
+            offsets = np.frombuffer(wide.buffers()[1], dtype=np.int64)[wide.offset:wide.offset + len(wide) + 1]
+            lengths = np.diff(offsets)
+            if lengths.min() == lengths.max() > 0:
+                block = np.frombuffer(wide.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]]
+                yield np.arange(len(wide)), block.reshape(len(wide), int(lengths[0]))
+                return
+        keys = keys.to_pylist()
+    lengths = np.fromiter((len(k) for k in keys), dtype=np.int64, count=len(keys))
+    for length in np.unique(lengths):
+        idx = np.flatnonzero(lengths == length)
+        yield idx, np.frombuffer(b"".join(keys[i] for i in idx), dtype=np.uint8).reshape(len(idx), int(length))
+
+
+def murmur2_partitions(keys, partitions: int):
+    """The partition Kafka's default partitioner picks for each key: ``(murmur2(key) & 0x7fffffff) % partitions``.
+
+    ``keys``: a list of bytes or an Arrow binary array. Vectorised over keys of equal length (one numpy pass per
+    distinct length)."""
+    import numpy as np
 
     out = np.empty(len(keys), dtype=np.int64)
     if not len(keys):
         return out
-    lengths = None
-    if isinstance(keys, pa.ChunkedArray):
-        keys = keys.combine_chunks()
-    if isinstance(keys, pa.Array) and keys.null_count == 0:
-        keys = keys.cast(pa.large_binary())
-        offsets = np.frombuffer(keys.buffers()[1], dtype=np.int64)[keys.offset:keys.offset + len(keys) + 1]
-        lengths = np.diff(offsets)
-        if lengths.min() == lengths.max() > 0:  # one length: the keys are one block of the data buffer
-            block = np.frombuffer(keys.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]]
-
-            def rows(idx, length):
-                return block.reshape(len(keys), length)
-        else:
-            lengths = None
-    if lengths is None:
-        keys = keys.to_pylist() if isinstance(keys, pa.Array) else keys
-        lengths = np.fromiter((len(k) for k in keys), dtype=np.int64, count=len(keys))
-
-        def rows(idx, length):
-            return np.frombuffer(b"".join(keys[i] for i in idx), dtype=np.uint8).reshape(len(idx), length)
     m = np.uint32(_MURMUR_M)
-    for length in np.unique(lengths):
-        idx = np.flatnonzero(lengths == length)
-        length = int(length)
-        data = rows(idx, length)
+    for idx, data in _keys_by_length(keys):
+        length = data.shape[1]
         h = np.full(len(idx), (_MURMUR_SEED ^ length) & 0xFFFFFFFF, dtype=np.uint32)
         words = length // 4
         if words:
