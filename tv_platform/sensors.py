@@ -324,7 +324,7 @@ def kafka_events_sensor(context: dg.SensorEvaluationContext, kafka: KafkaResourc
     topic = kafka.topic
     cursor = load_cursor(context.cursor, topic)
     dead: list = []
-    with kafka.consumer() as consumer, kafka.reader(topic) as reader:  # offsets, then the new records
+    with kafka.consumer() as consumer, kafka.reader(topic, peek=True) as reader:  # offsets, then a few records
         tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
         begin = consumer.beginning_offsets(tps) if tps else {}
         end_offsets = consumer.end_offsets(tps) if tps else {}

@@ -258,9 +258,6 @@ def validate(messages: "Records | Sequence[Message]", day: str, channel_ids: "se
     if fast_columns is not None:
         rows, ok_rows, found = fast_columns
         fast[rows] = True
-        index.extend(ok_rows.tolist())
-        for c in EVENT_COLUMNS:
-            columns[c].extend(found[c])
 
     # 2. everything else, one by one, with the reason parse_event gives; nothing one message does may escape
     for at in np.flatnonzero(~fast).tolist():
@@ -280,11 +277,18 @@ def validate(messages: "Records | Sequence[Message]", day: str, channel_ids: "se
             for c, v in zip(EVENT_COLUMNS, ev.row()):
                 columns[c].append(v)
 
-    good = pd.DataFrame({c: pd.Series(v, dtype="int64" if c in ("user_id", "channel_id") else "str")
-                         for c, v in columns.items()}, columns=list(EVENT_COLUMNS))
-    if len(good):
-        good.index = index
-        good = good.sort_index().reset_index(drop=True)  # message order
+    if fast_columns is not None and not index:  # every good event came the bulk way: its Arrow columns, no copy
+        good = pa.table({c: found[c] for c in EVENT_COLUMNS}).to_pandas()
+    else:
+        if fast_columns is not None:
+            index[:0] = ok_rows.tolist()
+            for c in EVENT_COLUMNS:
+                columns[c][:0] = found[c].tolist() if isinstance(found[c], np.ndarray) else found[c].to_pylist()
+        good = pd.DataFrame({c: pd.Series(v, dtype="int64" if c in ("user_id", "channel_id") else "str")
+                             for c, v in columns.items()}, columns=list(EVENT_COLUMNS))
+        if len(good):
+            good.index = index
+            good = good.sort_index().reset_index(drop=True)  # message order
     if len(good) + len(rejected) != n:
         raise AssertionError(f"validation lost messages: {n} read, {len(good)} good + {len(rejected)} rejected")
     return Landing(good, [rejected[k] for k in sorted(rejected)],
@@ -323,8 +327,8 @@ def _date_rule(day: str, days: "Collection[str] | None"):
 
 
 def _canonical_columns(records: Records, day: str, rejected: dict, days: "Collection[str] | None" = None):
-    """The bulk path of :func:`validate`: (rows decided here, rows that are good, their columns); the rejected ones
-    (events of another date) are put in ``rejected``."""
+    """The bulk path of :func:`validate`: (rows decided here, rows that are good — ascending —, their columns: Arrow
+    text, numpy ids); the rejected ones (events of another date) are put in ``rejected``."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -365,11 +369,6 @@ def _canonical_columns(records: Records, day: str, rejected: dict, days: "Collec
         at = int(rows[i])
         rejected[at] = Rejected(records[at], outside(d))
     keep = pa.array(in_day)
-    out = {
-        "session_id": field["session_id"].filter(keep).to_pylist(),
-        "user_id": user[in_day].tolist(),
-        "channel_id": channel[in_day].tolist(),
-        "timer": field["timer"].filter(keep).to_pylist(),
-        "status": field["status"].filter(keep).to_pylist(),
-    }
+    out = {"session_id": field["session_id"].filter(keep), "user_id": user[in_day], "channel_id": channel[in_day],
+           "timer": field["timer"].filter(keep), "status": field["status"].filter(keep)}
     return rows, rows[in_day], out

@@ -211,9 +211,10 @@ class KafkaResource(dg.ConfigurableResource):
         return ({tp.partition: o for tp, o in begin.items()}, {tp.partition: o for tp, o in end.items()})
 
     # ---- confluent-kafka: the data path --------------------------------------------------------------------------
-    def reader(self, topic: str | None = None) -> "RangeReader":
-        """A reader of offset ranges (``read_committed``); use it as a context manager."""
-        return RangeReader(self, topic or self.topic)
+    def reader(self, topic: str | None = None, peek: bool = False) -> "RangeReader":
+        """A reader of offset ranges (``read_committed``); use it as a context manager. ``peek``: one that fetches
+        little at a time, for reading a few records (the sensor's timestamps), not ranges."""
+        return RangeReader(self, topic or self.topic, peek=peek)
 
     def producer(self, **overrides):
         """An idempotent confluent-kafka producer (``acks=all``, ``TVP_KAFKA_COMPRESSION``), checked to reach the
@@ -307,10 +308,18 @@ class RangeReader:
     """Reads offset ranges [start, stop) of one topic through a confluent-kafka consumer: no group, nothing committed,
     ``isolation.level=read_committed`` (records of aborted transactions and transaction markers are skipped — a range
     may hold fewer records than offsets). The landing runs read their ranges with it; the sensor only its first
-    records' timestamps."""
+    records' timestamps, with ``peek``: librdkafka fetches and decompresses everything a fetch returns before it
+    hands over the first record, so a reader sized for ranges (16 MB a partition, 100 k records prefetched) spends
+    most of a second for one record of a busy partition; a peeking one fetches 256 KB (the broker still returns at
+    least one whole record batch) and prefetches little."""
 
-    def __init__(self, kafka: KafkaResource, topic: str, batch: int = 10_000):
-        self.kafka, self.topic, self.batch = kafka, topic, batch
+    _RANGES = {"fetch.max.bytes": 64 * 1024 * 1024, "max.partition.fetch.bytes": 16 * 1024 * 1024,
+               "queued.max.messages.kbytes": 262_144}
+    _PEEK = {"fetch.max.bytes": 1024 * 1024, "max.partition.fetch.bytes": 256 * 1024,
+             "queued.max.messages.kbytes": 2048, "queued.min.messages": 1000}
+
+    def __init__(self, kafka: KafkaResource, topic: str, batch: int = 10_000, peek: bool = False):
+        self.kafka, self.topic, self.batch, self.peek = kafka, topic, batch, peek
         self._consumer = None
         self._errors = _ClientErrors()
 
@@ -321,8 +330,7 @@ class RangeReader:
             **self.kafka.librdkafka_config(), "client.id": "tv_platform-reader", "error_cb": self._errors,
             "group.id": "tv_platform-ranges", "enable.auto.commit": False, "enable.auto.offset.store": False,
             "isolation.level": "read_committed", "enable.partition.eof": True, "auto.offset.reset": "error",
-            "fetch.max.bytes": 64 * 1024 * 1024, "max.partition.fetch.bytes": 16 * 1024 * 1024,
-            "queued.max.messages.kbytes": 262_144, "fetch.wait.max.ms": 100,
+            "fetch.wait.max.ms": 100, "fetch.queue.backoff.ms": 10, **(self._PEEK if self.peek else self._RANGES),
         })
         self._errors.check_reachable(self._consumer, self.kafka.with_topic(self.topic))
         return self
