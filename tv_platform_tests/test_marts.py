@@ -192,6 +192,15 @@ def test_marts_load_both_warehouses_and_checks_pass(warehouse_env, loaded):
     assert len(evaluations) == 14 and all(e.passed for e in evaluations), [
         (e.asset_key.to_user_string(), e.metadata) for e in evaluations if not e.passed]
     assert {e.partition for e in evaluations} == {D}
+    # the checks ran in the marts' run: the lake's side is what the mart read (no second Spark count), equal to the
+    # hand-made frames counted here with pandas; the warehouse's side was recounted in the warehouse
+    for e in evaluations:
+        meta = {k: v.value for k, v in e.metadata.items()}
+        expected = frames[M.MARTS[e.asset_key.path[-1]].source]
+        assert meta["lake_counted"] == "read by this run's materialization", e.asset_key
+        assert meta["lake_rows"] == meta["warehouse_rows"] == len(expected)
+        for col in M.MARTS[e.asset_key.path[-1]].sums:
+            assert meta[f"lake_sum_{col}"] == pytest.approx(float(pd.to_numeric(expected[col]).sum()), rel=1e-12)
     for name, mart in M.MARTS.items():
         expected = frames[mart.source]
         for warehouse in M.WAREHOUSES:
@@ -257,7 +266,7 @@ def test_rerun_is_idempotent_and_checks_catch_drift(warehouse_env, loaded, spark
     cat.write("channel_rating", spark.createDataFrame(changed, schema=spark_schema("channel_rating")), [D])
     for warehouse, io in (("greenplum", gp), ("clickhouse", ch)):
         result = M.check_partition(io, warehouse_env["hive"].catalog(), warehouse, "channel_rating", D)
-        assert not result.passed
+        assert not result.passed and result.metadata["lake_counted"].value == "recounted through Spark"
         assert result.metadata["warehouse_rows"].value == 60 and result.metadata["lake_rows"].value == 50
         assert result.metadata["lake_sum_views"].value == pytest.approx(float(changed["views"].sum()))
     # re-materializing the marts brings them back in line

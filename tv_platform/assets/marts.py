@@ -284,10 +284,10 @@ def _mart_asset(warehouse: str, name: str, mart: Mart) -> dg.AssetsDefinition:
         description=(mart.description or f"The lake's `{mart.source}` for dashboards") + f" — in {where}; a "
         "materialization replaces the day atomically.",
     )
-    def _asset(context: dg.AssetExecutionContext, lake) -> pd.DataFrame:
+    def _asset(context: dg.AssetExecutionContext, lake) -> dg.Output[pd.DataFrame]:
         frame = lake_frame_to_pandas(lake, mart)
         context.log.info(f"{mart.source} {context.partition_key}: {len(frame)} rows -> {warehouse}")
-        return frame
+        return dg.Output(frame, metadata=frame_lake_stats(frame, mart))
 
     return _asset
 
@@ -303,6 +303,31 @@ def lake_stats(catalog, table: str, day: str, sums: tuple[str, ...]) -> dict[str
     return {"rows": int(stats["rows"]), "sums": {c: float(stats[f"sum_{c}"]) for c in sums}, "table_exists": True}
 
 
+LAKE_ROWS = "lake_rows"
+"""Output metadata of a mart: the rows (and ``lake_sum_<column>`` the sums) of the lake partition the mart read."""
+
+
+def frame_lake_stats(frame: pd.DataFrame, mart: Mart) -> dict[str, Any]:
+    """The lake partition's rows and sums, counted on the frame read from it (every row, the declared columns)."""
+    return {LAKE_ROWS: len(frame), **{f"lake_sum_{c}": float(frame[c].sum()) if len(frame) else 0.0
+                                      for c in mart.sums}}
+
+
+def lake_stats_in_hand(instance: dg.DagsterInstance, run_id: str, key: dg.AssetKey, day: str,
+                       sums: tuple[str, ...]) -> dict[str, Any] | None:
+    """The lake numbers the mart's materialization of ``day`` recorded (:func:`frame_lake_stats`) when that
+    materialization is of the run ``run_id`` — the lake was read a moment ago, in this run — else None."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[day]), limit=1).records
+    if not records or records[0].run_id != run_id:
+        return None
+    meta = records[0].asset_materialization.metadata if records[0].asset_materialization else {}
+    if LAKE_ROWS not in meta or any(f"lake_sum_{c}" not in meta for c in sums):
+        return None
+    return {"rows": int(meta[LAKE_ROWS].value), "sums": {c: float(meta[f"lake_sum_{c}"].value) for c in sums},
+            "table_exists": True}
+
+
 def compare(warehouse: dict[str, Any], lake: dict[str, Any], rel: float = 1e-9) -> tuple[bool, dict[str, Any]]:
     """(agree?, metadata): equal row counts and sums equal within ``rel`` (floating sums add up in another order)."""
     ok = warehouse["rows"] == lake["rows"]
@@ -316,14 +341,18 @@ def compare(warehouse: dict[str, Any], lake: dict[str, Any], rel: float = 1e-9) 
 
 
 def check_partition(warehouse_resource, catalog, warehouse: str, name: str, day: str,
-                    mart: "Mart | None" = None) -> dg.AssetCheckResult:
-    """The consistency check of one mart partition: the warehouse (its resource's ``partition_stats``) against the
-    lake table (``catalog``: a HiveCatalog). Callable outside a run too (e.g. to re-check one day from a notebook)."""
+                    mart: "Mart | None" = None, in_lake: dict[str, Any] | None = None) -> dg.AssetCheckResult:
+    """The consistency check of one mart partition: the warehouse (its resource's ``partition_stats``, recounted
+    there) against the lake table — ``in_lake`` when the numbers are in hand (:func:`lake_stats_in_hand`), else
+    recounted through Spark (``catalog``: a HiveCatalog). Callable outside a run too (e.g. to re-check one day from a
+    notebook)."""
     mart = mart or MARTS[name]
     spec = TableSpec.from_metadata(name, mart.metadata(warehouse))
     in_warehouse = warehouse_resource.partition_stats(spec, [day])
-    in_lake = lake_stats(catalog, mart.source, day, mart.sums)
+    counted = "read by this run's materialization" if in_lake is not None else "recounted through Spark"
+    in_lake = in_lake or lake_stats(catalog, mart.source, day, mart.sums)
     ok, meta = compare(in_warehouse, in_lake)
+    meta["lake_counted"] = counted
     if not in_lake["table_exists"]:
         meta["note"] = f"the lake table {mart.source} does not exist"
     if not in_warehouse["table_exists"]:
@@ -345,12 +374,16 @@ def _mart_check(warehouse: str, name: str, mart: Mart) -> dg.AssetChecksDefiniti
             additional_deps=[dg.AssetKey(mart.source)],
             required_resource_keys={key, "hive"},
             pool=POOLS[warehouse],
-            description=f"The {warehouse} table's partition has the lake's row count and sums of "
-                        f"{', '.join(mart.sums)} (lake `{mart.source}` recounted through Spark).",
+            description=f"The {warehouse} table's partition, recounted there, has the lake's row count and sums of "
+                        f"{', '.join(mart.sums)} — the lake `{mart.source}`'s as the mart read it in the same run, "
+                        "else recounted through Spark.",
         )
         def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+            day = context.partition_key
+            in_hand = lake_stats_in_hand(context.instance, context.run.run_id, mart_key(warehouse, name), day,
+                                         mart.sums)
             return check_partition(getattr(context.resources, key), context.resources.hive.catalog(),
-                                   warehouse, name, context.partition_key, mart)
+                                   warehouse, name, day, mart, in_lake=in_hand)
 
     return _check
 
