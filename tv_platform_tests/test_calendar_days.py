@@ -105,7 +105,7 @@ def _follow(env, instance, auto_cursor):
     from tv_platform.definitions import defs
 
     assets = [L.hive_tv_stream, L.sessionize_assets, *L.AGGREGATES,
-              *[a for a in M.assets if a.key.to_user_string() in FOLLOWED]]
+              *M.assets]  # (each step below selects what it materializes)
     done: dict[str, set] = {}
     for _ in range(8):
         result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=auto_cursor)

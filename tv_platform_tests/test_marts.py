@@ -31,7 +31,8 @@ def test_every_lake_aggregate_has_a_mart_in_both_warehouses():
     for name in [*LAKE_AGGREGATES, "sessions"]:
         for warehouse in M.WAREHOUSES:
             assert dg.AssetKey([warehouse, name]) in keys
-    assert len(M.assets) == len(M.checks) == 14
+    # one multi-asset per warehouse, each mart with its check
+    assert len(M.assets) == 2 and len(keys) == len({c for a in M.assets for c in a.check_keys}) == 14
     sources = {M.MARTS[n].source for n in M.MARTS}
     assert sources == {*LAKE_AGGREGATES, "viewing_sessions"}
 
@@ -49,36 +50,41 @@ def test_mart_declares_exactly_the_lake_columns(name):
 def test_mart_metadata_is_valid_in_both_warehouses(name):
     mart = M.MARTS[name]
     for warehouse in M.WAREHOUSES:
-        (asset,) = [a for a in M.assets if a.key == dg.AssetKey([warehouse, name])]
-        meta = asset.specs_by_key[asset.key].metadata
-        spec = TableSpec.from_metadata(asset.key.path[-1], meta)
+        key = dg.AssetKey([warehouse, name])
+        (asset,) = [a for a in M.assets if key in a.keys]
+        meta = asset.specs_by_key[key].metadata
+        spec = TableSpec.from_metadata(key.path[-1], meta)
         assert spec.partition_expr == "dt" and set(spec.sum_columns) == set(mart.sums)
-        assert asset.partitions_def is not None and asset.group_names_by_key[asset.key] == "marts"
-        assert asset.get_io_manager_key_for_asset_key(asset.key) == f"{warehouse}_io_manager"
-        assert asset.asset_deps[asset.key] == {dg.AssetKey(mart.source)}  # lineage from the lake table
+        assert asset.partitions_def is not None and asset.group_names_by_key[key] == "marts"
+        assert asset.get_io_manager_key_for_asset_key(key) == f"{warehouse}_io_manager"
+        assert asset.asset_deps[key] == {dg.AssetKey(mart.source)}  # lineage from the lake table
         if warehouse == "greenplum":
             cols = [parse_pg_type(n, t) for n, t in spec.columns.items()]
             ddl = gp_ddl("tv_marts", spec, "greenplum", cols)
             assert ddl.endswith("DISTRIBUTED BY (" + ", ".join(f'"{c}"' for c in mart.distributed_by) + ")")
-            assert {"greenplum", "postgres"} <= set(asset.specs_by_key[asset.key].kinds)
+            assert {"greenplum", "postgres"} <= set(asset.specs_by_key[key].kinds)
         else:
             cols = [parse_ch_type(n, t) for n, t in spec.columns.items()]
             ddl = ch_ddl("tv_marts", spec, cols)
             assert "ENGINE = MergeTree" in ddl
             assert "PARTITION BY `dt`" in ddl
-            assert set(asset.specs_by_key[asset.key].kinds) == {"clickhouse"}
+            assert set(asset.specs_by_key[key].kinds) == {"clickhouse"}
         # the measures the checks compare are numeric
         kinds = {c.name: c.kind for c in cols}
         assert all(kinds[s].startswith(("int", "uint", "float")) for s in mart.sums)
 
 
 def test_checks_are_partitioned_and_read_the_lake():
-    for check in M.checks:
-        (spec,) = check.check_specs
-        assert spec.name == "agrees_with_lake" and spec.partitions_def is not None
-        assert {d.asset_key for d in spec.additional_deps} <= {dg.AssetKey(m.source) for m in M.MARTS.values()}
-        # checks query the warehouse's resource and the lake's, never an IO manager
-        assert check.required_resource_keys - {"io_manager"} in ({"greenplum", "hive"}, {"clickhouse", "hive"})
+    for asset in M.assets:
+        specs = list(asset.check_specs)
+        assert {s.asset_key for s in specs} == set(asset.keys)
+        for spec in specs:
+            assert spec.name == "agrees_with_lake" and spec.partitions_def is not None
+            assert {d.asset_key for d in spec.additional_deps} == {dg.AssetKey(M.MARTS[spec.asset_key.path[-1]].source)}
+        # the step queries the warehouse's resource and the lake's; it writes through the warehouse's IO manager
+        warehouse = next(iter(asset.keys)).path[0]
+        assert asset.required_resource_keys - {"io_manager"} == {warehouse, "hive", f"{warehouse}_io_manager"}
+        assert asset.can_subset
 
 
 def test_compare_tolerates_float_order_only():
@@ -168,7 +174,7 @@ def run_marts(env, day: str, selection=None, raise_on_error: bool = True):
     tables as (non-executable) specs read through the hive_io_manager."""
     resources = dict(env)  # the checks read the lake through the `hive` resource, the marts through hive_io_manager
     job = dg.define_asset_job("marts_test_job", selection=selection or dg.AssetSelection.groups("marts"))
-    defs = dg.Definitions(assets=[*lake_specs(), *M.assets], asset_checks=M.checks, jobs=[job], resources=resources)
+    defs = dg.Definitions(assets=[*lake_specs(), *M.assets], jobs=[job], resources=resources)
     return defs.resolve_job_def("marts_test_job").execute_in_process(partition_key=day, raise_on_error=raise_on_error)
 
 
@@ -197,7 +203,7 @@ def test_marts_load_both_warehouses_and_checks_pass(warehouse_env, loaded):
     for e in evaluations:
         meta = {k: v.value for k, v in e.metadata.items()}
         expected = frames[M.MARTS[e.asset_key.path[-1]].source]
-        assert meta["lake_counted"] == "read by this run's materialization", e.asset_key
+        assert meta["lake_counted"] == "read by this materialization", e.asset_key
         assert meta["lake_rows"] == meta["warehouse_rows"] == len(expected)
         for col in M.MARTS[e.asset_key.path[-1]].sums:
             assert meta[f"lake_sum_{col}"] == pytest.approx(float(pd.to_numeric(expected[col]).sum()), rel=1e-12)
@@ -205,7 +211,7 @@ def test_marts_load_both_warehouses_and_checks_pass(warehouse_env, loaded):
         expected = frames[mart.source]
         for warehouse in M.WAREHOUSES:
             key = dg.AssetKey([warehouse, name])
-            (mat,) = result.asset_materializations_for_node(key.to_python_identifier())
+            (mat,) = [m for m in result.asset_materializations_for_node(f"{warehouse}_marts") if m.asset_key == key]
             meta = {k: v.value for k, v in mat.metadata.items()}
             assert meta["dagster/row_count"] == len(expected)
             for col in mart.sums:  # independently computed with pandas
@@ -295,7 +301,7 @@ def test_marts_fit_the_platform_definitions():
     from tv_platform.resources import get_resources
 
     defs = dg.Definitions(assets=[*ingest.assets, *lake.assets, *M.assets],
-                          asset_checks=[*ingest.checks, *lake.checks, *M.checks],
+                          asset_checks=[*ingest.checks, *lake.checks],
                           resources={**get_resources(), **lake_resources()})
     graph = defs.resolve_asset_graph()
     for name, mart in M.MARTS.items():

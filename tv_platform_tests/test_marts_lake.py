@@ -85,7 +85,7 @@ def run(env):
 
     lake_assets = [L.hive_tv_dataset, L.hive_tv_stream, L.sessionize_assets, *L.AGGREGATES, AN.audience_daily]
     assert dg.materialize(lake_assets, partition_key=D, resources=resources).success
-    return dg.materialize([*lake_assets, *M.assets, *M.checks, *M.audience_assets, *M.audience_checks],
+    return dg.materialize([*lake_assets, *M.assets, *M.audience_assets],
                           partition_key=D, resources=resources,
                           selection=dg.AssetSelection.groups("marts"))
 

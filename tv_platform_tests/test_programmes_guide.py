@@ -151,5 +151,5 @@ def test_programme_marts_declare_exactly_the_lake_columns():
         assert list(mart.columns) == ["dt"] + [c for c, _ in ET.DERIVED_TABLES[name]], name
         assert set(mart.sums) <= set(mart.columns)
     # what MARTS generates once they are merged into it
-    assets = [M._mart_asset(w, n, m) for n, m in PROGRAMME_MARTS.items() for w in M.WAREHOUSES]
-    assert {a.key for a in assets} == {dg.AssetKey([w, n]) for n in PROGRAMME_MARTS for w in M.WAREHOUSES}
+    assets = M.build(PROGRAMME_MARTS, "programme_marts")
+    assert {k for a in assets for k in a.keys} == {dg.AssetKey([w, n]) for n in PROGRAMME_MARTS for w in M.WAREHOUSES}

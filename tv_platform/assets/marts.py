@@ -11,16 +11,17 @@ lake.
     user_activity                    ──►  greenplum/user_activity            clickhouse/user_activity
     forecast_daily (viewing_forecast) ─► greenplum/forecast_daily           clickhouse/forecast_daily   (unpartitioned)
 
-Each mart is a daily-partitioned asset whose input is the lake asset's partition (a Spark DataFrame from the
-``hive_io_manager``); it selects the declared columns in Spark, converts them with ``toPandas()`` (Arrow) and returns
-the frame, which the warehouse's IO manager (``greenplum_io_manager`` / ``clickhouse_io_manager``: Dagster's
+Each mart is a daily-partitioned asset whose upstream is the lake asset's partition. The marts of one warehouse are one
+multi-asset (``warehouse_marts``: one step per day loads every selected mart): per mart it reads the lake partition
+through the ``hive`` resource, selects the declared columns in Spark, converts them with ``toPandas()`` (Arrow) and
+yields the frame, which the warehouse's IO manager (``greenplum_io_manager`` / ``clickhouse_io_manager``: Dagster's
 ``DbIOManager``, engines/warehouse.py) writes — replacing that day atomically. Columns and types are declared here, per
 warehouse, never inferred (``MARTS`` below: a dict of :class:`Mart` entries); docs/marts.md has the tables.
 
 Each mart has the asset check ``agrees_with_lake`` per partition: the warehouse's row count and the sums of the mart's
-measures (its "views" and "hours" columns) equal those of the lake table's partition, recounted through Spark. Checks
-query through resources — the warehouse's (``greenplum`` / ``clickhouse``) and the lake's ``hive`` — never through an
-IO manager.
+measures (its "views" and "hours" columns), recounted in the warehouse, equal those of the lake table's partition —
+counted on the frame the mart read in the same step, or, for a check run alone, recounted through Spark. Checks query
+the warehouse through its resource (``greenplum`` / ``clickhouse``), never through an IO manager.
 
 ``forecast_daily`` (the analytics' forecast against the actuals, ``FORECAST``) is the one unpartitioned mart: its
 assets read the Hive table through the ``hive`` resource, each materialization replaces the warehouse table whole, and
@@ -269,29 +270,6 @@ def lake_frame_to_pandas(lake_frame, mart: Mart) -> pd.DataFrame:
     return lake_frame.select(*selected).toPandas()
 
 
-def _mart_asset(warehouse: str, name: str, mart: Mart) -> dg.AssetsDefinition:
-    where = "Greenplum (PostgreSQL locally)" if warehouse == "greenplum" else "ClickHouse (chDB locally)"
-
-    @dg.asset(
-        key=mart_key(warehouse, name),
-        group_name=GROUP,
-        kinds=KINDS[warehouse],
-        partitions_def=daily,
-        io_manager_key=IO_MANAGER_KEYS[warehouse],
-        ins={"lake": dg.AssetIn(key=dg.AssetKey(mart.source))},
-        metadata=mart.metadata(warehouse),
-        pool=POOLS[warehouse],
-        description=(mart.description or f"The lake's `{mart.source}` for dashboards") + f" — in {where}; a "
-        "materialization replaces the day atomically.",
-    )
-    def _asset(context: dg.AssetExecutionContext, lake) -> dg.Output[pd.DataFrame]:
-        frame = lake_frame_to_pandas(lake, mart)
-        context.log.info(f"{mart.source} {context.partition_key}: {len(frame)} rows -> {warehouse}")
-        return dg.Output(frame, metadata=frame_lake_stats(frame, mart))
-
-    return _asset
-
-
 # ---- consistency with the lake -----------------------------------------------------------------------------------------
 def lake_stats(catalog, table: str, day: str, sums: tuple[str, ...]) -> dict[str, Any]:
     """Rows and sums of a lake table's partition, through Spark (after REFRESH: another process may have rewritten it).
@@ -313,21 +291,6 @@ def frame_lake_stats(frame: pd.DataFrame, mart: Mart) -> dict[str, Any]:
                                       for c in mart.sums}}
 
 
-def lake_stats_in_hand(instance: dg.DagsterInstance, run_id: str, key: dg.AssetKey, day: str,
-                       sums: tuple[str, ...]) -> dict[str, Any] | None:
-    """The lake numbers the mart's materialization of ``day`` recorded (:func:`frame_lake_stats`) when that
-    materialization is of the run ``run_id`` — the lake was read a moment ago, in this run — else None."""
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[day]), limit=1).records
-    if not records or records[0].run_id != run_id:
-        return None
-    meta = records[0].asset_materialization.metadata if records[0].asset_materialization else {}
-    if LAKE_ROWS not in meta or any(f"lake_sum_{c}" not in meta for c in sums):
-        return None
-    return {"rows": int(meta[LAKE_ROWS].value), "sums": {c: float(meta[f"lake_sum_{c}"].value) for c in sums},
-            "table_exists": True}
-
-
 def compare(warehouse: dict[str, Any], lake: dict[str, Any], rel: float = 1e-9) -> tuple[bool, dict[str, Any]]:
     """(agree?, metadata): equal row counts and sums equal within ``rel`` (floating sums add up in another order)."""
     ok = warehouse["rows"] == lake["rows"]
@@ -343,13 +306,13 @@ def compare(warehouse: dict[str, Any], lake: dict[str, Any], rel: float = 1e-9) 
 def check_partition(warehouse_resource, catalog, warehouse: str, name: str, day: str,
                     mart: "Mart | None" = None, in_lake: dict[str, Any] | None = None) -> dg.AssetCheckResult:
     """The consistency check of one mart partition: the warehouse (its resource's ``partition_stats``, recounted
-    there) against the lake table — ``in_lake`` when the numbers are in hand (:func:`lake_stats_in_hand`), else
-    recounted through Spark (``catalog``: a HiveCatalog). Callable outside a run too (e.g. to re-check one day from a
+    there) against the lake table — ``in_lake`` when the numbers are in hand (what the mart just read,
+    :func:`frame_lake_stats`), else recounted through Spark (``catalog``: a HiveCatalog). Callable outside a run too (e.g. to re-check one day from a
     notebook)."""
     mart = mart or MARTS[name]
     spec = TableSpec.from_metadata(name, mart.metadata(warehouse))
     in_warehouse = warehouse_resource.partition_stats(spec, [day])
-    counted = "read by this run's materialization" if in_lake is not None else "recounted through Spark"
+    counted = "read by this materialization" if in_lake is not None else "recounted through Spark"
     in_lake = in_lake or lake_stats(catalog, mart.source, day, mart.sums)
     ok, meta = compare(in_warehouse, in_lake)
     meta["lake_counted"] = counted
@@ -361,42 +324,86 @@ def check_partition(warehouse_resource, catalog, warehouse: str, name: str, day:
                                metadata={"partition": day, **meta})
 
 
-def _mart_check(warehouse: str, name: str, mart: Mart) -> dg.AssetChecksDefinition:
-    key = RESOURCE_KEYS[warehouse]
+def _where(warehouse: str) -> str:
+    return "Greenplum (PostgreSQL locally)" if warehouse == "greenplum" else "ClickHouse (chDB locally)"
 
+
+def _spec(warehouse: str, name: str, mart: Mart) -> dg.AssetSpec:
+    return dg.AssetSpec(
+        key=mart_key(warehouse, name),
+        group_name=GROUP,
+        kinds=KINDS[warehouse],
+        partitions_def=daily,
+        deps=[dg.AssetKey(mart.source)],
+        metadata=mart.metadata(warehouse),
+        description=(mart.description or f"The lake's `{mart.source}` for dashboards") + f" — in {_where(warehouse)}; "
+        "a materialization replaces the day atomically.",
+    ).with_io_manager_key(IO_MANAGER_KEYS[warehouse])
+
+
+def _check_spec(warehouse: str, name: str, mart: Mart) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(
+        name="agrees_with_lake",
+        asset=mart_key(warehouse, name),
+        additional_deps=[dg.AssetKey(mart.source)],
+        partitions_def=daily,
+        description=f"The {warehouse} table's partition, recounted there, has the lake's row count and sums of "
+                    f"{', '.join(mart.sums)} — the lake `{mart.source}`'s as the mart read it in the same step, or, "
+                    "checked alone, recounted through Spark.",
+    )
+
+
+def warehouse_marts(warehouse: str, declarations: dict[str, Mart], name: str) -> dg.AssetsDefinition:
+    """The marts of ``declarations`` in one warehouse as one multi-asset: one step loads a day of every selected mart
+    (each lake partition read once, through the ``hive`` resource; each mart written by the warehouse's IO manager,
+    its day replaced atomically) and checks each against the lake with the numbers in hand, over one engine session
+    (``held``). Subsettable: any marts or checks alone, as the UI selects them."""
+    key = RESOURCE_KEYS[warehouse]
+    by_key = {mart_key(warehouse, n): (n, m) for n, m in declarations.items()}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.PreviewWarning)  # partitioned asset checks are a preview feature
+        check_specs = [_check_spec(warehouse, n, m) for n, m in declarations.items()]
 
-        @dg.asset_check(
-            asset=mart_key(warehouse, name),
-            name="agrees_with_lake",
-            partitions_def=daily,
-            additional_deps=[dg.AssetKey(mart.source)],
-            required_resource_keys={key, "hive"},
-            pool=POOLS[warehouse],
-            description=f"The {warehouse} table's partition, recounted there, has the lake's row count and sums of "
-                        f"{', '.join(mart.sums)} — the lake `{mart.source}`'s as the mart read it in the same run, "
-                        "else recounted through Spark.",
-        )
-        def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-            day = context.partition_key
-            in_hand = lake_stats_in_hand(context.instance, context.run.run_id, mart_key(warehouse, name), day,
-                                         mart.sums)
-            return check_partition(getattr(context.resources, key), context.resources.hive.catalog(),
-                                   warehouse, name, day, mart, in_lake=in_hand)
+    @dg.multi_asset(
+        name=name,
+        specs=[_spec(warehouse, n, m) for n, m in declarations.items()],
+        check_specs=check_specs,
+        can_subset=True,
+        required_resource_keys={key, "hive"},
+        pool=POOLS[warehouse],
+    )
+    def _marts(context: dg.AssetExecutionContext):
+        day = context.partition_key
+        resource = getattr(context.resources, key)
+        catalog = context.resources.hive.catalog()
+        checks = {c.asset_key for c in context.selected_asset_check_keys}
+        with resource.held():
+            for asset_key, (mart_name, mart) in by_key.items():
+                in_lake = None
+                if asset_key in context.selected_asset_keys:
+                    if not catalog.table_exists(mart.source):
+                        raise dg.Failure(f"{catalog.database}.{mart.source} does not exist: materialize "
+                                         f"{mart.source} for {day} first")
+                    frame = lake_frame_to_pandas(catalog.read(mart.source, [day]), mart)
+                    context.log.info(f"{mart.source} {day}: {len(frame)} rows -> {warehouse}")
+                    in_lake = frame_lake_stats(frame, mart)
+                    yield dg.Output(frame, output_name=asset_key.to_python_identifier(), metadata=in_lake)
+                    in_lake = {"rows": in_lake[LAKE_ROWS], "table_exists": True,
+                               "sums": {c: in_lake[f"lake_sum_{c}"] for c in mart.sums}}
+                if asset_key in checks:  # the Output above is stored (written) before the generator resumes
+                    yield check_partition(resource, catalog, warehouse, mart_name, day, mart, in_lake=in_lake)
 
-    return _check
+    return _marts
 
 
-def build(declarations: dict[str, Mart]) -> tuple[list, list]:
-    """Mart assets and their checks, one of each per warehouse, for a set of declarations (the lake's ``MARTS``
-    here; the programme guide's in ``tv_platform/assets/programmes.py``)."""
-    return ([_mart_asset(w, name, mart) for name, mart in declarations.items() for w in WAREHOUSES],
-            [_mart_check(w, name, mart) for name, mart in declarations.items() for w in WAREHOUSES])
+def build(declarations: dict[str, Mart], name: str) -> list[dg.AssetsDefinition]:
+    """The marts of a set of declarations in both warehouses — one multi-asset per warehouse, ``<warehouse>_<name>``
+    (the lake's ``MARTS`` here; the programme guide's in ``tv_platform/assets/programmes.py``)."""
+    return [warehouse_marts(w, declarations, f"{w}_{name}") for w in WAREHOUSES]
 
 
-assets, checks = build(MARTS)
-audience_assets, audience_checks = build(AUDIENCE_MARTS)
+assets = build(MARTS, "marts")
+audience_assets = build(AUDIENCE_MARTS, "audience_marts")
 """The audience marts (docs/measures.md), built like the lake's from the ``audience_daily`` tables."""
 
 

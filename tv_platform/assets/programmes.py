@@ -335,8 +335,8 @@ def _programme_marts():
     from tv_platform.assets import marts
     from tv_platform.epg.marts import PROGRAMME_MARTS
 
-    return marts.build(PROGRAMME_MARTS)
+    return marts.build(PROGRAMME_MARTS, "programme_marts")
 
 
 # the programme tables in both warehouses, built like the lake's marts (group "marts", checked against the lake)
-mart_assets, mart_checks = _programme_marts()
+mart_assets = _programme_marts()

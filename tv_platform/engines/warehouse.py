@@ -404,6 +404,12 @@ class Warehouse(dg.ConfigurableResource):
         raise NotImplementedError
         yield
 
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """A block in which sessions may share what is costly to open (ClickHouse: the embedded engine). Each session
+        stays its own unit of work. By default nothing is shared (a PostgreSQL connection is cheap)."""
+        yield
+
     def schema_for_tables(self) -> str:
         """Where the marts' tables live (the DbIOManager's ``schema``)."""
         raise NotImplementedError
