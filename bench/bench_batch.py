@@ -124,6 +124,9 @@ def profile(instance, backfill_id: str) -> dict:
 
     graph = defs.resolve_asset_graph()
     layer_of = {k.to_python_identifier(): graph.get(k).group_name for k in graph.get_all_asset_keys()}
+    for assets_def in graph.assets_defs:  # a multi-asset's step is named after its op
+        if assets_def.is_executable and assets_def.group_names_by_key:
+            layer_of.setdefault(assets_def.node_def.name, sorted(set(assets_def.group_names_by_key.values()))[0])
 
     def layer(step: str) -> str:
         """The asset group of a step's asset; a check step (``<asset>_<check name>``) counts as its group's checks."""
