@@ -47,9 +47,17 @@ def _describe(kafka, topic):
 def _topic_config(kafka, topic, name):
     from confluent_kafka.admin import AdminClient, ConfigResource
 
-    admin = AdminClient(kafka.librdkafka_config())  # kept until the answer is in
-    (future,) = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, topic)]).values()
-    return future.result(15)[name].value
+    from confluent_kafka import KafkaError, KafkaException
+
+    admin, deadline = AdminClient(kafka.librdkafka_config()), time.monotonic() + 60  # kept until the answer is in
+    while True:  # the broker asked may not have the new topic in its metadata yet
+        (future,) = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, topic)]).values()
+        try:
+            return future.result(15)[name].value
+        except KafkaException as error:
+            if error.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART or time.monotonic() > deadline:
+                raise
+        time.sleep(0.5)
 
 
 def _wait_rejoined(kafka, topic, node_id, timeout=120):

@@ -67,8 +67,7 @@ class ForecastConfig(WindowConfig):
 # helpers
 # ---------------------------------------------------------------------------------------------------------------------
 def window(cat: HiveCatalog, table: str, config: WindowConfig) -> list[str]:
-    if not cat.table_exists(table):
-        raise dg.Failure(f"{cat.database}.{table} does not exist: materialize the lake's `{table}` first")
+    cat.require(table, f"the lake's `{table}`")
     parts = cat.partitions(table)
     if config.end:
         parts = [p for p in parts if p <= config.end]
@@ -488,8 +487,7 @@ def calendar_window(cat: HiveCatalog, table: str, config: AudienceWindowConfig) 
     earlier than its first partition (a window longer than the history is the history: the metadata's ``window``
     says which days); a Failure naming the missing days if any day inside has no partition — a window never
     silently shrinks to the days that have rows."""
-    if not cat.table_exists(table):
-        raise dg.Failure(f"{cat.database}.{table} does not exist: materialize `audience_daily` first")
+    cat.require(table, "`audience_daily`")
     have = set(cat.partitions(table))
     if not have:
         raise dg.Failure(f"{cat.database}.{table} has no partitions: materialize `audience_daily` first")

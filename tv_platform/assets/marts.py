@@ -281,14 +281,10 @@ def lake_stats(catalog, table: str, day: str, sums: tuple[str, ...]) -> dict[str
     return {"rows": int(stats["rows"]), "sums": {c: float(stats[f"sum_{c}"]) for c in sums}, "table_exists": True}
 
 
-LAKE_ROWS = "lake_rows"
-"""Output metadata of a mart: the rows (and ``lake_sum_<column>`` the sums) of the lake partition the mart read."""
-
-
 def frame_lake_stats(frame: pd.DataFrame, mart: Mart) -> dict[str, Any]:
-    """The lake partition's rows and sums, counted on the frame read from it (every row, the declared columns)."""
-    return {LAKE_ROWS: len(frame), **{f"lake_sum_{c}": float(frame[c].sum()) if len(frame) else 0.0
-                                      for c in mart.sums}}
+    """The lake partition's rows and sums (as :func:`lake_stats` gives them), counted on the frame read from it: every
+    row, the declared columns. A mart records them as ``lake_rows`` / ``lake_sum_<column>`` output metadata."""
+    return {"rows": len(frame), "sums": {c: float(frame[c].sum()) for c in mart.sums}, "table_exists": True}
 
 
 def compare(warehouse: dict[str, Any], lake: dict[str, Any], rel: float = 1e-9) -> tuple[bool, dict[str, Any]]:
@@ -313,7 +309,8 @@ def check_partition(warehouse_resource, catalog, warehouse: str, name: str, day:
     spec = TableSpec.from_metadata(name, mart.metadata(warehouse))
     in_warehouse = warehouse_resource.partition_stats(spec, [day])
     counted = "read by this materialization" if in_lake is not None else "recounted through Spark"
-    in_lake = in_lake or lake_stats(catalog, mart.source, day, mart.sums)
+    if in_lake is None:
+        in_lake = lake_stats(catalog, mart.source, day, mart.sums)
     ok, meta = compare(in_warehouse, in_lake)
     meta["lake_counted"] = counted
     if not in_lake["table_exists"]:
@@ -381,15 +378,12 @@ def warehouse_marts(warehouse: str, declarations: dict[str, Mart], name: str) ->
             for asset_key, (mart_name, mart) in by_key.items():
                 in_lake = None
                 if asset_key in context.selected_asset_keys:
-                    if not catalog.table_exists(mart.source):
-                        raise dg.Failure(f"{catalog.database}.{mart.source} does not exist: materialize "
-                                         f"{mart.source} for {day} first")
+                    catalog.require(mart.source, f"{mart.source} for {day}")
                     frame = lake_frame_to_pandas(catalog.read(mart.source, [day]), mart)
                     context.log.info(f"{mart.source} {day}: {len(frame)} rows -> {warehouse}")
                     in_lake = frame_lake_stats(frame, mart)
-                    yield dg.Output(frame, output_name=asset_key.to_python_identifier(), metadata=in_lake)
-                    in_lake = {"rows": in_lake[LAKE_ROWS], "table_exists": True,
-                               "sums": {c: in_lake[f"lake_sum_{c}"] for c in mart.sums}}
+                    yield dg.Output(frame, output_name=asset_key.to_python_identifier(), metadata={
+                        "lake_rows": in_lake["rows"], **{f"lake_sum_{c}": v for c, v in in_lake["sums"].items()}})
                 if asset_key in checks:  # the Output above is stored (written) before the generator resumes
                     yield check_partition(resource, catalog, warehouse, mart_name, day, mart, in_lake=in_lake)
 
@@ -455,8 +449,7 @@ def _forecast_asset(warehouse: str) -> dg.AssetsDefinition:
     )
     def _asset(context: dg.AssetExecutionContext) -> pd.DataFrame:
         cat = context.resources.hive.catalog()
-        if not cat.table_exists(FORECAST.source):
-            raise dg.Failure(f"{cat.database}.{FORECAST.source} does not exist: materialize `viewing_forecast` first")
+        cat.require(FORECAST.source, "`viewing_forecast`")
         frame = cat.read(FORECAST.source).select(*FORECAST.columns).toPandas()
         context.log.info(f"{FORECAST.source}: {len(frame)} rows -> {warehouse}")
         return frame

@@ -110,6 +110,11 @@ class HiveCatalog:
     def table_exists(self, table: str) -> bool:
         return bool(self.spark.catalog.tableExists(f"{self.database}.{table}"))
 
+    def require(self, table: str, materialize: str) -> None:
+        """A step's Failure when ``table`` does not exist, naming what to ``materialize`` first."""
+        if not self.table_exists(table):
+            raise dg.Failure(f"{self.database}.{table} does not exist: materialize {materialize} first")
+
     def table_columns(self, table: str) -> list[tuple[str, str]]:
         return [(f.name, f.dataType.simpleString()) for f in self.spark.table(self.qualified(table)).schema.fields]
 
@@ -363,8 +368,7 @@ class HiveIOManager(dg.ConfigurableIOManager):
         table = self.table_name(context.asset_key, upstream_md)
         partitions = list(context.asset_partition_keys) if context.has_asset_partitions else None
         catalog = self.catalog()
-        if not catalog.table_exists(table):
-            raise HiveError(f"{self.database}.{table} does not exist: materialize {context.asset_key.to_user_string()}")
+        catalog.require(table, context.asset_key.to_user_string())
         frame = catalog.read(table, partitions)
         selected = metadata.selected_columns(context)
         return frame.select(*selected) if selected else frame
