@@ -164,11 +164,21 @@ def test_the_reader_reads_exactly_what_was_produced(kafka_stack, unique):
             got = [(m.offset, m.timestamp_ms, m.key, m.value) for m in records]
             want = [(o, *sent[partition][o]) for o in range(start, stop)]
             assert got == want, _first_difference(got, want)
+        # several ranges at once (what a landing run reads): partitions side by side, two ranges of one partition one
+        # after the other, an empty range — each exactly what read_exactly gives, in the order asked
+        asked = [(1, 100, 5_900), (0, 0, 6_000), (1, 5_900, 6_000), (0, 17, 17), (1, 0, 100)]
+        together = reader.read_ranges(asked)
+        for (partition, start, stop), records in zip(asked, together):
+            got = [(m.offset, m.timestamp_ms, m.key, m.value) for m in records]
+            want = [(o, *sent[partition][o]) for o in range(start, stop)]
+            assert records.partition == partition and got == want, _first_difference(got, want)
         # past the end: it reads what there is until the deadline
         records, reached = reader.read(0, 5_990, 6_100, deadline=time.monotonic() + 1.5)
         assert len(records) == 10 and reached == 6_000
         with pytest.raises(KafkaClientError):
             reader.read(0, 7_000, 7_010, deadline=time.monotonic() + 5)
+        with pytest.raises(TimeoutError, match=r"\[1\] offsets 5990..6100: stuck at 6000"):
+            reader.read_ranges([(0, 0, 10), (1, 5_990, 6_100)], timeout_s=2)
 
 
 @pytest.mark.services

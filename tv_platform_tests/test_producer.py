@@ -63,6 +63,13 @@ def test_strings_that_json_must_escape_are_escaped():
                                                    "timer": "2023-01-01 00:00:01", "status": "disabled"}])
     values = encode_event_arrays(frame)[1].to_pylist()
     assert [json.loads(v) for v in values] == [event_to_json(e) for e in frame.to_dict("records")]
+    # each text column alone (the byte scan looks at each), a timer given as text, and a frame sliced from another
+    for column, bad in (("session_id", "s\n1"), ("status", 'st"op'), ("timer", '2023-01-01 00:00:0"')):
+        odd = pd.concat([frame.iloc[1:]] * 3, ignore_index=True)
+        odd.loc[1, column] = bad
+        for part in (odd, odd.iloc[1:], odd.iloc[2:]):
+            values = encode_event_arrays(part)[1].to_pylist()
+            assert [json.loads(v) for v in values] == [event_to_json(e) for e in part.to_dict("records")], column
 
 
 @pytest.mark.services

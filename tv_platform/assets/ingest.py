@@ -207,35 +207,35 @@ def tv_stream_snapshot(context: dg.AssetExecutionContext, config: StreamRangesCo
     landed_by_day: dict[str, int] = {}
     new_users: set[int] = set()
     new_channels: set[int] = set()
-    with kafka.reader(config.topic) as reader:  # one connection for all the run's ranges
-        for r in config.ranges:
-            messages = reader.read_exactly(r.partition, r.start, r.end)
-            result = validate(messages, day, channel_ids, user_ids, days=days)
-            name = layout.range_file_name(r.partition, r.start, r.end, topic_id)
-            names.append(name)
-            by_day = result.by_day()
-            by_day.setdefault(day, result.good.iloc[:0])  # the run's own day always gets the range's file
-            for d, good in by_day.items():
-                # the same name in every day it touches: unique per topic id and range, rewritten by a re-run
-                good_path = f"{layout.partition_dir(raw_root, d)}/{name}"
-                fs.write_bytes(good_path, frame_to_csv_bytes(good))
-                files.append(good_path)
-                landed_by_day[d] = landed_by_day.get(d, 0) + len(good)
-            # a re-run that finds the range clean leaves no stale quarantine, and supersedes any replay of it
-            write_or_clear(fs, f"{bad_dir}/{name}", quarantine_frame(config.topic, result.rejected))
-            write_or_clear(fs, f"{raw_dir}/{name[:-4]}{layout.REPLAYED_SUFFIX}", result.good.iloc[:0])
-            write_or_clear(fs, f"{layout.inferred_dir(lake.lake_root)}/{name}", inferred_frame(result, day))
-            for x in result.rejected:
-                kind = " ".join(x.reason.split(":")[0].split(" ")[0:2])
-                reasons[kind] = reasons.get(kind, 0) + 1
-            new_users.update(result.new_users)
-            new_channels.update(result.new_channels)
-            read += len(messages)
-            landed += len(result.good)
-            quarantined += len(result.rejected)
-            context.log.info(f"{config.topic}[{r.partition}] {r.start}..{r.end}: {len(result.good)} landed "
-                             f"({', '.join(f'{d}: {len(g)}' for d, g in by_day.items() if len(g))}), "
-                             f"{len(result.rejected)} quarantined")
+    with kafka.reader(config.topic) as reader:  # one connection; the ranges of all partitions read side by side
+        read_all = reader.read_ranges([(r.partition, r.start, r.end) for r in config.ranges])
+    for r, messages in zip(config.ranges, read_all):
+        result = validate(messages, day, channel_ids, user_ids, days=days)
+        name = layout.range_file_name(r.partition, r.start, r.end, topic_id)
+        names.append(name)
+        by_day = result.by_day()
+        by_day.setdefault(day, result.good.iloc[:0])  # the run's own day always gets the range's file
+        for d, good in by_day.items():
+            # the same name in every day it touches: unique per topic id and range, rewritten by a re-run
+            good_path = f"{layout.partition_dir(raw_root, d)}/{name}"
+            fs.write_bytes(good_path, frame_to_csv_bytes(good))
+            files.append(good_path)
+            landed_by_day[d] = landed_by_day.get(d, 0) + len(good)
+        # a re-run that finds the range clean leaves no stale quarantine, and supersedes any replay of it
+        write_or_clear(fs, f"{bad_dir}/{name}", quarantine_frame(config.topic, result.rejected))
+        write_or_clear(fs, f"{raw_dir}/{name[:-4]}{layout.REPLAYED_SUFFIX}", result.good.iloc[:0])
+        write_or_clear(fs, f"{layout.inferred_dir(lake.lake_root)}/{name}", inferred_frame(result, day))
+        for x in result.rejected:
+            kind = " ".join(x.reason.split(":")[0].split(" ")[0:2])
+            reasons[kind] = reasons.get(kind, 0) + 1
+        new_users.update(result.new_users)
+        new_channels.update(result.new_channels)
+        read += len(messages)
+        landed += len(result.good)
+        quarantined += len(result.rejected)
+        context.log.info(f"{config.topic}[{r.partition}] {r.start}..{r.end}: {len(result.good)} landed "
+                         f"({', '.join(f'{d}: {len(g)}' for d, g in by_day.items() if len(g))}), "
+                         f"{len(result.rejected)} quarantined")
 
     other_days = {d: n for d, n in landed_by_day.items() if d != day and n}
     beyond = sorted(d for d in other_days if d < horizon)
