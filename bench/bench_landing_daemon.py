@@ -10,7 +10,8 @@ topic and lake root (set through TVP_KAFKA_TOPIC / TVP_LAKE_ROOT for `dagster de
 automation sensor, which follows today's partition, stays out of it), and counts the landed events from the runs'
 materializations. A burst (default) shows what one tick's wait and the run start-up cost; ``--rate`` produces at a
 steady rate, as a live stream arrives, and shows whether landing keeps up (the drain time after the producer stops
-stays about one tick and one run, however long it ran). ``--brokers 3`` runs it against a 3-broker KRaft cluster of
+stays about one tick and one run, however long it ran) and at what rate it lands in the steady state (the slope of
+the landed events while the producer runs, and the lag at its start and end). ``--brokers 3`` runs it against a 3-broker KRaft cluster of
 its own (RF 3, min.insync.replicas=2, free ports, a temporary state directory) instead of the stack's broker. Needs the local stack (`tv-platform stack up`) and a free port; results go to stdout — copy them
 into docs/benchmarks.md with the date.
 """
@@ -114,9 +115,28 @@ def run(args) -> None:
           f"produced to the last landed = {landed / total_s:,.0f} events/s (sensor every 15 s, "
           f"runs as processes, three at a time); the last landed {total_s - produced_s:.1f} s after the producer "
           "stopped")
+    steady = steady_rate(samples, produced_s)
+    if steady:
+        print(f"steady state (runs overlapping ticks, while the producer ran): landed at {steady[0]:,.0f} events/s; "
+              f"lag {steady[1]:,.0f} events at the first run landed, {steady[2]:,.0f} when the producer stopped")
     if args.plot:
         plot(samples, args.rate, produced_s, args.plot)
         print(f"plot: {args.plot}")
+
+
+def steady_rate(samples: list[tuple[float, int, int]], produced_s: float) -> tuple[float, int, int] | None:
+    """Landing's rate once the pipeline is full: the slope of the landed events (a least-squares line) from the
+    first run landed to the producer's stop, and the lag at both ends (flat: landing keeps up with the stream;
+    growing: it does not). None when fewer than two runs landed while producing (a burst: see the whole time)."""
+    import numpy as np
+
+    during = [(t, p, n) for t, p, n in samples if t <= produced_s]
+    first = next((i for i, (_, _, n) in enumerate(during) if n), None)
+    if first is None or len({n for _, _, n in during[first:]}) < 2:
+        return None
+    t, produced, landed = (np.array(x, dtype=float) for x in zip(*during[first:]))
+    slope = float(np.polyfit(t, landed, 1)[0])
+    return slope, int(produced[0] - landed[0]), int(produced[-1] - landed[-1])
 
 
 def plot(samples: list[tuple[float, int, int]], rate: float | None, produced_s: float, path: str) -> None:

@@ -256,47 +256,57 @@ _SUMS = {
 }
 
 
-def _consistency(name: str, cat: HiveCatalog, day: str, cal=None) -> tuple[bool, dict]:
-    """Compare an aggregate partition, read back from its table, with totals computed from viewing_sessions by
-    plain SQL (queries.session_totals_sql, on the same broadcast day) — a different code path from the builders."""
-    tot = cat.spark.sql(Q.session_totals_sql(cat.database, day, cal)).collect()[0]
+_CHECK_SUMS = {
+    "daily_viewing": "count(*) AS n, sum(views) AS views, sum(hours_by_start) AS hb, sum(hours_in_day) AS hd, "
+                     "sum(hours_after_day) AS ha, sum(hours_carried_in) AS hc",
+    "channel_rating": "sum(views) AS views, sum(hours) AS hours, sum(hours_share) AS share, count(*) AS n, "
+                      "max(rank) AS max_rank",
+    "hourly_activity": "count(*) AS n, sum(sessions_started) AS started, sum(minutes) AS m",
+    "channel_weekday_hour": "sum(minutes) AS m",
+    "duration_histogram": "count(*) AS n, sum(sessions) AS s, sum(hours) AS h",
+    "user_activity": "sum(sessions) AS s, sum(minutes_by_start) AS mb, sum(minutes_in_day) AS md",
+}
+"""What each aggregate's check sums over a written partition (aliases as ``_compare`` reads them)."""
+
+
+def _consistency(name: str, cat: HiveCatalog, days: list[str], cal=None) -> list[tuple[bool, dict]]:
+    """Compare each day's aggregate partition, read back from its table, with totals computed from viewing_sessions
+    by plain SQL (queries.session_totals_of_days_sql, on the same broadcast day) — a different code path from the
+    builders. Two Spark queries for the whole range: the sessions' totals of every day, the table's sums per day."""
+    totals = {r["dt"]: r for r in cat.spark.sql(Q.session_totals_of_days_sql(cat.database, days, cal)).collect()}
+    listed = ", ".join(f"'{d}'" for d in days)
+    sums = {r["dt"]: r.asDict() for r in cat.spark.sql(
+        f"SELECT dt, {_CHECK_SUMS[name]} FROM {cat.qualified(name)} WHERE dt IN ({listed}) GROUP BY dt").collect()}
+    nothing = {alias.split(" AS ")[1]: None for alias in _CHECK_SUMS[name].split(", ")}
+    nothing.update({k: 0 for k in nothing if k == "n"})  # a day without rows: count 0, sums NULL
+    return [_compare(name, sums.get(d, nothing), totals[d]) for d in days]
+
+
+def _compare(name: str, r: dict, tot) -> tuple[bool, dict]:
+    """(passed, metadata) of one day: its partition's sums ``r`` against the sessions' totals ``tot``."""
     views, by_start_h, in_day_h = int(tot["views"]), tot["by_start_s"] / 3600.0, tot["in_day_s"] / 3600.0
-    t = cat.qualified(name)
-    where = f"WHERE dt = '{day}'"
-
-    def one(sql: str):
-        return cat.spark.sql(sql).collect()[0]
-
     close = lambda a, b: abs((a or 0.0) - (b or 0.0)) <= 1e-6 * max(1.0, abs(b or 0.0))  # noqa: E731
     if name == "daily_viewing":
-        r = one(f"SELECT count(*) AS n, sum(views) AS views, sum(hours_by_start) AS hb, sum(hours_in_day) AS hd, "
-                f"sum(hours_after_day) AS ha, sum(hours_carried_in) AS hc FROM {t} {where}")
         ok = r["n"] == 1 and r["views"] == views and close(r["hb"], by_start_h) and close(r["hd"], in_day_h) \
             and close(r["hd"], (r["hb"] or 0) - (r["ha"] or 0) + (r["hc"] or 0))
         return ok, {"rows": r["n"], "views": r["views"], "sessions_views": views, "hours_in_day": r["hd"],
                     "sessions_hours_in_day": in_day_h}
     if name == "channel_rating":
-        r = one(f"SELECT sum(views) AS views, sum(hours) AS hours, sum(hours_share) AS share, "
-                f"count(*) AS n, max(rank) AS max_rank FROM {t} {where}")
         ok = (r["views"] or 0) == views and close(r["hours"], by_start_h) \
             and (views == 0 or abs((r["share"] or 0) - 100.0) < 1e-6 or by_start_h == 0) and r["max_rank"] == (
                 r["n"] or None)
         return ok, {"views": r["views"], "sessions_views": views, "hours": r["hours"], "hours_share_total": r["share"]}
     if name == "hourly_activity":
-        r = one(f"SELECT count(*) AS n, sum(sessions_started) AS started, sum(minutes) AS m FROM {t} {where}")
         ok = r["n"] == 24 and r["started"] == views and close((r["m"] or 0) / 60.0, in_day_h)
         return ok, {"rows": r["n"], "sessions_started": r["started"], "sessions_views": views,
                     "hours": (r["m"] or 0) / 60.0, "sessions_hours_in_day": in_day_h}
     if name == "channel_weekday_hour":
-        r = one(f"SELECT sum(minutes) AS m FROM {t} {where}")
         ok = close((r["m"] or 0) / 60.0, in_day_h)
         return ok, {"hours": (r["m"] or 0) / 60.0, "sessions_hours_in_day": in_day_h}
     if name == "duration_histogram":
-        r = one(f"SELECT count(*) AS n, sum(sessions) AS s, sum(hours) AS h FROM {t} {where}")
         ok = r["n"] == len(A.DURATION_BUCKETS) and r["s"] == views and close(r["h"], by_start_h)
         return ok, {"buckets": r["n"], "sessions": r["s"], "sessions_views": views}
     if name == "user_activity":
-        r = one(f"SELECT sum(sessions) AS s, sum(minutes_by_start) AS mb, sum(minutes_in_day) AS md FROM {t} {where}")
         ok = (r["s"] or 0) == views and close((r["mb"] or 0) / 60.0, by_start_h) and close((r["md"] or 0) / 60.0,
                                                                                           in_day_h)
         return ok, {"sessions": r["s"], "sessions_views": views, "hours_in_day": (r["md"] or 0) / 60.0,
@@ -329,7 +339,7 @@ def _aggregate_asset(name: str):
         frames = [builder(viewing_sessions, day, cal) for day in days]
         yield dg.Output(union_of_days(frames))
         cat = hive.catalog()
-        results = [_consistency(name, cat, day, cal) for day in days]
+        results = _consistency(name, cat, days, cal)
         metadata = results[0][1] if len(results) == 1 else {"days_checked": len(results),
                                                             "days_failed": sum(not ok for ok, _ in results)}
         yield dg.AssetCheckResult(check_name="consistent_with_sessions", passed=all(ok for ok, _ in results),

@@ -24,7 +24,7 @@ from tv_platform.epg import tables as ET
 from tv_platform.epg.generator import make_guide
 from tv_platform.epg.guide import GUIDE_COLUMNS, coverage_problems, normalize_day
 from tv_platform.epg.xmltv import parse_xmltv
-from tv_platform.lake.queries import session_totals_sql
+from tv_platform.lake.queries import of_days_sql, session_totals_of_days_sql
 from tv_platform.lake.calendar import BroadcastCalendar
 from tv_platform.location import settings as location_settings
 from tv_platform.partitions import BROADCAST_WINDOW, GUIDE_DAYS, daily, spark_range
@@ -152,7 +152,7 @@ FROM (
 def hive_programme_guide(context: dg.AssetExecutionContext, hive: HiveResource):
     days = list(context.partition_keys)
     cat = register_guide(hive, days)
-    results = [cat.spark.sql(guide_coverage_sql(cat.database, d)).collect()[0] for d in days]
+    results = _by_day(cat, of_days_sql(lambda d: guide_coverage_sql(cat.database, d), days), days)
     programmes = sum(int(r["programmes"]) for r in results)
     yield dg.MaterializeResult(metadata={"table": f"{hive.database}.{ET.GUIDE_TABLE}", "location": guide_location(hive),
                                          "rows": programmes, "dagster/row_count": programmes,
@@ -200,6 +200,13 @@ FROM vs FULL OUTER JOIN pv ON vs.session_id = pv.session_id
 """
 
 
+
+def _by_day(cat, sql: str, days: list[str]) -> list:
+    """The rows of a per-day query (``of_days_sql``) in the order of ``days``."""
+    rows = {r["dt"]: r for r in cat.spark.sql(sql).collect()}
+    return [rows[d] for d in days]
+
+
 @dg.asset(
     name="programme_viewing",
     group_name=GROUP,
@@ -227,8 +234,9 @@ def programme_viewing(context: dg.AssetExecutionContext, hive: HiveResource, vie
     frames = [EA.attribute(viewing_sessions, guide.where(F.col("dt").isin(_guide_days(day))), day, cal)
               for day in days]
     yield dg.Output(union_of_days(frames))
-    rows = [cat.spark.sql(conservation_sql(cat.database, d, cal)).collect()[0] for d in days]
-    totals = [cat.spark.sql(session_totals_sql(cat.database, d, cal)).collect()[0] for d in days]
+    # one query for every day's conservation, one for every day's session totals (not two a day)
+    rows = _by_day(cat, of_days_sql(lambda d: conservation_sql(cat.database, d, cal), days), days)
+    totals = _by_day(cat, session_totals_of_days_sql(cat.database, days, cal), days)
     passed = all(int(r["mismatched"]) == 0 and int(r["attributed_seconds"]) == int(t["in_day_s"])
                  for r, t in zip(rows, totals))
     yield dg.AssetCheckResult(check_name="minutes_conserved", passed=passed, metadata={

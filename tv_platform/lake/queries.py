@@ -89,3 +89,15 @@ SELECT
 FROM (SELECT {start} AS s, {end} AS e, duration_s FROM {db}.viewing_sessions
       WHERE dt IN ('{prev.isoformat()}', '{d.isoformat()}', '{nxt.isoformat()}'))
 """
+
+
+
+def of_days_sql(day_sql, days) -> str:
+    """A one-row query of a day (``day_sql(day)``) for several days in one query — one Spark job instead of one a
+    day: its rows, each with the day as ``dt``."""
+    return "\nUNION ALL\n".join(f"SELECT '{as_date(d).isoformat()}' AS dt, * FROM ({day_sql(d)})" for d in days)
+
+
+def session_totals_of_days_sql(database: str, days, cal=None, tz: str | None = None) -> str:
+    """:func:`session_totals_sql` of several broadcast days in one query, a row per day with its ``dt``."""
+    return of_days_sql(lambda d: session_totals_sql(database, d, cal, tz), days)
