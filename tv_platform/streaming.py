@@ -224,6 +224,14 @@ _CANONICAL = (
 column-wise; any other message — other field order, escapes, strings for numbers, anything bad — goes through
 ``parse_event`` one by one, so both paths accept and reject exactly the same messages."""
 
+_COMPACT = (
+    r'^\{"session_id":"[0-9a-f]{32}","user_id":' + f"(?P<user_id>{_INT})" + ',"channel_id":' + f"(?P<channel_id>{_INT})"
+    + ',"timer":"(?P<tail>[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}","status":"'
+    + f'(?:{"|".join(STATUSES)}))' + r'"\}$'
+)
+"""The canonical event without whitespace, as the platform's producer writes it: the session id is bytes 15..47,
+``tail`` is the timer (its first 19 characters) and, from character 31, the status."""
+
 
 def validate(messages: "Records | Sequence[Message]", day: str, channel_ids: "set[int] | None" = None,
              user_ids: "set[int] | range | None" = None, days: "Collection[str] | None" = None) -> Landing:
@@ -334,14 +342,29 @@ def _canonical_columns(records: Records, day: str, rejected: dict, days: "Collec
     import pyarrow.compute as pc
 
     small = pc.fill_null(pc.less_equal(pc.binary_length(records.values), MAX_PAYLOAD_BYTES), False)
-    found = pc.extract_regex(pc.if_else(small, records.values, pa.scalar(b"", pa.binary())), _CANONICAL)
-    matched = pc.is_valid(found).to_numpy(zero_copy_only=False)
-    rows = np.flatnonzero(matched)
+    values = pc.if_else(small, records.values, pa.scalar(b"", pa.binary()))
+    # the producers' compact form first: three captures (RE2's cost grows with them), the rest at fixed places
+    compact = pc.extract_regex(values, _COMPACT)
+    quick = pc.is_valid(compact).to_numpy(zero_copy_only=False)
+    others = np.flatnonzero(~quick)  # anything else that may still be canonical (whitespace): the general pattern
+    full = pc.extract_regex(values.take(pa.array(others, type=pa.int64())), _CANONICAL) if len(others) else None
+    slow = pc.is_valid(full).to_numpy(zero_copy_only=False) if full is not None else np.zeros(0, dtype=bool)
+    rows_q, rows_s = np.flatnonzero(quick), others[slow]
     empty = {c: [] for c in EVENT_COLUMNS}
-    if not len(rows):
-        return rows, rows, empty
-    sub = found.filter(pa.array(matched))
-    field = {c: sub.field(c).cast(pa.string()) for c in EVENT_COLUMNS}
+    if not len(rows_q) + len(rows_s):
+        return rows_q, rows_q, empty
+    q = compact.filter(pa.array(quick))
+    tail = q.field("tail").cast(pa.string())
+    field = {"session_id": pc.binary_slice(values.filter(pa.array(quick)), 15, 47).cast(pa.string()),
+             "user_id": q.field("user_id").cast(pa.string()), "channel_id": q.field("channel_id").cast(pa.string()),
+             "timer": pc.utf8_slice_codeunits(tail, 0, 19), "status": pc.utf8_slice_codeunits(tail, 31)}
+    rows = rows_q
+    if len(rows_s):
+        sub = full.filter(pa.array(slow))
+        both = np.concatenate([rows_q, rows_s])
+        order = pa.array(np.argsort(both, kind="stable"))
+        field = {c: pa.concat_arrays([field[c], sub.field(c).cast(pa.string())]).take(order) for c in EVENT_COLUMNS}
+        rows = both[order.to_numpy()]
     timers = field["timer"]
     parsed = pc.strptime(timers, format=TIMER_FORMAT, unit="s", error_is_null=True)
     # Arrow rolls 2023-02-30 over to 03-02: a timer is good only if its date reads back the same (an ISO date cast,
