@@ -1,4 +1,4 @@
-"""The producer: JSON and partitions computed for all events at once, then librdkafka (idempotent, acks=all, lz4).
+"""The producer: JSON and partitions computed column-wise (a piece of the frame encoded ahead while the previous one is sent), then librdkafka (idempotent, acks=all, lz4).
 
 Unit tests check the encoding against the reference implementations (``json.dumps``, kafka-python's murmur2
 partitioner); the broker tests read back what was sent, SIGKILL a `produce` half way and run it again, and measure
@@ -210,3 +210,40 @@ def test_speed_paces_a_short_day_against_the_broker(stack, unique, tmp_path):
     assert 8.5 <= last <= 14.0, (mid, last)
     records = kafka.read_range(0, 0, n)
     assert records.timestamps.tolist() == timer_ms(frame["timer"]).tolist()  # the events' own timestamps
+
+
+def test_a_bad_frame_is_refused_whole_before_anything_is_sent():
+    """The producer encodes a frame piece by piece while it sends: what would stop a piece is found for the whole
+    frame first — a missing column, a missing value in the last row, an id that is not a number."""
+    from tv_platform.engines.kafka import _check_event_frame
+
+    good = pd.DataFrame([{"session_id": f"s{i}", "user_id": i, "channel_id": 2, "timer": "2023-01-01 00:00:00",
+                          "status": "enabled"} for i in range(5)])
+    _check_event_frame(good)
+    with pytest.raises(ValueError, match="lacks columns"):
+        _check_event_frame(good.drop(columns=["status"]))
+    last_missing = good.astype({"user_id": "float64"})
+    last_missing.loc[4, "user_id"] = None
+    with pytest.raises(ValueError, match="1 missing user_id"):
+        _check_event_frame(last_missing)
+    with pytest.raises(ValueError):
+        _check_event_frame(good.astype({"channel_id": str}).assign(channel_id=["1", "2", "3", "4", "x"]))
+
+
+def test_pieces_encoded_ahead_come_in_order_and_an_error_where_it_happened():
+    from tv_platform.engines.kafka import _Ahead
+
+    assert list(_Ahead([lambda i=i: i * i for i in range(7)])) == [0, 1, 4, 9, 16, 25, 36]
+
+    def broken():
+        raise RuntimeError("piece 2")
+
+    got = []
+    with pytest.raises(RuntimeError, match="piece 2"):
+        for item in _Ahead([lambda: 0, lambda: 1, broken, lambda: 3]):
+            got.append(item)
+    assert got == [0, 1]
+    ahead = _Ahead([lambda i=i: i for i in range(100)])  # left half-way: close stops the thread
+    assert next(iter(ahead)) == 0
+    ahead.close()
+    assert not ahead._thread.is_alive()

@@ -625,30 +625,34 @@ def publish_frame(kafka: "KafkaResource", frame, rate: float | None = None, prog
     how many events the brokers acknowledged (``acks=all``, idempotent) — with ``resume``, how many of the frame are
     in the topic now (see ``resume_points``); raises ``KafkaClientError`` when any could not be delivered. ``speed``
     paces the stream on the day's clock (``pace_schedule``: 1 = real time, 60 = an hour a minute, from
-    ``pace_from_ms``), so events arrive as the day does, not all at once."""
+    ``pace_from_ms``), so events arrive as the day does, not all at once. A bad frame (a missing column or value, an
+    id that is not an integer, a timer that is not one) raises before anything is sent."""
     import numpy as np
     from tqdm import tqdm
 
     from tv_platform.dates import timer_ms
 
-    keys, values = encode_event_arrays(frame)
-    if not len(keys):
+    _check_event_frame(frame)
+    if not len(frame):
         return 0
+    stamps = timer_ms(frame["timer"])
     producer = kafka.producer()
     count = _partition_count(producer, kafka)
-    parts = murmur2_partitions(keys, count)
-    stamps = timer_ms(frame["timer"])
-    todo = np.arange(len(keys))
-    if resume:
-        done = resume_points(kafka, parts, values)
-        todo = np.flatnonzero(_rank_limit(parts, done))
-    already = len(keys) - len(todo)
-    # what is left to send, in send order, as Python lists (numpy's object arrays: 3x faster than Arrow's to_pylist)
-    values_l = values.to_numpy(zero_copy_only=False)[todo].tolist()
-    keys_l = keys.to_numpy(zero_copy_only=False)[todo].tolist()
-    parts_l, stamps_l = parts[todo].tolist(), stamps[todo].tolist()
+    due = pace_schedule(stamps, speed, pace_from_ms) if speed else None
+    if resume:  # the whole frame first: the resume points are found from every partition's events
+        keys, values = encode_event_arrays(frame)
+        parts = murmur2_partitions(keys, count)
+        todo = np.flatnonzero(_rank_limit(parts, resume_points(kafka, parts, values)))
+        pieces = _Ahead([lambda: _send_lists(keys, values, parts, stamps, todo)])
+        due = due[todo] if due is not None else None
+        total = len(todo)
+    else:  # encoded a piece ahead in a thread (Arrow's kernels let go of the GIL) while the previous one is sent
+        pieces = _Ahead([lambda a=a: _send_lists(*encode_event_arrays(frame.iloc[a:a + _PIECE]), None,
+                                                 stamps[a:a + _PIECE], None, count)
+                         for a in range(0, len(frame), _PIECE)])
+        total = len(frame)
+    already = len(frame) - total
     step = int(min(chunk, max(1, rate / 20))) if rate else chunk  # a throttled producer sends 20 times a second
-    due = pace_schedule(stamps, speed, pace_from_ms)[todo] if speed else None
     if due is not None:
         step = min(step, 500)
     failed: list = []
@@ -656,45 +660,48 @@ def publish_frame(kafka: "KafkaResource", frame, rate: float | None = None, prog
     def on_error(err, _msg):
         failed.append(err)
 
-    bar = tqdm(total=len(keys), initial=already, unit="ev", disable=not progress, desc=f"produce {kafka.topic}")
+    bar = tqdm(total=len(frame), initial=already, unit="ev", disable=not progress, desc=f"produce {kafka.topic}")
     sent, t0 = 0, time.monotonic()
     produce, poll, topic = producer.produce, producer.poll, kafka.topic
+    stop = False
     try:
-        lo = 0
-        while lo < len(todo):
-            hi = min(lo + step, len(todo))
-            if due is not None:  # on the day's clock: the batch goes when its first event is due …
-                wait = due[lo] - (time.monotonic() - t0)
-                if wait > 0:
-                    poll(min(wait, 0.5))
-                    wait = due[lo] - (time.monotonic() - t0)
+        for values_l, keys_l, parts_l, stamps_l in pieces:
+            lo = 0
+            while lo < len(values_l) and not stop:
+                hi = min(lo + step, len(values_l))
+                if due is not None:  # on the day's clock: the batch goes when its first event is due …
+                    first = sent  # the batch's first event, counted over the whole send
+                    wait = due[first] - (time.monotonic() - t0)
                     if wait > 0:
-                        time.sleep(wait)
-                elapsed = time.monotonic() - t0  # … with only the events due by now (the rest in the next batch)
-                on_time = due[lo:hi] <= elapsed + 0.05
-                hi = lo + max(1, len(on_time) if on_time.all() else int(np.argmin(on_time)))
-            # positional arguments: produce(topic, value, key, partition, on_delivery, callback, timestamp) — a
-            # keyword timestamp costs librdkafka's Python binding a third of the call
-            for value, key, part, stamp in zip(values_l[lo:hi], keys_l[lo:hi], parts_l[lo:hi], stamps_l[lo:hi]):
-                try:
-                    produce(topic, value, key, part, on_error, None, stamp)
-                except BufferError:  # the local queue is full: let librdkafka send, then try again
-                    _produce_when_queued(producer, (topic, value, key, part, on_error, None, stamp))
-            n = hi - lo
-            lo += n
-            sent += n
-            poll(0)
-            producer.client_errors.raise_if_fatal("cannot produce to", kafka)
-            if failed:
-                break
-            bar.update(n)
-            if rate:
-                ahead = sent / rate - (time.monotonic() - t0)
-                if ahead > 0:
-                    time.sleep(ahead)
-            if duration is not None and time.monotonic() - t0 >= duration:
+                        poll(min(wait, 0.5))
+                        wait = due[first] - (time.monotonic() - t0)
+                        if wait > 0:
+                            time.sleep(wait)
+                    elapsed = time.monotonic() - t0  # … with only the events due by now (the rest in the next batch)
+                    on_time = due[first:first + hi - lo] <= elapsed + 0.05
+                    hi = lo + max(1, len(on_time) if on_time.all() else int(np.argmin(on_time)))
+                # positional arguments: produce(topic, value, key, partition, on_delivery, callback, timestamp) — a
+                # keyword timestamp costs librdkafka's Python binding a third of the call
+                for value, key, part, stamp in zip(values_l[lo:hi], keys_l[lo:hi], parts_l[lo:hi], stamps_l[lo:hi]):
+                    try:
+                        produce(topic, value, key, part, on_error, None, stamp)
+                    except BufferError:  # the local queue is full: let librdkafka send, then try again
+                        _produce_when_queued(producer, (topic, value, key, part, on_error, None, stamp))
+                n = hi - lo
+                lo += n
+                sent += n
+                poll(0)
+                producer.client_errors.raise_if_fatal("cannot produce to", kafka)
+                bar.update(n)
+                stop = bool(failed) or (duration is not None and time.monotonic() - t0 >= duration)
+                if rate and not stop:
+                    ahead = sent / rate - (time.monotonic() - t0)
+                    if ahead > 0:
+                        time.sleep(ahead)
+            if stop:
                 break
     finally:
+        pieces.close()
         left = producer.flush(120)
         bar.close()
     producer.client_errors.raise_if_fatal("cannot produce to", kafka)
@@ -702,6 +709,84 @@ def publish_frame(kafka: "KafkaResource", frame, rate: float | None = None, prog
         raise KafkaClientError(f"kafka: {len(failed) + left} of {sent} events to {topic} were not delivered"
                                + (f": {failed[0].name()}: {failed[0].str()}" if failed else " within 120 s"))
     return already + sent if resume else sent
+
+
+_PIECE = 100_000
+"""Events encoded at a time by ``publish_frame``'s encoder thread."""
+
+
+def _check_event_frame(frame) -> None:
+    """What ``encode_event_arrays`` would refuse, for the whole frame at once (the producer encodes it piece by
+    piece while it sends: a bad row must stop it before the first event goes, not half-way)."""
+    missing = [c for c in EVENT_FIELDS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"event frame lacks columns {missing}")
+    for column in EVENT_FIELDS:
+        nulls = int(frame[column].isna().sum())
+        if nulls:
+            raise ValueError(f"event frame has {nulls} missing {column} values")
+    for column in ("user_id", "channel_id"):
+        frame[column].astype("int64")
+
+
+def _send_lists(keys, values, parts, stamps, todo=None, count: int | None = None) -> tuple[list, list, list, list]:
+    """(values, keys, partitions, timestamps) as Python lists, in send order — the ``todo`` rows, or all (numpy's
+    object arrays: 3x faster than Arrow's to_pylist); ``parts`` None: computed for ``count`` partitions."""
+    import numpy as np
+
+    if parts is None:
+        parts = murmur2_partitions(keys, count)
+    pick = slice(None) if todo is None else todo
+    return (values.to_numpy(zero_copy_only=False)[pick].tolist(), keys.to_numpy(zero_copy_only=False)[pick].tolist(),
+            np.asarray(parts)[pick].tolist(), np.asarray(stamps)[pick].tolist())
+
+
+class _Ahead:
+    """Iterates over the results of ``makers`` (functions), each computed in a thread while the previous one is used
+    (one ahead); an error of a maker is raised where its result is taken. ``close`` stops the thread."""
+
+    def __init__(self, makers):
+        import queue
+        import threading
+
+        self._queue, self._stop = queue.Queue(maxsize=1), threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(list(makers),), daemon=True,
+                                        name="tv_platform-encoder")
+        self._thread.start()
+
+    def _run(self, makers) -> None:
+        import queue
+
+        def put(item) -> bool:
+            while not self._stop.is_set():
+                try:
+                    self._queue.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        for make in makers:
+            try:
+                item = (make(), None)
+            except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+                item = (None, exc)
+            if not put(item) or item[1] is not None:
+                return
+        put((None, StopIteration()))
+
+    def __iter__(self):
+        while True:
+            item, exc = self._queue.get()
+            if isinstance(exc, StopIteration):
+                return
+            if exc is not None:
+                raise exc
+            yield item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
 
 
 def _produce_when_queued(producer, args) -> None:
