@@ -411,41 +411,45 @@ class RangeReader:
         consumer = self._consumer
         want = {p: (start, stop) for p, start, stop in ranges}
         got = {p: ([], [], [], []) for p in want}  # offsets, timestamps, keys, values
+        # per open partition: its lists' appends, the next offset wanted, the stop (a list: one lookup per record)
+        live = {p: [*(column.append for column in got[p]), start, stop] for p, (start, stop) in want.items()
+                if start < stop}
         position = {p: start for p, (start, _) in want.items()}
-        open_ = {p for p, (start, stop) in want.items() if start < stop}
         paused: list = []
-        consumer.assign([Tp(self.topic, p, position[p]) for p in open_])
+        consumer.assign([Tp(self.topic, p, start) for p, (start, _) in want.items() if p in live])
         try:
-            while open_ and time.monotonic() < deadline:
+            while live and time.monotonic() < deadline:
                 for m in consumer.consume(self.batch, timeout=min(1.0, max(deadline - time.monotonic(), 0.01))):
                     p = m.partition()
-                    if p not in open_ or m.topic() != self.topic:
+                    state = live.get(p)
+                    if state is None:
                         continue  # a partition already read to its stop, or left by an earlier assignment
-                    stop = want[p][1]
                     err = m.error()
-                    if err is not None:
-                        if err.code() == KafkaError._PARTITION_EOF:
-                            position[p] = max(position[p], min(m.offset(), stop))  # the end (LSO): gaps included
-                        else:
-                            raise KafkaClientError(f"kafka: read {self.topic}[{p}] at {position[p]}: "
-                                                   f"{err.name()}: {err.str()}")
-                    else:
+                    if err is None:
                         offset = m.offset()
-                        if offset < position[p]:
+                        if offset < state[4]:
                             continue  # already read (a resend of a fetch), or before the range
-                        if offset < stop:
-                            offsets, stamps, keys, values = got[p]
-                            offsets.append(offset)
-                            stamps.append(m.timestamp()[1])
-                            keys.append(m.key())
-                            values.append(m.value())
-                            position[p] = offset + 1
+                        if offset < state[5]:
+                            state[0](offset)
+                            state[1](m.timestamp()[1])
+                            state[2](m.key())
+                            state[3](m.value())
+                            state[4] = offset + 1
+                            if state[4] < state[5]:
+                                continue
                         else:
-                            position[p] = stop
-                    if position[p] >= stop:
-                        open_.discard(p)
-                        paused.append(Tp(self.topic, p))
-                        consumer.pause(paused[-1:])  # its later records are not wanted: stop fetching them
+                            state[4] = state[5]
+                    elif err.code() == KafkaError._PARTITION_EOF:  # the end (LSO) reached: gaps included
+                        state[4] = max(state[4], min(m.offset(), state[5]))
+                        if state[4] < state[5]:
+                            continue
+                    else:
+                        raise KafkaClientError(f"kafka: read {self.topic}[{p}] at {state[4]}: "
+                                               f"{err.name()}: {err.str()}")
+                    position[p] = state[4]
+                    del live[p]
+                    paused.append(Tp(self.topic, p))
+                    consumer.pause(paused[-1:])  # its later records are not wanted: stop fetching them
                 self._errors.raise_if_fatal("cannot read from", self.kafka)
         except KafkaException as exc:
             raise KafkaClientError(f"kafka: read {self.topic} {sorted(want)}: {exc}") from None
@@ -453,6 +457,9 @@ class RangeReader:
             if paused:
                 consumer.resume(paused)  # a pause outlives the assignment: the next one would never fetch
             consumer.unassign()
+        for p, state in live.items():
+            position[p] = state[4]
+        open_ = set(live)
         if open_:
             p = min(open_)
             raise TimeoutError(f"read {self.topic}[{p}] offsets {want[p][0]}..{want[p][1]}: stuck at {position[p]} "
