@@ -212,6 +212,16 @@ def test_speed_paces_a_short_day_against_the_broker(stack, unique, tmp_path):
     assert records.timestamps.tolist() == timer_ms(frame["timer"]).tolist()  # the events' own timestamps
 
 
+def test_the_escaping_scan_sees_every_byte_json_must_escape():
+    from tv_platform.engines.kafka import _needs_escaping
+
+    assert not _needs_escaping(pa.array([], pa.string())) and not _needs_escaping(pa.array(["", ""], pa.string()))
+    assert not _needs_escaping(pa.array(["plain text", "2023-01-01 00:00:00"], pa.string()))
+    for bad in ('a"b', "a\\b", "a\nb", "\x00", "\x1f"):
+        assert _needs_escaping(pa.array(["ok", bad], pa.string())), repr(bad)
+        assert not _needs_escaping(pa.array(["ok", bad, "fine"], pa.string())[2:]), repr(bad)  # a slice sees its own
+
+
 def test_a_bad_frame_is_refused_whole_before_anything_is_sent():
     """The producer encodes a frame piece by piece while it sends: what would stop a piece is found for the whole
     frame first — a missing column, a missing value in the last row, an id that is not a number."""

@@ -386,8 +386,8 @@ class RangeReader:
 
     def read_ranges(self, ranges: Sequence[tuple[int, int, int]], timeout_s: float = 120.0) -> list[Records]:
         """Exactly the records of each (partition, start, stop) range, in the order given; the ranges of different
-        partitions are read together (one assignment: librdkafka fetches them side by side — twice the rate of one
-        partition after another). Several ranges of one partition are read one round after the other. Raises
+        partitions are read together (one assignment: librdkafka fetches them side by side — 1.3–2x the rate of one
+        partition after another, measured). Several ranges of one partition are read one round after the other. Raises
         ``TimeoutError`` if they can't all be read within ``timeout_s``."""
         out: list[Records | None] = [None] * len(ranges)
         todo = list(enumerate(ranges))
@@ -604,9 +604,12 @@ def _needs_escaping(text) -> bool:
     numpy pass over the array's data buffer."""
     import numpy as np
 
-    offsets = np.frombuffer(text.buffers()[1], dtype=np.int32)[text.offset:text.offset + len(text) + 1]
-    data = np.frombuffer(text.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]] if len(text) else b""
-    return bool(len(data)) and bool(((data < 0x20) | (data == 0x22) | (data == 0x5C)).any())
+    _, offset_buffer, data_buffer = text.buffers()
+    if not len(text) or offset_buffer is None or data_buffer is None:
+        return False
+    offsets = np.frombuffer(offset_buffer, dtype=np.int32)[text.offset:text.offset + len(text) + 1]
+    data = np.frombuffer(data_buffer, dtype=np.uint8)[offsets[0]:offsets[-1]]
+    return bool(((data < 0x20) | (data == 0x22) | (data == 0x5C)).any())
 
 
 def pace_schedule(stamps, speed: float, start_ms: int | None = None) -> "np.ndarray":
