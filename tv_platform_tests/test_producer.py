@@ -225,35 +225,37 @@ def test_the_escaping_scan_sees_every_byte_json_must_escape():
 def test_a_bad_frame_is_refused_whole_before_anything_is_sent():
     """The producer encodes a frame piece by piece while it sends: what would stop a piece is found for the whole
     frame first — a missing column, a missing value in the last row, an id that is not a number."""
-    from tv_platform.engines.kafka import _check_event_frame
+    from tv_platform.engines.kafka import check_event_frame
 
     good = pd.DataFrame([{"session_id": f"s{i}", "user_id": i, "channel_id": 2, "timer": "2023-01-01 00:00:00",
                           "status": "enabled"} for i in range(5)])
-    _check_event_frame(good)
+    check_event_frame(good)
     with pytest.raises(ValueError, match="lacks columns"):
-        _check_event_frame(good.drop(columns=["status"]))
+        check_event_frame(good.drop(columns=["status"]))
     last_missing = good.astype({"user_id": "float64"})
     last_missing.loc[4, "user_id"] = None
     with pytest.raises(ValueError, match="1 missing user_id"):
-        _check_event_frame(last_missing)
+        check_event_frame(last_missing)
     with pytest.raises(ValueError):
-        _check_event_frame(good.astype({"channel_id": str}).assign(channel_id=["1", "2", "3", "4", "x"]))
+        check_event_frame(good.astype({"channel_id": str}).assign(channel_id=["1", "2", "3", "4", "x"]))
 
 
 def test_pieces_encoded_ahead_come_in_order_and_an_error_where_it_happened():
-    from tv_platform.engines.kafka import _Ahead
+    import threading
 
-    assert list(_Ahead([lambda i=i: i * i for i in range(7)])) == [0, 1, 4, 9, 16, 25, 36]
+    from tv_platform.engines.kafka import _one_ahead
+
+    assert list(_one_ahead([lambda i=i: i * i for i in range(7)])) == [0, 1, 4, 9, 16, 25, 36]
 
     def broken():
         raise RuntimeError("piece 2")
 
     got = []
     with pytest.raises(RuntimeError, match="piece 2"):
-        for item in _Ahead([lambda: 0, lambda: 1, broken, lambda: 3]):
+        for item in _one_ahead([lambda: 0, lambda: 1, broken, lambda: 3]):
             got.append(item)
     assert got == [0, 1]
-    ahead = _Ahead([lambda i=i: i for i in range(100)])  # left half-way: close stops the thread
-    assert next(iter(ahead)) == 0
+    ahead = _one_ahead([lambda i=i: i for i in range(100)])  # left half-way: close stops the thread
+    assert next(ahead) == 0
     ahead.close()
-    assert not ahead._thread.is_alive()
+    assert not [t for t in threading.enumerate() if t.name.startswith("tv_platform-encoder")]

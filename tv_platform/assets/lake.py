@@ -257,16 +257,16 @@ _SUMS = {
 
 
 _CHECK_SUMS = {
-    "daily_viewing": "count(*) AS n, sum(views) AS views, sum(hours_by_start) AS hb, sum(hours_in_day) AS hd, "
-                     "sum(hours_after_day) AS ha, sum(hours_carried_in) AS hc",
-    "channel_rating": "sum(views) AS views, sum(hours) AS hours, sum(hours_share) AS share, count(*) AS n, "
-                      "max(rank) AS max_rank",
-    "hourly_activity": "count(*) AS n, sum(sessions_started) AS started, sum(minutes) AS m",
-    "channel_weekday_hour": "sum(minutes) AS m",
-    "duration_histogram": "count(*) AS n, sum(sessions) AS s, sum(hours) AS h",
-    "user_activity": "sum(sessions) AS s, sum(minutes_by_start) AS mb, sum(minutes_in_day) AS md",
+    "daily_viewing": {"n": "count(*)", "views": "sum(views)", "hb": "sum(hours_by_start)", "hd": "sum(hours_in_day)",
+                      "ha": "sum(hours_after_day)", "hc": "sum(hours_carried_in)"},
+    "channel_rating": {"views": "sum(views)", "hours": "sum(hours)", "share": "sum(hours_share)", "n": "count(*)",
+                       "max_rank": "max(rank)"},
+    "hourly_activity": {"n": "count(*)", "started": "sum(sessions_started)", "m": "sum(minutes)"},
+    "channel_weekday_hour": {"m": "sum(minutes)"},
+    "duration_histogram": {"n": "count(*)", "s": "sum(sessions)", "h": "sum(hours)"},
+    "user_activity": {"s": "sum(sessions)", "mb": "sum(minutes_by_start)", "md": "sum(minutes_in_day)"},
 }
-"""What each aggregate's check sums over a written partition (aliases as ``_compare`` reads them)."""
+"""What each aggregate's check sums over a written partition: {name ``_compare`` reads: SQL expression}."""
 
 
 def _consistency(name: str, cat: HiveCatalog, days: list[str], cal=None) -> list[tuple[bool, dict]]:
@@ -274,12 +274,13 @@ def _consistency(name: str, cat: HiveCatalog, days: list[str], cal=None) -> list
     by plain SQL (queries.session_totals_of_days_sql, on the same broadcast day) — a different code path from the
     builders. Two Spark queries for the whole range: the sessions' totals of every day, the table's sums per day."""
     totals = {r["dt"]: r for r in cat.spark.sql(Q.session_totals_of_days_sql(cat.database, days, cal)).collect()}
+    sums = _CHECK_SUMS[name]
     listed = ", ".join(f"'{d}'" for d in days)
-    sums = {r["dt"]: r.asDict() for r in cat.spark.sql(
-        f"SELECT dt, {_CHECK_SUMS[name]} FROM {cat.qualified(name)} WHERE dt IN ({listed}) GROUP BY dt").collect()}
-    nothing = {alias.split(" AS ")[1]: None for alias in _CHECK_SUMS[name].split(", ")}
-    nothing.update({k: 0 for k in nothing if k == "n"})  # a day without rows: count 0, sums NULL
-    return [_compare(name, sums.get(d, nothing), totals[d]) for d in days]
+    found = {r["dt"]: r.asDict() for r in cat.spark.sql(
+        f"SELECT dt, {', '.join(f'{e} AS {k}' for k, e in sums.items())} FROM {cat.qualified(name)} "
+        f"WHERE dt IN ({listed}) GROUP BY dt").collect()}
+    nothing = {k: 0 if e == "count(*)" else None for k, e in sums.items()}  # a day without rows
+    return [_compare(name, found.get(d, nothing), totals[d]) for d in days]
 
 
 def _compare(name: str, r: dict, tot) -> tuple[bool, dict]:

@@ -344,45 +344,8 @@ class RangeReader:
              ) -> tuple[Records, int]:
         """The records with start <= offset < stop (at most ``limit`` of them), read until ``stop`` or the monotonic
         ``deadline``: (records in offset order, the offset reached — ``stop`` when all were read)."""
-        from confluent_kafka import KafkaError, KafkaException, TopicPartition as Tp
-
-        consumer = self._consumer
-        offsets, stamps, keys, values = [], [], [], []
-        position = start
-        consumer.assign([Tp(self.topic, partition, start)])
-        try:
-            while position < stop and time.monotonic() < deadline and (limit is None or len(offsets) < limit):
-                for m in consumer.consume(self.batch if limit is None else min(self.batch, limit - len(offsets)),
-                                         timeout=min(1.0, max(deadline - time.monotonic(), 0.01))):
-                    if m.partition() != partition or m.topic() != self.topic:
-                        continue  # left in the queue by an earlier assignment of this consumer
-                    err = m.error()
-                    if err is not None:
-                        if err.code() == KafkaError._PARTITION_EOF:
-                            position = max(position, min(m.offset(), stop))  # the end (LSO) reached: gaps included
-                            continue
-                        raise KafkaClientError(f"kafka: read {self.topic}[{partition}] at {position}: "
-                                               f"{err.name()}: {err.str()}")
-                    offset = m.offset()
-                    if offset < position:
-                        continue  # already read (a resend of a fetch), or before the range
-                    if offset >= stop:
-                        position = stop
-                        break
-                    offsets.append(offset)
-                    stamps.append(m.timestamp()[1])
-                    keys.append(m.key())
-                    values.append(m.value())
-                    position = offset + 1
-                self._errors.raise_if_fatal("cannot read from", self.kafka)
-        except KafkaException as exc:
-            raise KafkaClientError(f"kafka: read {self.topic}[{partition}] at {position}: {exc}") from None
-        finally:
-            consumer.unassign()
-        import pyarrow as pa
-
-        return (Records(partition, offsets, stamps, pa.array(values, type=pa.binary()),
-                        pa.array(keys, type=pa.binary())), position)
+        (records,), reached = self._read_together([(partition, start, stop)], deadline, limit)
+        return records, reached[partition]
 
     def read_ranges(self, ranges: Sequence[tuple[int, int, int]], timeout_s: float = 120.0) -> list[Records]:
         """Exactly the records of each (partition, start, stop) range, in the order given; the ranges of different
@@ -397,14 +360,20 @@ class RangeReader:
             for i, r in todo:
                 (later if r[0] in seen else batch).append((i, r))
                 seen.add(r[0])
-            for i, records in zip([i for i, _ in batch], self._read_together([r for _, r in batch], deadline,
-                                                                              timeout_s)):
+            got, reached = self._read_together([r for _, r in batch], deadline)
+            for (i, (p, start, stop)), records in zip(batch, got):
+                if reached[p] < stop:
+                    raise TimeoutError(f"read {self.topic}[{p}] offsets {start}..{stop}: stuck at {reached[p]} "
+                                       f"after {timeout_s:.0f}s")
                 out[i] = records
             todo = later
         return out
 
-    def _read_together(self, ranges, deadline: float, timeout_s: float) -> list[Records]:
-        """The ranges of distinct partitions, read through one assignment (see ``read_ranges``)."""
+    def _read_together(self, ranges, deadline: float, limit: int | None = None
+                       ) -> tuple[list[Records], dict[int, int]]:
+        """The ranges of distinct partitions (at most ``limit`` records of each), read through one assignment until
+        their stops or the monotonic ``deadline``: (their records, the offset each partition reached — its stop when
+        all were read)."""
         from confluent_kafka import KafkaError, KafkaException, TopicPartition as Tp
         import pyarrow as pa
 
@@ -417,9 +386,10 @@ class RangeReader:
         position = {p: start for p, (start, _) in want.items()}
         paused: list = []
         consumer.assign([Tp(self.topic, p, start) for p, (start, _) in want.items() if p in live])
+        batch = self.batch if limit is None else min(self.batch, limit)  # a peek takes no more than it wants
         try:
             while live and time.monotonic() < deadline:
-                for m in consumer.consume(self.batch, timeout=min(1.0, max(deadline - time.monotonic(), 0.01))):
+                for m in consumer.consume(batch, timeout=min(1.0, max(deadline - time.monotonic(), 0.01))):
                     p = m.partition()
                     state = live.get(p)
                     if state is None:
@@ -435,7 +405,7 @@ class RangeReader:
                             state[2](m.key())
                             state[3](m.value())
                             state[4] = offset + 1
-                            if state[4] < state[5]:
+                            if state[4] < state[5] and (limit is None or len(got[p][0]) < limit):
                                 continue
                         else:
                             state[4] = state[5]
@@ -459,13 +429,8 @@ class RangeReader:
             consumer.unassign()
         for p, state in live.items():
             position[p] = state[4]
-        open_ = set(live)
-        if open_:
-            p = min(open_)
-            raise TimeoutError(f"read {self.topic}[{p}] offsets {want[p][0]}..{want[p][1]}: stuck at {position[p]} "
-                               f"after {timeout_s:.0f}s")
         return [Records(p, got[p][0], got[p][1], pa.array(got[p][3], type=pa.binary()),
-                        pa.array(got[p][2], type=pa.binary())) for p, _, _ in ranges]
+                        pa.array(got[p][2], type=pa.binary())) for p, _, _ in ranges], position
 
     def read_exactly(self, partition: int, start: int, stop: int, timeout_s: float = 60.0) -> Records:
         """Exactly the records with start <= offset < stop; raises if they can't all be read within ``timeout_s``."""
@@ -562,15 +527,12 @@ def encode_event_arrays(frame) -> "tuple[pa.BinaryArray, pa.BinaryArray]":
 
     from tv_platform.dates import timer_texts
 
-    missing = [c for c in EVENT_FIELDS if c not in frame.columns]
-    if missing:
-        raise ValueError(f"event frame lacks columns {missing}")
+    check_event_frame(frame)
+
     def text(column):
         values = pa.array(frame[column].astype(str), type=pa.string())  # Arrow-backed text: no copy
         if isinstance(values, pa.ChunkedArray):  # a frame put together with pd.concat
             values = values.combine_chunks()
-        if values.null_count:
-            raise ValueError(f"event frame has {values.null_count} missing {column} values")
         return values
 
     sid, status = text("session_id"), text("status")
@@ -642,7 +604,7 @@ def publish_frame(kafka: "KafkaResource", frame, rate: float | None = None, prog
 
     from tv_platform.dates import timer_ms
 
-    _check_event_frame(frame)
+    check_event_frame(frame)
     if not len(frame):
         return 0
     stamps = timer_ms(frame["timer"])
@@ -653,13 +615,12 @@ def publish_frame(kafka: "KafkaResource", frame, rate: float | None = None, prog
         keys, values = encode_event_arrays(frame)
         parts = murmur2_partitions(keys, count)
         todo = np.flatnonzero(_rank_limit(parts, resume_points(kafka, parts, values)))
-        pieces = _Ahead([lambda: _send_lists(keys, values, parts, stamps, todo)])
+        pieces = _one_ahead([lambda: _send_lists(keys, values, parts, stamps, todo)])
         due = due[todo] if due is not None else None
         total = len(todo)
     else:  # encoded a piece ahead in a thread (Arrow's kernels let go of the GIL) while the previous one is sent
-        pieces = _Ahead([lambda a=a: _send_lists(*encode_event_arrays(frame.iloc[a:a + _PIECE]), None,
-                                                 stamps[a:a + _PIECE], None, count)
-                         for a in range(0, len(frame), _PIECE)])
+        pieces = _one_ahead([lambda a=a: _encoded_piece(frame.iloc[a:a + _PIECE], stamps[a:a + _PIECE], count)
+                             for a in range(0, len(frame), _PIECE)])
         total = len(frame)
     already = len(frame) - total
     step = int(min(chunk, max(1, rate / 20))) if rate else chunk  # a throttled producer sends 20 times a second
@@ -725,9 +686,10 @@ _PIECE = 100_000
 """Events encoded at a time by ``publish_frame``'s encoder thread."""
 
 
-def _check_event_frame(frame) -> None:
-    """What ``encode_event_arrays`` would refuse, for the whole frame at once (the producer encodes it piece by
-    piece while it sends: a bad row must stop it before the first event goes, not half-way)."""
+def check_event_frame(frame) -> None:
+    """Raise ``ValueError`` for a frame that cannot be sent: a missing column, a missing value, an id that is not an
+    integer. ``encode_event_arrays`` asks it; ``publish_frame`` asks it for the whole frame first, since it encodes
+    piece by piece while it sends (a bad row must stop it before the first event goes, not half-way)."""
     missing = [c for c in EVENT_FIELDS if c not in frame.columns]
     if missing:
         raise ValueError(f"event frame lacks columns {missing}")
@@ -739,64 +701,37 @@ def _check_event_frame(frame) -> None:
         frame[column].astype("int64")
 
 
-def _send_lists(keys, values, parts, stamps, todo=None, count: int | None = None) -> tuple[list, list, list, list]:
+def _send_lists(keys, values, parts, stamps, todo=None) -> tuple[list, list, list, list]:
     """(values, keys, partitions, timestamps) as Python lists, in send order — the ``todo`` rows, or all (numpy's
-    object arrays: 3x faster than Arrow's to_pylist); ``parts`` None: computed for ``count`` partitions."""
+    object arrays: 3x faster than Arrow's to_pylist)."""
     import numpy as np
 
-    if parts is None:
-        parts = murmur2_partitions(keys, count)
     pick = slice(None) if todo is None else todo
     return (values.to_numpy(zero_copy_only=False)[pick].tolist(), keys.to_numpy(zero_copy_only=False)[pick].tolist(),
             np.asarray(parts)[pick].tolist(), np.asarray(stamps)[pick].tolist())
 
 
-class _Ahead:
-    """Iterates over the results of ``makers`` (functions), each computed in a thread while the previous one is used
-    (one ahead); an error of a maker is raised where its result is taken. ``close`` stops the thread."""
+def _encoded_piece(piece, stamps, count: int) -> tuple[list, list, list, list]:
+    """A piece of an event frame ready to send (``_send_lists``), its partitions among ``count``."""
+    keys, values = encode_event_arrays(piece)
+    return _send_lists(keys, values, murmur2_partitions(keys, count), stamps)
 
-    def __init__(self, makers):
-        import queue
-        import threading
 
-        self._queue, self._stop = queue.Queue(maxsize=1), threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(list(makers),), daemon=True,
-                                        name="tv_platform-encoder")
-        self._thread.start()
+def _one_ahead(makers):
+    """The results of ``makers`` (functions) in order, each computed in a worker thread while the previous one is
+    used; a maker's error is raised where its result is taken. Closing the generator (``close``, or leaving it with
+    an error) cancels what was not started and waits for the one being made."""
+    from concurrent.futures import ThreadPoolExecutor
 
-    def _run(self, makers) -> None:
-        import queue
-
-        def put(item) -> bool:
-            while not self._stop.is_set():
-                try:
-                    self._queue.put(item, timeout=0.1)
-                    return True
-                except queue.Full:
-                    continue
-            return False
-
-        for make in makers:
-            try:
-                item = (make(), None)
-            except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
-                item = (None, exc)
-            if not put(item) or item[1] is not None:
-                return
-        put((None, StopIteration()))
-
-    def __iter__(self):
-        while True:
-            item, exc = self._queue.get()
-            if isinstance(exc, StopIteration):
-                return
-            if exc is not None:
-                raise exc
-            yield item
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
+    makers = list(makers)
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tv_platform-encoder")
+    try:
+        ahead = pool.submit(makers[0]) if makers else None
+        for i in range(len(makers)):
+            current, ahead = ahead, pool.submit(makers[i + 1]) if i + 1 < len(makers) else None
+            yield current.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _produce_when_queued(producer, args) -> None:
