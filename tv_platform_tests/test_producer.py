@@ -236,6 +236,8 @@ def test_a_bad_frame_is_refused_whole_before_anything_is_sent():
     last_missing.loc[4, "user_id"] = None
     with pytest.raises(ValueError, match="1 missing user_id"):
         check_event_frame(last_missing)
+    with pytest.raises(ValueError, match="1 missing session_id"):  # an object column's None, not the text "None"
+        check_event_frame(good.astype({"session_id": object}).assign(session_id=["a", "b", None, "d", "e"]))
     with pytest.raises(ValueError):
         check_event_frame(good.astype({"channel_id": str}).assign(channel_id=["1", "2", "3", "4", "x"]))
 
