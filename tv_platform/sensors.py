@@ -10,7 +10,7 @@ Each tick reads the end offsets (last stable offsets: ``read_committed``) and cu
 event date — from metadata alone: records carry their event's time as their timestamp, so the broker's time index
 (``offsets_for_times`` at each midnight) says where a day ends; only the first record of a new range is read, for its
 timestamp, never a payload; every event is read once, by the landing run. It requests one run per date — all
-partitions' ranges of that date in one run, so a trickling stream costs one run per tick, not one per partition; a burst is split into runs of at most MAX_RUN_RECORDS records, which
+partitions' ranges of that date in one run, so a trickling stream costs one run per tick, not one per partition; a backlog is split into runs of at most ``TVP_LANDING_RUN_RECORDS`` records, which
 then land side by side: ``partition_key`` = the date, ``run_config`` = the offset ranges (never payloads),
 ``run_key`` = ``topic:epoch:partition:start-end[+partition:start-end…]`` — offset ranges never overlap within an
 epoch, and a reset cursor starts a new epoch so its keys never collide with the old ones. A requested run stays
@@ -43,7 +43,6 @@ from tv_platform.settings import get_settings
 from tv_platform.streaming import DateRange
 
 MAX_RECORDS_PER_TICK = 10_000_000  # offsets handed out a tick (no record is read to hand them out)
-MAX_RUN_RECORDS = 500_000  # records per landing run, at most (a run holds its ranges in memory)
 TICK_BUDGET_S = 25.0
 MAX_BACKOFF_S = 900  # retries of a failing range wait 30 s, 60 s, 120 s … at most 15 min
 
@@ -282,10 +281,10 @@ def first_at_or_after(consumer, reader: RangeReader, tp, ts: int, lo: int, stop:
 
 
 def request_new_ranges(consumer, reader: RangeReader, cursor: dict, tps: list, begin: dict, end_offsets: dict,
-                       deadline: float, requests: list, pending: list) -> dict[str, int]:
+                       deadline: float, requests: list, pending: list, most: int) -> dict[str, int]:
     """Cut the offsets after the cursor (at most MAX_RECORDS_PER_TICK, until ``deadline``) into ranges of one event
     date (``cut_by_timestamp``: the kafka-python ``consumer``'s ``offsets_for_times``, the ``reader`` for a range's
-    first timestamp), pack them into runs (one date each, at most MAX_RUN_RECORDS records), append a run request and a
+    first timestamp), pack them into runs (one date each, at most ``most`` records), append a run request and a
     pending entry per run, advance the cursor. Returns the lag per partition."""
     days = sorted(daily.get_partition_keys())
     starts = {tp: max(int(cursor["next"].get(str(tp.partition), begin[tp])), begin[tp]) for tp in tps}
@@ -306,7 +305,7 @@ def request_new_ranges(consumer, reader: RangeReader, cursor: dict, tps: list, b
                 position = reached  # only aborted records and transaction markers up to there: nothing to land
         cursor["next"][str(tp.partition)] = position
         lag[str(tp.partition)] = max(end_offsets[tp] - position, 0)
-    for day, ranges in pack_runs(split_ranges(found, MAX_RUN_RECORDS), MAX_RUN_RECORDS):
+    for day, ranges in pack_runs(split_ranges(found, most), most):
         requests.append(run_request(tps[0].topic, cursor["epoch"], ranges, day, topic_id=cursor.get("topic_id", "")))
         pending.append([ranges, day, 0, 0])
     return lag
@@ -343,7 +342,7 @@ def kafka_events_sensor(context: dg.SensorEvaluationContext, kafka: KafkaResourc
         requests, still_pending, failed = settle_pending(context, cursor, topic, lake)
         dead += failed
         lag = request_new_ranges(consumer, reader, cursor, tps, begin, end_offsets, deadline=started + TICK_BUDGET_S,
-                                 requests=requests, pending=still_pending)
+                                 requests=requests, pending=still_pending, most=get_settings().landing_run_records)
 
     cursor["pending"] = still_pending
     events: list = [dg.AssetObservation(

@@ -174,28 +174,35 @@ def test_simulated_live_events_land_exactly(stack, reference, lake_res, unique):
 
 def test_a_backlog_bigger_than_a_tick_lands_in_bounded_runs_without_gaps(stack, reference, lake_res, unique,
                                                                          monkeypatch):
-    """Small limits stand in for the real ones (2 M records a tick, 500 k a run): the backlog takes several ticks,
-    each reads its partitions in run-sized pieces, every run holds one date and at most MAX_RUN_RECORDS records, and
-    the ranges of all runs cover every offset exactly once — then the runs land every event."""
+    """Small limits stand in for the real ones (10 M records a tick, TVP_LANDING_RUN_RECORDS a run): the backlog
+    takes several ticks, each reads its partitions in run-sized pieces, every run holds one date and at most
+    TVP_LANDING_RUN_RECORDS records, and the ranges of all runs cover every offset exactly once — then the runs land
+    every event."""
     from tv_platform import sensors
+    from tv_platform.settings import get_settings
     from tv_platform.simulator.live import live_events
     from tv_platform.simulator.model import SimulationParams
 
-    monkeypatch.setattr(sensors, "MAX_RECORDS_PER_TICK", 1_000)
-    monkeypatch.setattr(sensors, "MAX_RUN_RECORDS", 300)
     kafka = _topic(stack, f"backlog_{unique}")
     produced = list(live_events(date(2023, 10, 3), SimulationParams(users=10_000, seed=12), count=2_500))
     assert publish(kafka, produced, total=len(produced), progress=False) == 2_500
 
+    monkeypatch.setattr(sensors, "MAX_RECORDS_PER_TICK", 1_000)
+    monkeypatch.setenv("TVP_LANDING_RUN_RECORDS", "300")  # read by the sensor when it ticks
+    get_settings.cache_clear()
     requests, cursor, ticks = [], None, 0
-    while True:
-        result, _ = _sensor_tick(kafka, cursor=cursor)
-        cursor, ticks = result.cursor, ticks + 1
-        if not result.run_requests:
-            break
-        requests += result.run_requests
-        assert sum(r["end"] - r["start"] for rr in result.run_requests
-                   for r in rr.run_config["ops"]["tv_stream_snapshot"]["config"]["ranges"]) <= 1_000
+    try:
+        while True:
+            result, _ = _sensor_tick(kafka, cursor=cursor)
+            cursor, ticks = result.cursor, ticks + 1
+            if not result.run_requests:
+                break
+            requests += result.run_requests
+            assert sum(r["end"] - r["start"] for rr in result.run_requests
+                       for r in rr.run_config["ops"]["tv_stream_snapshot"]["config"]["ranges"]) <= 1_000
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
     assert ticks == 4  # 1 000 + 1 000 + 500, then nothing new
     covered: dict[int, list] = {}
     for rr in requests:

@@ -29,7 +29,7 @@ from tv_platform_tests.test_dagster_ui import _free_port
 pytestmark = pytest.mark.services
 
 DAY = "2023-09-19"
-EVENTS = 400_000  # one run (MAX_RUN_RECORDS is 500 k) that takes seconds to land: time to kill it half way
+EVENTS = 400_000  # one run (TVP_LANDING_RUN_RECORDS is 1 M) that takes seconds to land: time to kill it half way
 
 INSTANCE_YAML = """\
 run_monitoring:

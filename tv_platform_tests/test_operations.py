@@ -3,6 +3,7 @@
 from datetime import datetime
 
 import dagster as dg
+import pytest
 
 
 def test_daily_schedule_materializes_yesterday():
@@ -193,3 +194,12 @@ def test_marts_declare_freshness():
     marts = [k for k in graph.get_all_asset_keys() if k.path[0] in ("greenplum", "clickhouse")]
     assert len(marts) >= 14
     assert all(graph.get(k).freshness_policy is not None for k in marts)
+
+
+def test_a_landing_run_size_below_one_record_is_refused(monkeypatch):
+    """TVP_LANDING_RUN_RECORDS bounds every landing run the Kafka sensor requests: 0 would request no run at all."""
+    from tv_platform.settings import Settings
+
+    monkeypatch.setenv("TVP_LANDING_RUN_RECORDS", "0")
+    with pytest.raises(ValueError, match="TVP_LANDING_RUN_RECORDS must be at least 1"):
+        Settings.from_env()
