@@ -517,17 +517,19 @@ def murmur2_partitions(keys, partitions: int):
     return out
 
 
-def encode_event_arrays(frame) -> "tuple[pa.BinaryArray, pa.BinaryArray]":
+def encode_event_arrays(frame, checked: bool = False) -> "tuple[pa.BinaryArray, pa.BinaryArray]":
     """(keys, values) of an event frame (``simulate_day``/``live_frame``/``read_recorded`` columns): the key is the
     session id, the value compact JSON ``{"session_id":…,"user_id":…,"channel_id":…,"timer":"YYYY-MM-DD HH:MM:SS",
-    "status":…}`` — byte for byte what ``json.dumps`` of ``event_to_json`` gives, built column-wise."""
+    "status":…}`` — byte for byte what ``json.dumps`` of ``event_to_json`` gives, built column-wise. ``checked``:
+    the caller has already asked ``check_event_frame`` of this frame (or of the frame it was cut from)."""
     import pandas as pd
     import pyarrow as pa
     import pyarrow.compute as pc
 
     from tv_platform.dates import timer_texts
 
-    check_event_frame(frame)
+    if not checked:
+        check_event_frame(frame)
 
     def text(column):
         values = pa.array(frame[column].astype(str), type=pa.string())  # Arrow-backed text: no copy
@@ -612,7 +614,7 @@ def publish_frame(kafka: "KafkaResource", frame, rate: float | None = None, prog
     count = _partition_count(producer, kafka)
     due = pace_schedule(stamps, speed, pace_from_ms) if speed else None
     if resume:  # the whole frame first: the resume points are found from every partition's events
-        keys, values = encode_event_arrays(frame)
+        keys, values = encode_event_arrays(frame, checked=True)
         parts = murmur2_partitions(keys, count)
         todo = np.flatnonzero(_rank_limit(parts, resume_points(kafka, parts, values)))
         pieces = _one_ahead([lambda: _send_lists(keys, values, parts, stamps, todo)])
@@ -712,8 +714,8 @@ def _send_lists(keys, values, parts, stamps, todo=None) -> tuple[list, list, lis
 
 
 def _encoded_piece(piece, stamps, count: int) -> tuple[list, list, list, list]:
-    """A piece of an event frame ready to send (``_send_lists``), its partitions among ``count``."""
-    keys, values = encode_event_arrays(piece)
+    """A piece of a checked event frame ready to send (``_send_lists``), its partitions among ``count``."""
+    keys, values = encode_event_arrays(piece, checked=True)
     return _send_lists(keys, values, murmur2_partitions(keys, count), stamps)
 
 
