@@ -187,6 +187,24 @@ def test_reach_threshold(built):
     assert rows[("all", 2)]["ats_viewer_min"] == pytest.approx(31 / 1)
 
 
+def test_reach_runs_cross_programmes_and_midnight_but_not_series(built):
+    _, _, guide, _, universe_df, minutes_df = built
+    d1, d3 = "2024-03-01", "2024-03-03"
+    fri = _rows(A.audience_channel(minutes_df[d1], universe_df[d1], CAL, 45, d1), "daypart", "channel_id")
+    # 45 minutes: u1's 20:00–21:00 on ch1 is one run of 60 across the Saga/News boundary; u2 (15), u3 (10) too short
+    assert (fri[("all", 1)]["reach"], fri[("prime", 1)]["reach"], fri[("all", 2)]["reach"]) == (1, 1, 0)
+    for threshold, reach in ((60, 1), (61, 0)):
+        # Sun: u1's 23:30 → Mon 00:30 on ch1 is 60 consecutive minutes of one broadcast day across midnight
+        sun = _rows(A.audience_channel(minutes_df[d3], universe_df[d3], CAL, threshold, d3), "daypart", "channel_id")
+        assert (sun[("all", 1)]["reach"], sun[("night", 1)]["reach"]) == (reach, reach), threshold
+    programmes = _union([A.audience_programme(minutes_df[d], universe_df[d], guide, CAL, 1, d) for d in DAYS])
+    minutes, universe = _union(list(minutes_df.values())), _union(list(universe_df.values()))
+    for threshold, reach in ((30, 2), (31, 0)):
+        # Saga: u1 30 min on Fri (the run goes on into News: not Saga's), u7 30 min on Sun
+        rows = _rows(A.series_measures(programmes, minutes, universe, threshold), "series", "daypart")
+        assert rows[("Saga", "all")]["reach"] == reach, threshold
+
+
 def test_window_measures_count_quiet_days_as_zero(built):
     universe_df, minutes_df = built[4], built[5]
     minutes = _union([minutes_df[d] for d in DAYS])

@@ -432,23 +432,30 @@ def audience_daily(context: dg.AssetExecutionContext, hive: HiveResource, viewin
     def of(frame, d):
         return frame.where(F.col("dt") == d)
 
+    cut = {}  # a day's credited minutes cut into viewing pieces once, shared by its channel, programme and series
+
+    def pieces(d):
+        if d not in cut:
+            cut[d] = A.viewing_pieces(of(minutes, d)).localCheckpoint()
+        return cut[d]
+
     channels = viewing_sessions.select("channel_id", "channel_name")
     if cat.table_exists("tv_channels"):
         cat.refresh("tv_channels")
         channels = channels.unionByName(cat.spark.table(cat.qualified("tv_channels")).select("channel_id",
                                                                                             "channel_name"))
     yield dg.Output(per_day(lambda d: A.audience_channel(of(minutes, d), of(universe, d), cal, threshold, d,
-                                                         channels)),
+                                                         channels, pieces=pieces(d))),
                     output_name="audience_channel")
     empty_guide = cat.spark.createDataFrame([], "channel_id int, programme_id string, title string, series string, "
                                                 "start timestamp, end timestamp")
     yield dg.Output(per_day(lambda d: A.audience_programme(of(minutes, d), of(universe, d),
                                                            guide if guide is not None else empty_guide, cal,
-                                                           threshold, d)),
+                                                           threshold, d, pieces=pieces(d))),
                     output_name="audience_programme")
     programmes = cat.read("audience_programme", days)
     yield dg.Output(per_day(lambda d: A.audience_series(of(programmes, d), of(minutes, d), of(universe, d),
-                                                        threshold, d)),
+                                                        threshold, d, pieces=pieces(d))),
                     output_name="audience_series")
 
     where = "WHERE dt IN (" + ", ".join(f"'{d}'" for d in days) + ")"
@@ -516,10 +523,12 @@ def audience_measures(context: dg.AssetExecutionContext, config: AudienceWindowC
     days = calendar_window(cat, "audience_universe", config)
     universe, minutes = cat.read("audience_universe", days), cat.read("audience_minutes", days)
     names = cat.read("audience_channel", days).select("channel_id", "channel_name").where(F.col("daypart") == ALL_DAY)
-    per = A.channel_measures(minutes, universe, cal, threshold, names).toPandas()
+    cut = A.viewing_pieces(minutes).localCheckpoint()  # the window's minutes cut into pieces once, for both tables
+    per = A.channel_measures(minutes, universe, cal, threshold, names, pieces=cut).toPandas()
     per = per.sort_values(["daypart", "share_pct", "channel_id"], ascending=[True, False, True])
     written = store(cat, "analytics_audience", per)
-    series = A.series_measures(cat.read("audience_programme", days), minutes, universe, threshold).toPandas()
+    series = A.series_measures(cat.read("audience_programme", days), minutes, universe, threshold,
+                               pieces=cut).toPandas()
     series = series.sort_values(["tvr_pct", "series"], ascending=[False, True])
     store(cat, "analytics_audience_series", series)
 

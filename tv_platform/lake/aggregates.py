@@ -569,15 +569,37 @@ def credited_minutes(sessions: DataFrame, cal, day, guide: DataFrame | None = No
     return _audience_typed(out, "audience_minutes", d)
 
 
-def reached(minutes: DataFrame, keys: list[str], threshold: int) -> DataFrame:
-    """Distinct (``keys``…, user_id) with at least ``threshold`` consecutive credited minutes within one broadcast day
-    (``dt``) and one value of ``keys`` — the reach rule. Consecutive: minute numbers without a gap, on the same
-    channel (``keys`` include channel_id or a programme of one channel)."""
+def viewing_pieces(minutes: DataFrame) -> DataFrame:
+    """A viewer's credited minutes (audience_minutes rows) as pieces: maximal runs of consecutive minutes of one
+    broadcast day on one channel with one daypart and one programme — (dt, user_id, channel_id, daypart,
+    programme_id, series, ``lo`` = its first minute, ``len`` = its minutes). A day of 10 k subscribers has ≈ 2 M
+    credited minutes and tens of thousands of pieces; the measures' minutes, reach and runs are computed from them,
+    one window over the minutes for all of them. A daypart or a pseudo programme need not be contiguous (a night
+    from 20:00 to 06:00 of a day starting at 05:00 holds the day's first and last minutes): a piece ends where
+    either changes, so every piece is one interval."""
+    w = Window.partitionBy("dt", "user_id", "channel_id").orderBy("minute")
+    cont = ((F.col("minute") == F.lag("minute").over(w) + 1)
+            & F.col("daypart").eqNullSafe(F.lag("daypart").over(w))
+            & F.col("programme_id").eqNullSafe(F.lag("programme_id").over(w)))
+    starts = minutes.select("dt", "user_id", "channel_id", "daypart", "programme_id", "series", "minute",
+                            F.when(cont, 0).otherwise(1).alias("_new"))
+    seg = starts.withColumn("_piece", F.sum("_new").over(w.rowsBetween(Window.unboundedPreceding, 0)))
+    return seg.groupBy("dt", "user_id", "channel_id", "_piece", "daypart", "programme_id", "series").agg(
+        F.min("minute").alias("lo"), F.count(F.lit(1)).alias("len")).drop("_piece")
+
+
+def reached(pieces: DataFrame, keys: list[str], threshold: int) -> DataFrame:
+    """Distinct (user_id, ``keys``…) with at least ``threshold`` consecutive credited minutes within one broadcast day
+    (``dt``) and one value of ``keys`` — the reach rule — from :func:`viewing_pieces`: the pieces of one viewer, day
+    and key value that touch (one ends where the next begins) are one run. Consecutive: minute numbers without a
+    gap, on the same channel (``keys`` include channel_id or a programme of one channel)."""
     part = ["dt", "user_id", *keys]
-    w = Window.partitionBy(*part).orderBy("minute")
-    runs = (minutes.select(*part, "minute").withColumn("_run", F.col("minute") - F.row_number().over(w))
-            .groupBy(*part, "_run").agg(F.count(F.lit(1)).alias("_len")))
-    return runs.where(F.col("_len") >= int(threshold)).select("user_id", *keys).distinct()
+    w = Window.partitionBy(*part).orderBy("lo")
+    touches = F.col("lo") == F.lag(F.col("lo") + F.col("len")).over(w)
+    runs = pieces.select(*part, "lo", "len", F.when(touches, 0).otherwise(1).alias("_new"))
+    runs = runs.withColumn("_run", F.sum("_new").over(w.rowsBetween(Window.unboundedPreceding, 0)))
+    long = runs.groupBy(*part, "_run").agg(F.sum("len").alias("_len")).where(F.col("_len") >= int(threshold))
+    return long.select("user_id", *keys).distinct()
 
 
 def _ratios(minutes: Column, period: Column, period_universe: Column, reach: Column, universe: Column,
@@ -601,7 +623,7 @@ def universe_sizes(universe: DataFrame) -> DataFrame:
 
 
 def channel_measures(minutes: DataFrame, universe: DataFrame, cal, threshold: int,
-                     names: DataFrame | None = None) -> DataFrame:
+                     names: DataFrame | None = None, pieces: DataFrame | None = None) -> DataFrame:
     """Per (daypart, channel_id) over the days of ``universe`` (audience_universe rows; every day of the window must
     be there, a quiet day simply has no minutes): ``days``, ``universe`` (distinct members over the days),
     ``period_minutes`` (Σ over the days of the daypart's real minutes that day: its length × days, but on a DST
@@ -610,7 +632,8 @@ def channel_measures(minutes: DataFrame, universe: DataFrame, cal, threshold: in
     universe), reach (≥ ``threshold`` consecutive minutes), share = minutes / all channels' minutes in the daypart.
     Daypart ``all`` is the whole broadcast day. Every channel of ``names`` (channel_id, channel_name: the reference
     channels and the viewed ones) gets a row in every daypart, zeros included — so a sum over days of ``minutes`` /
-    ``period_minutes`` in a warehouse is still the AMA of the whole span."""
+    ``period_minutes`` in a warehouse is still the AMA of the whole span. ``pieces``: :func:`viewing_pieces` of
+    ``minutes`` when the caller has them already."""
     per_day = universe_sizes(universe)
     totals = per_day.agg(F.count(F.lit(1)).alias("days"))
     members = universe.select("user_id").distinct().agg(F.count(F.lit(1)).alias("universe"))
@@ -626,12 +649,14 @@ def channel_measures(minutes: DataFrame, universe: DataFrame, cal, threshold: in
     if not days:
         parts = spark.createDataFrame([(k, 0, 0) for k in cal.daypart_minutes()],
                                       "daypart string, period_minutes bigint, period_universe bigint")
-    both = minutes.unionByName(minutes.withColumn("daypart", F.lit("all")))
-    m = both.groupBy("daypart", "channel_id").agg(F.count(F.lit(1)).alias("minutes"))
-    everything = both.groupBy("daypart").agg(F.count(F.lit(1)).alias("all_minutes"))
+    p = viewing_pieces(minutes) if pieces is None else pieces
+    # the whole day: the dayparts' pieces as one daypart (pieces of one channel either side of a daypart's end touch)
+    both = p.unionByName(p.withColumn("daypart", F.lit(ALL_DAY)))
+    m = both.groupBy("daypart", "channel_id").agg(F.sum("len").alias("minutes"))
+    everything = both.groupBy("daypart").agg(F.sum("len").alias("all_minutes"))
     r = reached(both, ["daypart", "channel_id"], threshold).groupBy("daypart", "channel_id").agg(
         F.count(F.lit(1)).alias("reach"))
-    named = minutes.select("channel_id").distinct().withColumn("channel_name", F.lit(None).cast("string"))
+    named = p.select("channel_id").distinct().withColumn("channel_name", F.lit(None).cast("string"))
     if names is not None:
         named = named.unionByName(names.select(F.col("channel_id").cast("int"), "channel_name"))
     named = named.groupBy("channel_id").agg(F.max("channel_name").alias("channel_name"))
@@ -648,46 +673,53 @@ def channel_measures(minutes: DataFrame, universe: DataFrame, cal, threshold: in
 
 
 def audience_channel(minutes: DataFrame, universe: DataFrame, cal, threshold: int, day,
-                     names: DataFrame | None = None) -> DataFrame:
+                     names: DataFrame | None = None, pieces: DataFrame | None = None) -> DataFrame:
     """:func:`channel_measures` of broadcast day D, tagged with its weekday (the broadcast day's)."""
     d = as_date(day)
-    x = channel_measures(minutes, universe, cal, threshold, names)
+    x = channel_measures(minutes, universe, cal, threshold, names, pieces)
     x = x.withColumn("weekday", F.lit(d.isoweekday())).withColumn("is_weekend", F.lit(d.weekday() >= 5))
     return _audience_typed(x, "audience_channel", d)
 
 
-def minute_totals_before(minutes: DataFrame, day_minutes: int = DAY_S // 60) -> DataFrame:
+def minute_totals_before(pieces: DataFrame, day_minutes: int = DAY_S // 60) -> DataFrame:
     """(minute, before): all channels' credited minutes in minutes [0, minute) of the day, for minute =
     0..``day_minutes`` (1440, or 1380 / 1500 across a DST change) — so all viewing in minutes [a, b) is
-    before(b) − before(a)."""
-    spark = minutes.sparkSession
+    before(b) − before(a). From :func:`viewing_pieces`: a piece adds one viewer from its first minute on and removes
+    him after its last, so the viewers of minute k are the running sum of those steps up to k."""
+    spark = pieces.sparkSession
     every = spark.range(day_minutes + 1).select(F.col("id").cast("int").alias("minute"))
-    per = minutes.groupBy("minute").agg(F.count(F.lit(1)).alias("n"))
-    w = Window.partitionBy(F.lit(0)).orderBy("minute").rowsBetween(Window.unboundedPreceding, -1)  # 1441 rows
-    return every.join(per, "minute", "left").select(
-        "minute", F.coalesce(F.sum(F.coalesce(F.col("n"), F.lit(0))).over(w), F.lit(0)).alias("before"))
+    steps = pieces.select(F.col("lo").alias("minute"), F.lit(1).alias("step")).unionByName(
+        pieces.select((F.col("lo") + F.col("len")).cast("int").alias("minute"), F.lit(-1).alias("step")))
+    per = steps.groupBy("minute").agg(F.sum("step").alias("step"))
+    w = Window.partitionBy(F.lit(0)).orderBy("minute")  # 1441 rows
+    viewers = every.join(per, "minute", "left").select(
+        "minute", F.sum(F.coalesce(F.col("step"), F.lit(0))).over(w.rowsBetween(Window.unboundedPreceding, 0))
+        .alias("n"))
+    return viewers.select("minute", F.coalesce(F.sum("n").over(w.rowsBetween(Window.unboundedPreceding, -1)),
+                                               F.lit(0)).cast("bigint").alias("before"))
 
 
 def audience_programme(minutes: DataFrame, universe: DataFrame, guide: DataFrame, cal, threshold: int,
-                       day) -> DataFrame:
+                       day, pieces: DataFrame | None = None) -> DataFrame:
     """Per programme airing on screen in broadcast day D (every airing of the guide, empty ones included, plus the
     pseudo programmes of viewed channels without a guide): airtime (minutes it owns), credited minutes, all channels'
     minutes during it, AMA = minutes / airtime, TVR, reach, share = minutes / all minutes during it, ATS. ``daypart``:
-    the daypart of its first minute."""
+    the daypart of its first minute. ``pieces``: :func:`viewing_pieces` of ``minutes`` when the caller has them."""
     d = as_date(day)
     n = cal.day_minutes(d)
     g = guide_minutes(guide, cal, d)
-    pseudo = minutes.where(F.col("programme_id").endswith("-none")).select("channel_id", "programme_id").distinct() \
+    p = viewing_pieces(minutes) if pieces is None else pieces
+    pseudo = p.where(F.col("programme_id").endswith("-none")).select("channel_id", "programme_id").distinct() \
         .select("channel_id", "programme_id", F.lit("").alias("title"), F.lit(None).cast("string").alias("series"),
                 F.lit(None).cast("timestamp").alias("programme_start"),
                 F.lit(None).cast("timestamp").alias("programme_end"), F.lit(0).alias("first_minute"),
                 F.lit(n).alias("end_minute"), F.lit(n).alias("airtime_min"))
     progs = g.unionByName(pseudo.select(*g.columns))
     u = universe_sizes(universe).agg(F.sum("universe").alias("universe"))
-    m = minutes.groupBy("channel_id", "programme_id").agg(F.count(F.lit(1)).alias("minutes"))
-    r = reached(minutes, ["channel_id", "programme_id"], threshold).groupBy("channel_id", "programme_id").agg(
+    m = p.groupBy("channel_id", "programme_id").agg(F.sum("len").alias("minutes"))
+    r = reached(p, ["channel_id", "programme_id"], threshold).groupBy("channel_id", "programme_id").agg(
         F.count(F.lit(1)).alias("reach"))
-    before = minute_totals_before(minutes, n)
+    before = minute_totals_before(p, n)
     a, b = before.alias("a"), before.alias("b")
     x = (progs.join(m, ["channel_id", "programme_id"], "left").join(r, ["channel_id", "programme_id"], "left")
          .crossJoin(u)
@@ -705,19 +737,22 @@ def audience_programme(minutes: DataFrame, universe: DataFrame, guide: DataFrame
     return _audience_typed(out, "audience_programme", d)
 
 
-def series_measures(programmes: DataFrame, minutes: DataFrame, universe: DataFrame, threshold: int) -> DataFrame:
+def series_measures(programmes: DataFrame, minutes: DataFrame, universe: DataFrame, threshold: int,
+                    pieces: DataFrame | None = None) -> DataFrame:
     """Per series and daypart (an airing's daypart is that of its first minute; ``all`` = every airing) over the days
     of ``universe``: from its airings (audience_programme rows of those days — empty airings count, in airtime and in
     the all-channels minutes during them) and the credited minutes (reach: distinct members with ≥ ``threshold``
     consecutive minutes in one of its airings). AMA = Σ minutes / Σ airtime, TVR = Σ minutes / Σ (airtime × the
-    airing day's universe), share = Σ minutes / Σ all minutes during its airings."""
+    airing day's universe), share = Σ minutes / Σ all minutes during its airings. ``pieces``: :func:`viewing_pieces`
+    of ``minutes`` when the caller has them."""
     p = programmes.where(F.col("series").isNotNull())
     p = p.unionByName(p.withColumn("daypart", F.lit("all")))
     agg = p.groupBy("series", "daypart").agg(
         F.count(F.lit(1)).alias("airings"),
         F.sum("airtime_min").alias("airtime_min"), F.sum("minutes").alias("minutes"),
         F.sum("all_minutes").alias("all_minutes"), F.sum(F.col("airtime_min") * F.col("universe")).alias("pu"))
-    pairs = reached(minutes.where(F.col("series").isNotNull()), ["series", "programme_id"], threshold)
+    pieces = viewing_pieces(minutes) if pieces is None else pieces
+    pairs = reached(pieces.where(F.col("series").isNotNull()), ["series", "programme_id"], threshold)
     pairs = pairs.join(p.select("programme_id", "daypart").distinct(), "programme_id")
     r = pairs.select("series", "daypart", "user_id").distinct().groupBy("series", "daypart").agg(
         F.count(F.lit(1)).alias("reach"))
@@ -730,6 +765,7 @@ def series_measures(programmes: DataFrame, minutes: DataFrame, universe: DataFra
                              F.col("all_minutes")))
 
 
-def audience_series(programmes: DataFrame, minutes: DataFrame, universe: DataFrame, threshold: int, day) -> DataFrame:
+def audience_series(programmes: DataFrame, minutes: DataFrame, universe: DataFrame, threshold: int, day,
+                    pieces: DataFrame | None = None) -> DataFrame:
     """:func:`series_measures` of broadcast day D."""
-    return _audience_typed(series_measures(programmes, minutes, universe, threshold), "audience_series", day)
+    return _audience_typed(series_measures(programmes, minutes, universe, threshold, pieces), "audience_series", day)
