@@ -163,9 +163,12 @@ def test_hdfs_namenode_three_datanodes_replication_three(profile):
 def spark(profile):
     from pyspark.sql import SparkSession
 
+    from tv_platform.stack.base import port_open
+
     session = SparkSession.builder.remote(profile.spark_remote).create()
     yield session
-    session.stop()
+    if port_open(profile.cluster_port("spark_connect")):  # after test_zz_down the server is gone: nothing to release
+        session.stop()
 
 
 def test_spark_connect_runs_on_the_standalone_workers(profile, spark):
@@ -207,6 +210,37 @@ def test_spark_catalog_lives_in_the_metastore_service_on_postgresql(profile, spa
             conn.close()
     finally:
         spark.sql(f"DROP DATABASE {db} CASCADE")
+
+
+def test_a_day_rewritten_empty_loses_its_rows_on_the_hive_4_metastore(profile, spark):
+    """Hive 4's metastore keeps the tables Spark creates as EXTERNAL (``TRANSLATED_TO_EXTERNAL``, purge on), where
+    Spark refuses TRUNCATE: a day whose output becomes empty must still lose its rows and its files — counted from
+    the table and from HDFS's own listing of the partition's directory."""
+    from tv_platform.engines.spark import HiveCatalog
+
+    db = f"probe_{uuid.uuid4().hex[:8]}"
+    cat = HiveCatalog(spark, db)
+    cat.ensure_database()
+    try:
+        rows = spark.createDataFrame([(1, "2024-03-01"), (2, "2024-03-01"), (5, "2024-03-02")], "n int, dt string")
+        cat.write("t", rows, ["2024-03-01", "2024-03-02"])
+        kind, props = cat.table_kind("t")
+        assert kind == "EXTERNAL" and props.get("external.table.purge", "").upper() == "TRUE", (kind, props)
+        cat.write("t", spark.createDataFrame([], "n int, dt string"), ["2024-03-01"])
+        got = {r["dt"]: (r["c"], r["s"]) for r in spark.sql(
+            f"SELECT dt, count(*) AS c, sum(n) AS s FROM {db}.t GROUP BY dt").collect()}
+        assert got == {"2024-03-02": (1, 5)}
+        assert "dt=2024-03-01" in [r[0] for r in spark.sql(f"SHOW PARTITIONS {db}.t").collect()]
+        location = [r["data_type"] for r in spark.sql(f"DESCRIBE TABLE EXTENDED {db}.t").collect()
+                    if r["col_name"] == "Location"][0]
+        path = location.split("://", 1)[1].split("/", 1)[1]
+        listing = requests.get(f"{profile.webhdfs_url.rstrip('/')}/webhdfs/v1/{path}/dt=2024-03-01",
+                               params={"op": "LISTSTATUS", "user.name": profile.hdfs_user}, timeout=10)
+        files = [f["pathSuffix"] for f in listing.json().get("FileStatuses", {}).get("FileStatus", [])
+                 if f["type"] == "FILE"] if listing.status_code == 200 else []
+        assert not [f for f in files if f.endswith(".parquet")], files
+    finally:
+        spark.sql(f"DROP DATABASE IF EXISTS {db} CASCADE")
 
 
 def test_seed_day_through_the_graph_on_the_profile(profile):

@@ -219,9 +219,34 @@ class HiveCatalog:
             spark.catalog.dropTempView(view)
         return self.stats(table, partitions, sums, spark=spark)
 
+    def table_kind(self, table: str) -> tuple[str, dict[str, str]]:
+        """The metastore's type of ``table`` (``MANAGED`` / ``EXTERNAL`` / ``VIEW``) and its table properties."""
+        info = {r["col_name"]: r["data_type"] for r in
+                self.spark.sql(f"DESCRIBE TABLE EXTENDED {self.qualified(table)}").collect()}
+        props = {}
+        for item in (info.get("Table Properties") or "").strip("[]").split(", "):
+            key, _, value = item.partition("=")
+            if key:
+                props[key.strip()] = value.strip()
+        return (info.get("Type") or "").upper(), props
+
     def empty_partition(self, table: str, day: str) -> None:
-        """Partition ``day`` of ``table`` exists and holds no rows (what a day without output is)."""
+        """Partition ``day`` of ``table`` exists and holds no rows (what a day without output is).
+
+        A Hive 4 metastore (the cluster profile's, or an operator's) keeps the tables Spark creates as managed ones
+        as EXTERNAL with ``external.table.purge=TRUE`` (its default metadata transformer: ``TRANSLATED_TO_EXTERNAL``),
+        and Spark refuses ``TRUNCATE`` on an external table; there, dropping the partition deletes its files (the
+        purge) and it is added back empty."""
         spec = f"PARTITION ({T.PARTITION_COLUMN}={_sql_str(day)})"
+        kind, props = self.table_kind(table)
+        if kind == "EXTERNAL":
+            if props.get("external.table.purge", "").upper() != "TRUE":
+                raise HiveError(f"{self.database}.{table} is an external table without external.table.purge: the "
+                                f"platform will not delete the files of its partition {day}; empty it by hand or "
+                                f"recreate the table as a managed one")
+            self.spark.sql(f"ALTER TABLE {self.qualified(table)} DROP IF EXISTS {spec}")
+            self.spark.sql(f"ALTER TABLE {self.qualified(table)} ADD {spec}")
+            return
         self.spark.sql(f"ALTER TABLE {self.qualified(table)} ADD IF NOT EXISTS {spec}")
         self.spark.sql(f"TRUNCATE TABLE {self.qualified(table)} {spec}")
 
