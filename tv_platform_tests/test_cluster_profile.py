@@ -243,6 +243,77 @@ def test_a_day_rewritten_empty_loses_its_rows_on_the_hive_4_metastore(profile, s
         spark.sql(f"DROP DATABASE IF EXISTS {db} CASCADE")
 
 
+def test_metastore_stopped_steps_fail_naming_it_and_succeed_once_it_is_back(profile, spark):
+    """Stop the metastore service (1) while a lake write runs on the workers: the write fails as
+    MetastoreUnavailable, naming the service, and once it is back the same write gives exactly its rows, once;
+    (2) before a run: the step fails at once naming it (Spark alone says "Failed to find the data source: parquet"
+    after ~30 s of retries), and the run launched again after the restart succeeds — its table's rows counted
+    against the CSV read with pandas."""
+    import threading
+
+    import dagster as dg
+    import pandas as pd
+
+    from tv_platform.assets import lake as L
+    from tv_platform.engines.hdfs import frame_to_csv_bytes, lake_fs
+    from tv_platform.engines.spark import HiveCatalog, HiveResource, MetastoreUnavailable
+    from tv_platform.stack.hive_metastore import HiveMetastoreService
+
+    hms = HiveMetastoreService(profile)
+    suffix = uuid.uuid4().hex[:8]
+    db, root = f"probe_hms_{suffix}", f"/probe_hms_{suffix}"
+    cat = HiveCatalog(spark, db, metastore_uri=profile.hive_metastore_uri)
+    cat.ensure_database()
+    fs = lake_fs(profile)
+    try:
+        frame = (spark.range(0, 24_000_000, 1, 16).selectExpr("id % 1000 AS n", "length(sha2(CAST(id AS STRING), 256)) AS l")
+                 .groupBy("n").agg({"l": "sum"}).withColumnRenamed("sum(l)", "l").selectExpr("n", "l", "'2024-03-01' AS dt"))
+        outcome = {}
+
+        def write():
+            try:
+                outcome["meta"] = cat.write("t", frame, ["2024-03-01"])
+            except Exception as e:  # noqa: BLE001 - examined below
+                outcome["error"] = e
+
+        running = threading.Thread(target=write)
+        running.start()
+        time.sleep(3)  # the job is computing on the workers
+        assert running.is_alive(), "the write finished before the metastore could be stopped: make it longer"
+        assert hms.stop()
+        running.join(timeout=600)
+        assert isinstance(outcome.get("error"), MetastoreUnavailable), outcome
+        assert profile.hive_metastore_uri in str(outcome["error"])
+        hms.start()
+        meta = cat.write("t", frame, ["2024-03-01"])
+        row = spark.sql(f"SELECT count(*) AS c, count(DISTINCT n) AS k, sum(l) AS s FROM {db}.t").collect()[0]
+        assert (row["c"], row["k"], row["s"], meta["rows"]) == (1000, 1000, 64 * 24_000_000, 1000)
+
+        channels = pd.read_csv(Path(__import__("tv_platform").__path__[0]) / "data" / "tv_channels.csv")
+        fs.write_bytes(f"{root}/reference/channels/channels.csv", frame_to_csv_bytes(
+            channels.assign(time_rating=0.0, viewers_rating=0.0, rank=channels["channel_id"])))
+        hive = HiveResource(spark_remote=profile.spark_remote, database=db, lake_url=profile.hdfs_url, lake_root=root,
+                            webhdfs_url=profile.webhdfs_url, hdfs_user=profile.hdfs_user,
+                            metastore_uri=profile.hive_metastore_uri)
+        assert hms.stop()
+        t0 = time.monotonic()
+        failed = dg.materialize([L.hive_channels], resources={"hive": hive}, raise_on_error=False)
+        assert not failed.success and time.monotonic() - t0 < 20
+        error, message = failed.get_step_failure_events()[0].event_specific_data.error, ""
+        while error is not None:  # Dagster's step error wraps the asset's
+            message, error = message + error.message, error.cause
+        assert "Hive metastore" in message and profile.hive_metastore_uri in message, message
+        hms.start()
+        again = dg.materialize([L.hive_channels], resources={"hive": hive})
+        assert again.success
+        assert spark.sql(f"SELECT count(*) FROM {db}.tv_channels").collect()[0][0] == len(channels)
+    finally:
+        if not hms.running():
+            hms.start()
+        spark.sql(f"DROP DATABASE IF EXISTS {db} CASCADE")
+        fs.delete(root)
+
+
 def test_seed_day_through_the_graph_on_the_profile(profile):
     """The seed's recorded day end to end (test_end_to_end: produce --replay -> 3 brokers -> sensor -> HDFS with three
     DataNodes -> Hive tables in the metastore service -> sessions and daily viewing on the standalone workers), run

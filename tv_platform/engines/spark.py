@@ -49,6 +49,23 @@ class HiveError(RuntimeError):
     pass
 
 
+class MetastoreUnavailable(HiveError):
+    """The Hive metastore service the Spark server is a client of does not answer."""
+
+
+def metastore_unreachable(uri: str, timeout: float = 3.0) -> str | None:
+    """Why the metastore at ``uri`` (``thrift://host:port``) cannot be reached, or None when its port answers."""
+    import socket
+    from urllib.parse import urlparse
+
+    u = urlparse(uri)
+    try:
+        with socket.create_connection((u.hostname or "127.0.0.1", u.port or 9083), timeout=timeout):
+            return None
+    except OSError as e:
+        return f"{type(e).__name__}: {e}"
+
+
 def spark_session(remote: str):
     """The process's Spark session on ``remote`` (``sc://host:port``), created on first use and shared."""
     from pyspark.sql import SparkSession
@@ -92,11 +109,38 @@ def _sql_str(value: str) -> str:
 class HiveCatalog:
     """One Hive database seen through a SparkSession."""
 
-    def __init__(self, spark, database: str, database_location: str | None = None):
+    def __init__(self, spark, database: str, database_location: str | None = None, metastore_uri: str = ""):
         self.spark = spark
         self.database = database
         self.database_location = database_location or None
+        self.metastore_uri = metastore_uri
         self._database_ready = False
+
+    # ---- the metastore service ---------------------------------------------------------------------------------
+    def check_metastore(self, error: BaseException | None = None) -> None:
+        """With a metastore service (``metastore_uri``): raise :class:`MetastoreUnavailable`, naming it, when it does
+        not answer — Spark's own errors then say e.g. "Failed to find the data source: parquet" or "Unable to
+        instantiate SessionHiveMetaStoreClient" after half a minute of retries. ``error``: what failed (chained)."""
+        if not self.metastore_uri:
+            return
+        reason = metastore_unreachable(self.metastore_uri)
+        if reason:
+            raise MetastoreUnavailable(
+                f"the Hive metastore {self.metastore_uri} does not answer ({reason}): the lake's tables cannot be read "
+                f"or changed. Start it (on one machine: `tv-platform stack up --profile cluster`) or correct "
+                f"TVP_HIVE_METASTORE_URI, then re-execute the run — a step rewrites its partitions whole"
+            ) from error
+
+    @contextlib.contextmanager
+    def _metastore_named(self):
+        """Re-raise a failure inside the block as :class:`MetastoreUnavailable` when the metastore is down."""
+        try:
+            yield
+        except HiveError:
+            raise
+        except Exception as e:  # noqa: BLE001 - re-raised as it is unless the metastore explains it
+            self.check_metastore(e)
+            raise
 
     # ---- names -------------------------------------------------------------------------------------------------
     def qualified(self, table: str) -> str:
@@ -175,6 +219,10 @@ class HiveCatalog:
               sums: Sequence[str] = ()) -> dict[str, Any]:
         """Write ``frame`` to ``table``, replacing exactly ``partitions`` (``None``: an unpartitioned table, replaced
         whole). Returns metadata: table, partitions, row count and sums, read back from the table."""
+        with self._metastore_named():
+            return self._write(table, frame, partitions, sums)
+
+    def _write(self, table: str, frame, partitions: Sequence[str] | None, sums: Sequence[str]) -> dict[str, Any]:
         spark = frame.sparkSession
         fields = [(f.name, f.dataType.simpleString()) for f in frame.schema.fields]
         data_columns = [(c, t) for c, t in fields if c != T.PARTITION_COLUMN]
@@ -276,8 +324,9 @@ class HiveCatalog:
         """A lazy DataFrame of ``table`` restricted to ``partitions`` (all when None)."""
         from pyspark.sql import functions as F
 
-        self.refresh(table)
-        frame = self.spark.table(self.qualified(table))
+        with self._metastore_named():
+            self.refresh(table)
+            frame = self.spark.table(self.qualified(table))
         if partitions is not None:
             frame = frame.where(F.col(T.PARTITION_COLUMN).isin(list(partitions)))
         return frame
@@ -312,6 +361,9 @@ class HiveResource(dg.ConfigurableResource):
     webhdfs_url: str = "http://127.0.0.1:9870"
     """WebHDFS of the lake (to see which raw partition directories exist before registering them)."""
     hdfs_user: str = "tv_platform"
+    metastore_uri: str = ""
+    """``thrift://host:port`` of the Hive metastore service the Spark server uses (``TVP_HIVE_METASTORE_URI``):
+    probed when a step opens the catalog, so that an outage fails the step naming it; empty = the server's own."""
 
     def fs(self):
         from tv_platform.engines.hdfs import LakeFS
@@ -337,7 +389,9 @@ class HiveResource(dg.ConfigurableResource):
         return spark_session(self.spark_remote)
 
     def catalog(self) -> HiveCatalog:
-        return HiveCatalog(self.session(), self.database, self.resolved_database_location())
+        cat = HiveCatalog(self.session(), self.database, self.resolved_database_location(), self.metastore_uri)
+        cat.check_metastore()
+        return cat
 
     # conveniences used by the lake assets
     def register_raw_tables(self, catalog: HiveCatalog | None = None) -> HiveCatalog:
@@ -361,9 +415,14 @@ class HiveIOManager(dg.ConfigurableIOManager):
     database: str = "tv"
     database_location: str = ""
     """Location of the database if the IO manager creates it (keep it equal to HiveResource's)."""
+    metastore_uri: str = ""
+    """As :attr:`HiveResource.metastore_uri`."""
 
     def catalog(self) -> HiveCatalog:
-        return HiveCatalog(spark_session(self.spark_remote), self.database, self.database_location or None)
+        cat = HiveCatalog(spark_session(self.spark_remote), self.database, self.database_location or None,
+                          self.metastore_uri)
+        cat.check_metastore()
+        return cat
 
     @staticmethod
     def table_name(asset_key: dg.AssetKey, metadata: dict | None) -> str:
@@ -405,7 +464,8 @@ def lake_resources(settings=None, database: str | None = None) -> dict[str, Any]
 
     s = settings or get_settings()
     hive = HiveResource(spark_remote=s.spark_remote, database=database or s.hive_database, lake_url=s.hdfs_url,
-                        lake_root=s.lake_root, webhdfs_url=s.webhdfs_url, hdfs_user=s.hdfs_user)
+                        lake_root=s.lake_root, webhdfs_url=s.webhdfs_url, hdfs_user=s.hdfs_user,
+                        metastore_uri=s.hive_metastore_uri)
     io = HiveIOManager(spark_remote=s.spark_remote, database=hive.database,
-                       database_location=hive.resolved_database_location())
+                       database_location=hive.resolved_database_location(), metastore_uri=s.hive_metastore_uri)
     return {"hive": hive, "hive_io_manager": io}
