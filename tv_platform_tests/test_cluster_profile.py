@@ -325,6 +325,22 @@ def test_seed_day_through_the_graph_on_the_profile(profile):
     assert run.returncode == 0 and " passed" in run.stdout, run.stdout[-3000:]
 
 
+def test_datanode_sigkilled_during_landing_on_the_profile(profile):
+    """test_ingest.py's DataNode fault (it needs the profile's three DataNodes), run on the profile; afterwards all
+    three are live again for the NameNode."""
+    from tv_platform.stack.hdfs import HdfsNameNodeService
+
+    env = {**os.environ, "TVP_PROFILE": "cluster"}
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "ignore", "-k",
+                          "datanode_killed", str(Path(__file__).with_name("test_ingest.py"))],
+                         capture_output=True, text=True, timeout=900, env=env, stdin=subprocess.DEVNULL)
+    assert run.returncode == 0 and "1 passed" in run.stdout, run.stdout[-3000:]
+    deadline = time.monotonic() + 120
+    while len(HdfsNameNodeService(profile).live_datanodes()) < 3 and time.monotonic() < deadline:
+        time.sleep(2)
+    assert len(HdfsNameNodeService(profile).live_datanodes()) == 3
+
+
 def test_spark_worker_sigkilled_during_a_job_the_job_completes_and_the_worker_rejoins(profile, spark):
     """SIGKILL worker 1 (its JVM and the executor it launched: one process group) while a job of 16 tasks runs: the
     tasks it held are rerun on worker 2's executor and the sum is exact; restarted, the worker registers again."""

@@ -366,3 +366,45 @@ def test_a_topic_created_again_is_read_from_its_beginning(stack, reference, uniq
     assert cursor["pending"] == [[[[0, 0, 30]], "2023-10-06", 0, 0]]  # the old, unreadable range is a dead letter
     assert [rr.run_config["ops"]["tv_stream_snapshot"]["config"]["ranges"] for rr in result.run_requests] == [
         [{"partition": 0, "start": 0, "end": 30}]]
+
+
+@pytest.mark.skipif(__import__("os").environ.get("TVP_PROFILE") != "cluster",
+                    reason="needs the cluster profile's three DataNodes (run by test_cluster_profile.py)")
+def test_datanode_killed_during_landing_nothing_lost_reads_succeed(stack, reference, lake_res, unique, no_backoff,
+                                                                    spark):
+    """SIGKILL DataNode 1 (replication 3) just before the sensor's ranges land: the NameNode still counts it live for
+    its heartbeat expiry and redirects WebHDFS writes and reads to it — the lake asks another DataNode, and a range
+    whose run failed anyway is asked for again by the sensor. Every recorded event is in the lake exactly once, read
+    back through WebHDFS and through Spark, and counted against the fixture read with pandas."""
+    import os
+    import signal
+
+    from tv_platform.simulator.live import read_recorded
+    from tv_platform.stack.hdfs import HdfsDataNodeService
+
+    kafka = _topic(stack, f"datanode_{unique}", partitions=1)
+    expected = read_recorded(FIXTURE)
+    publish(kafka, expected.to_dict("records"), progress=False)
+    node = HdfsDataNodeService(stack, node=1)
+    pgid = node.recorded_pid()
+    assert pgid
+    instance = dg.DagsterInstance.ephemeral()
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+        tick, _ = _sensor_tick(kafka, instance=instance)
+        days, runs = set(), 0
+        while tick.run_requests and runs < 10:
+            for rr, result in _land(stack, lake_res, kafka, tick.run_requests, instance=instance):
+                days.add(rr.partition_key)
+                runs += 1
+            tick, _ = _sensor_tick(kafka, cursor=tick.cursor, instance=instance)
+        assert tick.run_requests == [] and json.loads(tick.cursor)["pending"] == [], "ranges still pending"
+        landed = pd.concat([_landed_events(lake_res, d) for d in sorted(days)], ignore_index=True)
+        key = ["session_id", "status"]
+        assert len(landed) == len(expected) and not landed.duplicated(key).any()
+        assert set(map(tuple, landed[key].to_numpy())) == set(map(tuple, expected[key].to_numpy()))
+        raw = layout.raw_dir("tv_stream", lake_res.lake_root)
+        through_spark = spark.read.option("header", True).csv(lake_res.fs().uri(raw)).count()
+        assert through_spark == len(expected)
+    finally:
+        node.start()

@@ -114,23 +114,54 @@ class LakeFS:
             os.replace(local_tmp, self._local(path))
             return
         # WebHDFS CREATE is two steps: the NameNode redirects to a DataNode, which takes the bytes.
-        first = self._rest("PUT", tmp, "CREATE", allow_redirects=False, overwrite="true")
-        if first.status_code != 307:
-            self._check(first, f"CREATE {tmp}")
-            raise LakeError(f"WebHDFS CREATE {tmp}: expected a redirect, got HTTP {first.status_code}")
-        try:
-            second = self._session.put(first.headers["Location"], data=data, timeout=self.timeout)
-        except requests.RequestException as exc:
-            raise LakeError(f"WebHDFS CREATE {tmp} (DataNode): {exc}") from exc
+        second = self._via_datanode("PUT", tmp, "CREATE", data=data, overwrite="true")
         self._check(second, f"CREATE {tmp}")
         self.rename(tmp, path, overwrite=True)
 
     def read_bytes(self, path: str) -> bytes:
         if self.scheme == "file":
             return self._local(path).read_bytes()
-        resp = self._rest("GET", path, "OPEN")
+        resp = self._via_datanode("GET", path, "OPEN")
         self._check(resp, f"OPEN {path}")
         return resp.content
+
+    DATANODE_ATTEMPTS = 3
+
+    def _via_datanode(self, method: str, path: str, op: str, data: bytes | None = None, **params):
+        """A WebHDFS call the NameNode redirects to a DataNode (CREATE, OPEN). A DataNode that does not answer — killed,
+        and still "live" for the NameNode until its heartbeats expire — is excluded (``excludedatanodes``, by its
+        transfer address) and the call asked again, up to ``DATANODE_ATTEMPTS`` DataNodes."""
+        excluded: list[str] = []
+        for attempt in range(1, self.DATANODE_ATTEMPTS + 1):
+            extra = {"excludedatanodes": ",".join(excluded)} if excluded else {}
+            first = self._rest(method, path, op, allow_redirects=False, **params, **extra)
+            if first.status_code != 307:
+                self._check(first, f"{op} {path}")
+                raise LakeError(f"WebHDFS {op} {path}: expected a redirect, got HTTP {first.status_code}")
+            location = first.headers["Location"]
+            try:
+                return self._session.request(method, location, data=data, timeout=self.timeout)
+            except requests.RequestException as exc:
+                if attempt == self.DATANODE_ATTEMPTS or not isinstance(exc, requests.ConnectionError):
+                    raise LakeError(f"WebHDFS {op} {path} (DataNode {urlparse(location).netloc}): {exc}") from exc
+                excluded.append(self._transfer_address(urlparse(location).netloc) or urlparse(location).hostname)
+        raise AssertionError("unreachable")
+
+    def _transfer_address(self, http_address: str) -> str | None:
+        """The data-transfer address (what ``excludedatanodes`` names) of the DataNode serving HTTP at
+        ``http_address``, from the NameNode's list of DataNodes (its JMX bean NameNodeInfo)."""
+        import json
+
+        try:
+            resp = self._session.get(f"{self.webhdfs_url.rstrip('/')}/jmx",
+                                     params={"qry": "Hadoop:service=NameNode,name=NameNodeInfo"}, timeout=10)
+            nodes = json.loads(resp.json()["beans"][0]["LiveNodes"])
+        except Exception:  # noqa: BLE001 - without it the retry excludes by host name
+            return None
+        for node in nodes.values():
+            if node.get("infoAddr") == http_address:
+                return node.get("xferaddr")
+        return None
 
     def rename(self, src: str, dst: str, overwrite: bool = False) -> None:
         if self.scheme == "file":
