@@ -3,7 +3,7 @@
     stack up|down|status|logs   the local stack of real services (Kafka, HDFS, Spark Connect + Hive, PostgreSQL, ClickHouse)
     dev                         the Dagster UI + daemon on the code location, instance storage in the stack's PostgreSQL
     demo                        the whole platform on local defaults
-    test [--fast|--services]    the test suite: a fast tier without services, then the services, then lifecycle
+    test [--fast|--services|--cluster]  the test suite: a fast tier without services, the services, lifecycle, cluster
     produce                     publish simulated (or recorded, --replay) viewing events to Kafka
     superset up|down|status     Superset (own virtualenv) with the dashboards of superset_exports/ on 127.0.0.1:8088
     settings                    the effective settings and every environment variable that sets them
@@ -176,9 +176,10 @@ def dagster_dev(port: int, host: str) -> int:
 # ---------------------------------------------------------------------------------------------------------------------
 #: the tiers of the suite, in the order ``tv-platform test`` runs them (pytest marker expressions)
 TEST_TIERS = {
-    "fast": "not services and not lifecycle and not long",  # no services: pure logic, definitions, the graph snapshot
-    "services": "services and not lifecycle and not long",  # against the real local stack (the `stack` fixture)
-    "lifecycle": "lifecycle and not long",  # stops and restarts services: last, in a process of its own
+    "fast": "not services and not lifecycle and not long and not cluster",  # no services: logic, definitions, snapshot
+    "services": "services and not lifecycle and not long and not cluster",  # the real local stack (`stack` fixture)
+    "lifecycle": "lifecycle and not long and not cluster",  # stops and restarts services, in a process of its own
+    "cluster": "cluster",  # the cluster profile brought up beside the local stack: its engines, the seed day, faults
     "long": "long",  # whole-platform proofs (a daemon backfill of a week three times, the demo in a browser): opt-in
 }
 
@@ -188,10 +189,10 @@ def run_tests(pytest_args: list[str]) -> int:
     ``test --services`` the service and lifecycle tiers; any other arguments go to one pytest run as they are."""
     env = dagster_env()
     tests = str(REPO_ROOT / "tv_platform_tests")
-    flags = {"--fast": ["fast"], "--services": ["services", "lifecycle"], "--long": ["long"]}
+    flags = {"--fast": ["fast"], "--services": ["services", "lifecycle"], "--cluster": ["cluster"], "--long": ["long"]}
     if pytest_args[:1] and pytest_args[0] not in flags:
         return subprocess.call([sys.executable, "-m", "pytest", *pytest_args], env=env, cwd=REPO_ROOT)
-    tiers = flags[pytest_args[0]] if pytest_args else ["fast", "services", "lifecycle"]
+    tiers = flags[pytest_args[0]] if pytest_args else ["fast", "services", "lifecycle", "cluster"]
     extra = pytest_args[1:]
     for tier in tiers:
         _say(f"== tests: {tier} tier (-m '{TEST_TIERS[tier]}')")

@@ -21,7 +21,7 @@ import requests
 
 from tv_platform.settings import Settings, get_settings
 
-pytestmark = [pytest.mark.services, pytest.mark.long]  # ~12 min on 2 cores (a cold profile: ~3 min): `./tvp test --long`
+pytestmark = [pytest.mark.services, pytest.mark.cluster]  # the last tier of `./tvp test` (`--cluster`): ~3 min warm, ~8 cold
 
 CLI = [sys.executable, "-m", "tv_platform.cli"]
 
