@@ -373,6 +373,91 @@ def test_spark_worker_sigkilled_during_a_job_the_job_completes_and_the_worker_re
     assert len(SparkMasterService(profile).alive_workers()) == 2
 
 
+def test_spark_worker_sigkilled_during_a_lake_range_run_sessions_identical(profile, spark):
+    """Three days of simulated history through the lake as one range run (the backfill policy's), twice into two
+    databases: undisturbed, and with Spark worker 1 SIGKILLed seconds into the run (if the run fails, it is launched
+    again, as a retry would). Both give the same sessions and daily viewing, no session twice, and per day as many
+    sessions as the simulator drew (counted with pandas from the raw files' events)."""
+    import signal
+    import threading
+    from datetime import date, timedelta
+
+    import dagster as dg
+    import pandas as pd
+
+    from tv_platform.assets import lake as L
+    from tv_platform.engines.hdfs import frame_to_csv_bytes, lake_fs
+    from tv_platform.engines.spark import HiveIOManager, HiveResource
+    from tv_platform.simulator.model import SimulationParams, simulate_day
+    from tv_platform.simulator.reference import load_channels, make_users
+    from tv_platform.stack.spark_standalone import SparkMasterService, SparkWorkerService
+
+    suffix = uuid.uuid4().hex[:8]
+    root = f"/probe_range_{suffix}"
+    fs = lake_fs(profile)
+    days = [(date(2023, 9, 20) + timedelta(days=i)).isoformat() for i in range(3)]
+    params = SimulationParams(users=3000, seed=5)
+    drawn = {}
+    for d in days:
+        ev = simulate_day(d, params)
+        drawn[d] = ev["session_id"].nunique()
+        fs.write_bytes(f"{root}/raw/tv_dataset/dt={d}/events.csv",
+                       frame_to_csv_bytes(ev.assign(timer=ev["timer"].dt.strftime("%Y-%m-%d %H:%M:%S"))))
+    fs.write_bytes(f"{root}/reference/channels/channels.csv", frame_to_csv_bytes(
+        load_channels()[["channel_id", "channel_name", "time_rating", "viewers_rating", "rank"]]))
+    fs.write_bytes(f"{root}/reference/users/users.csv", frame_to_csv_bytes(make_users(3000, 5)))
+    tags = {"dagster/asset_partition_range_start": days[0], "dagster/asset_partition_range_end": days[-1]}
+    worker = SparkWorkerService(profile, node=1)
+    out = {}
+
+    def build(label: str, fault: bool):
+        hive = HiveResource(spark_remote=profile.spark_remote, database=f"probe_range_{label}_{suffix}",
+                            lake_url=profile.hdfs_url, lake_root=root, webhdfs_url=profile.webhdfs_url,
+                            hdfs_user=profile.hdfs_user, metastore_uri=profile.hive_metastore_uri)
+        resources = {"hive": hive, "hive_io_manager": HiveIOManager(
+            spark_remote=profile.spark_remote, database=hive.database,
+            database_location=hive.resolved_database_location(), metastore_uri=profile.hive_metastore_uri)}
+        assert dg.materialize([L.hive_channels, L.hive_users], resources=resources).success
+        selection = [L.hive_tv_dataset, L.sessionize_assets, L.daily_viewing]
+        killer = None
+        if fault:
+            pgid = worker.recorded_pid()
+            assert pgid
+            killer = threading.Timer(6.0, lambda: os.killpg(pgid, signal.SIGKILL))
+            killer.start()
+        t0 = time.monotonic()
+        result = dg.materialize(selection, resources=resources, tags=tags, raise_on_error=False)
+        if killer is not None:
+            killer.join()
+            assert not worker.running() and time.monotonic() - t0 > 6.0, "the worker was not killed during the run"
+        if not result.success:  # the retry of a run that lost its worker
+            result = dg.materialize(selection, resources=resources, tags=tags)
+        assert result.success
+        cat = hive.catalog()
+        sessions = cat.read("viewing_sessions", days).toPandas()
+        daily = cat.read("daily_viewing", days).toPandas()
+        out[label] = (sessions.sort_values("session_id").reset_index(drop=True),
+                      daily.sort_values("dt").reset_index(drop=True))
+        cat.drop_database()
+
+    try:
+        build("calm", fault=False)
+        build("fault", fault=True)
+    finally:
+        if not worker.running():
+            worker.start()
+        fs.delete(root)
+    sessions, daily = out["fault"]
+    assert not sessions["session_id"].duplicated().any()
+    assert sessions.groupby("dt")["session_id"].nunique().to_dict() == drawn
+    pd.testing.assert_frame_equal(sessions, out["calm"][0])
+    pd.testing.assert_frame_equal(daily, out["calm"][1])
+    deadline = time.monotonic() + 90
+    while len(SparkMasterService(profile).alive_workers()) < 2 and time.monotonic() < deadline:
+        time.sleep(1)
+    assert len(SparkMasterService(profile).alive_workers()) == 2
+
+
 def test_zz_down_stops_the_profile_and_only_it(profile):
     from tv_platform.stack.base import port_open
 
